@@ -1,0 +1,96 @@
+//! The `x-amz-date` timestamp (`YYYYMMDDTHHMMSSZ`) and the date of the credential scope.
+
+use std::fmt;
+
+/// A UTC instant at one-second resolution, formatted the way SigV4 wants it.
+///
+/// Built from Unix seconds so that it works where no calendar library is available (wasm).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AmzDate {
+    year: i64,
+    month: u32,
+    day: u32,
+    hour: u32,
+    minute: u32,
+    second: u32,
+}
+
+impl AmzDate {
+    /// Converts seconds since the Unix epoch (UTC) to a calendar date and time.
+    pub fn from_unix_seconds(secs: u64) -> Self {
+        let days = (secs / 86_400) as i64;
+        let rem = secs % 86_400;
+        let (year, month, day) = civil_from_days(days);
+        Self {
+            year,
+            month,
+            day,
+            hour: (rem / 3600) as u32,
+            minute: ((rem % 3600) / 60) as u32,
+            second: (rem % 60) as u32,
+        }
+    }
+
+    /// `YYYYMMDD`: the first element of the credential scope.
+    pub fn date(&self) -> String {
+        format!("{:04}{:02}{:02}", self.year, self.month, self.day)
+    }
+
+    /// `YYYYMMDDTHHMMSSZ`: the value of `x-amz-date`.
+    pub fn date_time(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl fmt::Display for AmzDate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+            self.year, self.month, self.day, self.hour, self.minute, self.second
+        )
+    }
+}
+
+/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar
+/// (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_the_aws_example_instant() {
+        // 2013-05-24T00:00:00Z, the instant of AWS's S3 signing examples.
+        let d = AmzDate::from_unix_seconds(1_369_353_600);
+        assert_eq!(d.date(), "20130524");
+        assert_eq!(d.date_time(), "20130524T000000Z");
+    }
+
+    #[test]
+    fn handles_epoch_leap_days_and_end_of_year() {
+        assert_eq!(AmzDate::from_unix_seconds(0).date_time(), "19700101T000000Z");
+        // 2024-02-29T23:59:59Z
+        assert_eq!(
+            AmzDate::from_unix_seconds(1_709_251_199).date_time(),
+            "20240229T235959Z"
+        );
+        // 2026-12-31T12:34:56Z
+        assert_eq!(
+            AmzDate::from_unix_seconds(1_798_720_496).date_time(),
+            "20261231T123456Z"
+        );
+    }
+}
