@@ -1,0 +1,125 @@
+"""One S3 store served on several loopback endpoints: moto, with signature checks and IAM.
+
+moto verifies SigV4 (header auth) and evaluates per-user IAM policies once
+INITIAL_NO_AUTH_ACTION_COUNT is reached. One moto process holds one store; this module serves
+that one store from N threaded HTTP listeners, so the endpoints share buckets and objects the
+way the endpoints of a real store (VAST, Ceph RGW, MinIO) do.
+
+Run as `python -m devstack.backend --stack stack.yaml --workdir DIR`: it creates the buckets, an
+IAM user per identity allowed `s3:*` on that identity's buckets only, writes each user's keys to
+DIR/credentials/<identity>/ (the shape of a mounted Kubernetes Secret), turns signature checks
+on, and then writes DIR/backend.json with the endpoint addresses.
+"""
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+import yaml
+
+# Everything is free until set-up is done; then every request must be signed.
+os.environ.setdefault("INITIAL_NO_AUTH_ACTION_COUNT", "inf")
+os.environ.setdefault("MOTO_ALLOW_NONEXISTENT_REGION", "false")
+
+import boto3  # noqa: E402
+from moto import settings  # noqa: E402
+from moto.moto_server.werkzeug_app import (  # noqa: E402
+    DomainDispatcherApplication,
+    MotoRequestHandler,
+    create_backend_app,
+)
+from werkzeug.serving import make_server  # noqa: E402
+
+
+def guarded(app):
+    """Hides moto's control API (/moto-api: reset state, switch auth off) from clients."""
+
+    def wsgi(environ, start_response):
+        if environ.get("PATH_INFO", "").startswith("/moto-api"):
+            start_response("404 Not Found", [("Content-Type", "text/plain")])
+            return [b"not found\n"]
+        return app(environ, start_response)
+
+    return wsgi
+
+
+def bucket_policy(buckets):
+    resources = []
+    for b in buckets:
+        resources += [f"arn:aws:s3:::{b}", f"arn:aws:s3:::{b}/*"]
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": resources}],
+        }
+    )
+
+
+def write_secret(directory: Path, access_key: str, secret_key: str):
+    directory.mkdir(parents=True, exist_ok=True)
+    os.chmod(directory, 0o700)
+    for name, value in (("access_key_id", access_key), ("secret_access_key", secret_key)):
+        path = directory / name
+        path.write_text(value + "\n")
+        os.chmod(path, 0o600)
+
+
+def set_up(endpoint: str, stack: dict, workdir: Path):
+    """Creates buckets, users, keys and permissions while auth is still off."""
+    session = boto3.session.Session(
+        aws_access_key_id="setup", aws_secret_access_key="setup", region_name=stack["region"]
+    )
+    s3 = session.client("s3", endpoint_url=endpoint)
+    iam = session.client("iam", endpoint_url=endpoint)
+    for bucket in stack["buckets"]:
+        s3.create_bucket(Bucket=bucket)
+    for identity in stack["identities"]:
+        user = identity["name"]
+        iam.create_user(UserName=user)
+        iam.put_user_policy(
+            UserName=user, PolicyName="buckets", PolicyDocument=bucket_policy(identity["buckets"])
+        )
+        key = iam.create_access_key(UserName=user)["AccessKey"]
+        write_secret(workdir / "credentials" / user, key["AccessKeyId"], key["SecretAccessKey"])
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stack", required=True, type=Path)
+    parser.add_argument("--workdir", required=True, type=Path)
+    parser.add_argument("--host", default="127.0.0.1")
+    args = parser.parse_args(argv)
+    stack = yaml.safe_load(args.stack.read_text())
+
+    app = guarded(DomainDispatcherApplication(create_backend_app))
+    servers = [
+        make_server(args.host, 0, app, threaded=True, request_handler=MotoRequestHandler)
+        for _ in range(int(stack["endpoints"]))
+    ]
+    for server in servers:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    endpoints = [f"{args.host}:{s.server_port}" for s in servers]
+
+    set_up(f"http://{endpoints[0]}", stack, args.workdir)
+    settings.INITIAL_NO_AUTH_ACTION_COUNT = 0  # from now on every request is verified
+
+    state = args.workdir / "backend.json"
+    tmp = state.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"endpoints": endpoints}))
+    tmp.rename(state)
+    print(f"s3 backend ready on {', '.join(endpoints)}", file=sys.stderr, flush=True)
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    for server in servers:
+        server.shutdown()
+
+
+if __name__ == "__main__":
+    main()

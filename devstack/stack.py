@@ -1,0 +1,241 @@
+"""Starts and stops the local s3mesh stack: S3 store, ext-authz and Envoy, on loopback.
+
+Every process gets its own session (process group) and log file under the work directory, and
+`Stack.stop()` (also run at interpreter exit) kills every group it started, so neither `make run`
+nor a failing test leaves processes behind. Ports are the kernel's choice (port 0) unless a
+listen address is given.
+"""
+
+import atexit
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from string import Template
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_STACK = ROOT / "devstack" / "stack.yaml"
+ENVOY_TEMPLATE = ROOT / "envoy" / "s3mesh.yaml"
+WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "s3mesh_wasm_filter.wasm"
+EXT_AUTHZ = Path(os.environ.get("S3MESH_EXT_AUTHZ_BIN", ROOT / "target" / "debug" / "s3mesh-ext-authz"))
+VENV_BIN = ROOT / ".venv" / "bin"
+
+#: Classes every local identity gets on its own buckets (not bucket-admin).
+LOCAL_CLASSES = ["read", "write", "list", "delete", "multipart"]
+
+
+class StackError(RuntimeError):
+    """A component did not come up; the message says which and where its log is."""
+
+
+def socket_address(addr: str) -> dict:
+    host, port = addr.rsplit(":", 1)
+    return {"endpoint": {"address": {"socket_address": {"address": host.strip("[]"), "port_value": int(port)}}}}
+
+
+def ext_authz_config(stack: dict) -> dict:
+    """s3mesh's policy for the stack: each identity, by its address, gets its own buckets."""
+    return {
+        "signing": {"region": stack["region"]},
+        "identities": [{"name": i["name"], "source_cidrs": [i["source"]]} for i in stack["identities"]],
+        "profiles": {i["name"]: {"credentials_dir": f"credentials/{i['name']}"} for i in stack["identities"]},
+        "rules": [
+            {"identities": [i["name"]], "buckets": i["buckets"], "operations": LOCAL_CLASSES, "profile": i["name"]}
+            for i in stack["identities"]
+        ],
+    }
+
+
+def render_envoy(listen: str, wasm: Path, s3_endpoints, authz: str, post_endpoints=None) -> str:
+    """Fills envoy/s3mesh.yaml. `post_endpoints` overrides the filter's endpoint list (tests)."""
+    host, port = listen.rsplit(":", 1)
+    post = {"role": "post", "endpoints": list(post_endpoints or s3_endpoints)}
+    return Template(ENVOY_TEMPLATE.read_text()).substitute(
+        listen_host=host.strip("[]"),
+        listen_port=port,
+        wasm_path=str(wasm),
+        pre_config=json.dumps({"role": "pre"}),
+        post_config=json.dumps(post),
+        s3_lb_endpoints=json.dumps([socket_address(e) for e in s3_endpoints]),
+        authz_lb_endpoints=json.dumps([socket_address(authz)]),
+    )
+
+
+def wait_for(what: str, check, timeout: float, log: Path):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    tail = log.read_text(errors="replace")[-3000:] if log.exists() else "(no log)"
+    raise StackError(f"{what} did not come up within {timeout:.0f}s; log {log}:\n{tail}")
+
+
+class Stack:
+    """The whole local stack. Use as a context manager, or call start() and stop()."""
+
+    def __init__(self, workdir: Path, listen: str = "127.0.0.1:0", stack_file: Path = DEFAULT_STACK,
+                 post_endpoints=None, concurrency: int = 2):
+        self.workdir = Path(workdir)
+        self.listen = listen
+        self.stack = yaml.safe_load(Path(stack_file).read_text())
+        self.stack_file = Path(stack_file)
+        self.post_endpoints = post_endpoints
+        self.concurrency = concurrency
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.endpoints: list[str] = []
+        self.authz_address = ""
+        self.admin_url = ""
+        self.url = ""
+
+    # -- process handling -------------------------------------------------------------------
+
+    def log(self, name: str) -> Path:
+        return self.workdir / "logs" / f"{name}.log"
+
+    def spawn(self, name: str, cmd, env=None):
+        self.log(name).parent.mkdir(parents=True, exist_ok=True)
+        out = open(self.log(name), "ab")
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, env=env, cwd=ROOT)
+        out.close()
+        self.procs[name] = proc
+        return proc
+
+    def alive(self, name: str) -> bool:
+        proc = self.procs[name]
+        if proc.poll() is not None:
+            raise StackError(f"{name} exited with {proc.returncode}; log {self.log(name)}:\n"
+                             + self.log(name).read_text(errors="replace")[-3000:])
+        return True
+
+    def kill(self, name: str):
+        proc = self.procs.pop(name, None)
+        if proc is None or proc.poll() is not None:
+            return
+        for sig, grace in ((signal.SIGTERM, 5), (signal.SIGKILL, 5)):
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                return
+            try:
+                proc.wait(grace)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+    def stop(self):
+        for name in reversed(list(self.procs)):
+            self.kill(name)
+
+    # -- start-up ---------------------------------------------------------------------------
+
+    def start(self):
+        atexit.register(self.stop)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        for stale in ("backend.json", "envoy-admin.txt"):
+            (self.workdir / stale).unlink(missing_ok=True)
+        for f in self.workdir.glob("logs/*.log"):
+            f.unlink()
+        try:
+            self.start_backend()
+            self.start_ext_authz()
+            self.start_envoy()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def start_backend(self):
+        self.spawn("backend", [str(VENV_BIN / "python"), "-m", "devstack.backend",
+                               "--stack", str(self.stack_file), "--workdir", str(self.workdir)])
+        state = self.workdir / "backend.json"
+        wait_for("S3 backend", lambda: self.alive("backend") and state.exists(), 60, self.log("backend"))
+        self.endpoints = json.loads(state.read_text())["endpoints"]
+
+    def start_ext_authz(self, config: Path | None = None):
+        if config is None:
+            config = self.workdir / "ext-authz.yaml"
+            config.write_text(yaml.safe_dump(ext_authz_config(self.stack), sort_keys=False))
+        if not EXT_AUTHZ.exists():
+            raise StackError(f"{EXT_AUTHZ} is missing: run `make build` first")
+        env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"))
+        log = self.log("ext-authz")
+        offset = log.stat().st_size if log.exists() else 0
+        self.spawn("ext-authz", [str(EXT_AUTHZ), "--config", str(config), "--listen", "127.0.0.1:0"], env=env)
+
+        def listening():
+            self.alive("ext-authz")
+            m = re.search(r"serving listen=(\S+)", log.read_text(errors="replace")[offset:])
+            return m and m.group(1)
+
+        self.authz_address = wait_for("ext-authz", listening, 30, log)
+
+    def start_envoy(self):
+        config = self.workdir / "envoy.yaml"
+        config.write_text(render_envoy(self.listen, WASM, self.endpoints, self.authz_address,
+                                       self.post_endpoints))
+        admin_file = self.workdir / "envoy-admin.txt"
+        self.spawn("envoy", [str(VENV_BIN / "envoy"), "-c", str(config), "--admin-address-path", str(admin_file),
+                             "--disable-hot-restart", "--concurrency", str(self.concurrency), "-l", "info"])
+        admin = wait_for("Envoy admin", lambda: self.alive("envoy") and admin_file.exists()
+                         and admin_file.read_text().strip(), 60, self.log("envoy"))
+        self.admin_url = f"http://{admin}"
+
+        def listener():
+            self.alive("envoy")
+            try:
+                with urllib.request.urlopen(f"{self.admin_url}/listeners?format=json", timeout=2) as r:
+                    statuses = json.load(r).get("listener_statuses", [])
+            except OSError:
+                return None
+            for s in statuses:
+                sa = s.get("local_address", {}).get("socket_address", {})
+                if s.get("name") == "s3mesh" and sa.get("port_value"):
+                    return f"{sa['address']}:{sa['port_value']}"
+            return None
+
+        address = wait_for("Envoy listener", listener, 60, self.log("envoy"))
+        self.url = f"http://{address}"
+
+    # -- inspection -------------------------------------------------------------------------
+
+    def admin(self, path: str) -> str:
+        with urllib.request.urlopen(f"{self.admin_url}{path}", timeout=5) as r:
+            return r.read().decode()
+
+    def stats(self) -> dict:
+        """Envoy counters and gauges by name."""
+        out = {}
+        for line in self.admin("/stats").splitlines():
+            name, _, value = line.partition(": ")
+            if value.strip().lstrip("-").isdigit():
+                out[name] = int(value)
+        return out
+
+    def upstream_requests(self) -> dict:
+        """Requests Envoy sent to each S3 endpoint (`ip:port` -> count)."""
+        out = {}
+        for line in self.admin("/clusters").splitlines():
+            parts = line.split("::")
+            if len(parts) == 4 and parts[0] == "s3" and parts[2] == "rq_total":
+                out[parts[1]] = int(parts[3])
+        return out
+
+    def credentials(self, identity: str) -> tuple[str, str]:
+        d = self.workdir / "credentials" / identity
+        return (d / "access_key_id").read_text().strip(), (d / "secret_access_key").read_text().strip()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()

@@ -1,0 +1,233 @@
+//! The local configuration file: identities, credential profiles and policy rules.
+//!
+//! Parsed once and validated as a whole, so a typo is reported with the field and the problem
+//! before the service answers a single check.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use thiserror::Error;
+
+/// Why a configuration file was refused.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid YAML of the expected shape (the message names the field).
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// serde's message, with line and column.
+        message: String,
+    },
+    /// The file parsed but says something inconsistent.
+    #[error("{path}: {field}: {problem}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Dotted path of the offending field, e.g. `rules[2].profile`.
+        field: String,
+        /// What is wrong and how to fix it.
+        problem: String,
+    },
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where signatures are scoped (the store's region).
+    #[serde(default)]
+    pub signing: SigningConfig,
+    /// Callers known by their source address (deployments without Kubernetes).
+    pub identities: Vec<IdentitySpec>,
+    /// Named credential profiles: which S3 key signs for a rule.
+    pub profiles: BTreeMap<String, ProfileSpec>,
+    /// What each identity may do. Anything not granted is denied.
+    pub rules: Vec<RuleSpec>,
+}
+
+/// Signing scope settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningConfig {
+    /// Region of the credential scope; S3-compatible stores mostly accept `us-east-1`.
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// Service name of the credential scope.
+    #[serde(default = "default_service")]
+    pub service: String,
+}
+
+impl Default for SigningConfig {
+    fn default() -> Self {
+        Self { region: default_region(), service: default_service() }
+    }
+}
+
+fn default_region() -> String {
+    "us-east-1".to_owned()
+}
+
+fn default_service() -> String {
+    "s3".to_owned()
+}
+
+/// An identity recognised by the address its requests come from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentitySpec {
+    /// Name used by rules and in logs and metrics.
+    pub name: String,
+    /// Source networks; the most specific match wins.
+    pub source_cidrs: Vec<IpNet>,
+}
+
+/// Where a profile's credentials live: a directory shaped like a mounted Kubernetes Secret
+/// (files `access_key_id`, `secret_access_key` and optionally `session_token`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileSpec {
+    /// The directory; relative paths are taken from the configuration file's directory.
+    pub credentials_dir: PathBuf,
+}
+
+/// One grant.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSpec {
+    /// Identity names this rule applies to.
+    pub identities: Vec<String>,
+    /// Bucket names; a trailing `*` matches any suffix, `*` alone any bucket (and `ListBuckets`).
+    pub buckets: Vec<String>,
+    /// Operation classes granted: read, write, list, delete, multipart, bucket-admin.
+    pub operations: Vec<String>,
+    /// The profile whose key signs requests this rule allows.
+    pub profile: String,
+}
+
+impl Config {
+    /// Reads, parses and validates `path`; relative credential directories are resolved.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let mut config: Config = serde_yaml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for profile in config.profiles.values_mut() {
+            if profile.credentials_dir.is_relative() {
+                profile.credentials_dir = base.join(&profile.credentials_dir);
+            }
+        }
+        config.validate().map_err(|(field, problem)| ConfigError::Invalid {
+            path: path.to_owned(),
+            field,
+            problem,
+        })?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), (String, String)> {
+        let mut seen = BTreeMap::new();
+        for (i, identity) in self.identities.iter().enumerate() {
+            if seen.insert(identity.name.as_str(), i).is_some() {
+                return Err((format!("identities[{i}].name"), format!("{:?} is defined twice", identity.name)));
+            }
+        }
+        let mut cidrs = BTreeMap::new();
+        for (i, identity) in self.identities.iter().enumerate() {
+            for cidr in &identity.source_cidrs {
+                if let Some(other) = cidrs.insert(cidr.trunc(), identity.name.as_str()) {
+                    return Err((
+                        format!("identities[{i}].source_cidrs"),
+                        format!("{cidr} is already claimed by identity {other:?}; one network must name one caller"),
+                    ));
+                }
+            }
+        }
+        for (i, rule) in self.rules.iter().enumerate() {
+            for name in &rule.identities {
+                if !seen.contains_key(name.as_str()) {
+                    return Err((format!("rules[{i}].identities"), format!("unknown identity {name:?}")));
+                }
+            }
+            if !self.profiles.contains_key(&rule.profile) {
+                return Err((format!("rules[{i}].profile"), format!("unknown profile {:?}", rule.profile)));
+            }
+            for op in &rule.operations {
+                if crate::policy::parse_class(op).is_none() {
+                    return Err((
+                        format!("rules[{i}].operations"),
+                        format!("unknown class {op:?}; use read, write, list, delete, multipart or bucket-admin"),
+                    ));
+                }
+            }
+            if rule.buckets.is_empty() {
+                return Err((format!("rules[{i}].buckets"), "must name at least one bucket".to_owned()));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("s3mesh-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{n}.yaml"));
+        std::fs::write(&path, text).unwrap();
+        Config::load(&path)
+    }
+
+    const GOOD: &str = "
+identities:
+  - {name: a, source_cidrs: [127.0.0.2/32]}
+profiles:
+  pa: {credentials_dir: creds/a}
+rules:
+  - {identities: [a], buckets: [a], operations: [read, write], profile: pa}
+";
+
+    #[test]
+    fn loads_and_resolves_relative_credential_dirs() {
+        let c = load(GOOD).unwrap();
+        assert!(c.profiles["pa"].credentials_dir.is_absolute());
+        assert_eq!(c.signing.region, "us-east-1");
+    }
+
+    #[test]
+    fn refuses_unknown_fields_naming_them() {
+        let err = load(&GOOD.replace("profile: pa}", "profile: pa, bukcets: [x]}")).unwrap_err();
+        assert!(err.to_string().contains("bukcets"), "{err}");
+    }
+
+    #[test]
+    fn refuses_inconsistent_references_naming_the_field() {
+        let err = load(&GOOD.replace("profile: pa}", "profile: nope}")).unwrap_err();
+        assert!(err.to_string().contains("rules[0].profile: unknown profile \"nope\""), "{err}");
+        let err = load(&GOOD.replace("[read, write]", "[read, wrte]")).unwrap_err();
+        assert!(err.to_string().contains("rules[0].operations"), "{err}");
+        let twice = GOOD.replace(
+            "identities:\n",
+            "identities:\n  - {name: b, source_cidrs: [127.0.0.2/32]}\n",
+        );
+        let err = load(&twice).unwrap_err();
+        assert!(err.to_string().contains("already claimed"), "{err}");
+    }
+}

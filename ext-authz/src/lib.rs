@@ -1,0 +1,16 @@
+//! The s3mesh ext_authz service: runs beside Envoy (a Deployment in Kubernetes, a local process
+//! in `make run`) and answers Envoy's `envoy.service.auth.v3.Authorization/Check`.
+//!
+//! For every S3 request Envoy asks: who is calling ([`identity`]), may they do this
+//! ([`policy`]), and with which credentials ([`credentials`]). An allowed request comes back
+//! with SigV4 headers ([`signer`]) so that pods hold no S3 keys; a refused one with an S3 XML
+//! error. [`check`] is that decision as plain Rust; [`service`] is the gRPC shell around it.
+
+pub mod check;
+pub mod config;
+pub mod credentials;
+pub mod identity;
+pub mod policy;
+pub mod service;
+pub mod signer;
+pub mod telemetry;

@@ -1,0 +1,115 @@
+//! The gRPC shell: Envoy's `Authorization/Check` in, a [`Decision`] out as a `CheckResponse`.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use envoy_types::ext_authz::v3::pb::{
+    Address, Authorization, CheckRequest, CheckResponse, HeaderAppendAction, HttpStatusCode,
+};
+use envoy_types::ext_authz::v3::{
+    CheckResponseExt, DeniedHttpResponseBuilder, OkHttpResponseBuilder,
+};
+use s3mesh_s3_request::S3Error;
+use tonic::{Request, Response, Status};
+
+use crate::check::{Checker, Decision, HttpAttributes};
+
+/// The Authorization service over a loaded [`Checker`].
+#[derive(Debug, Clone)]
+pub struct AuthzService {
+    checker: Arc<Checker>,
+}
+
+impl AuthzService {
+    /// Serves decisions from `checker`.
+    pub fn new(checker: Arc<Checker>) -> Self {
+        Self { checker }
+    }
+}
+
+#[tonic::async_trait]
+impl Authorization for AuthzService {
+    async fn check(&self, request: Request<CheckRequest>) -> Result<Response<CheckResponse>, Status> {
+        let request = request.into_inner();
+        let attributes = request.attributes.as_ref();
+        let Some(http) = attributes
+            .and_then(|a| a.request.as_ref())
+            .and_then(|r| r.http.as_ref())
+        else {
+            // Not an HTTP check: nothing s3mesh can authorize.
+            let error = S3Error::invalid_request("ext_authz check without HTTP attributes");
+            return Ok(Response::new(denied(&error, "", "")));
+        };
+        let source = attributes
+            .and_then(|a| a.source.as_ref())
+            .and_then(|p| p.address.as_ref())
+            .and_then(|a| match &a.address {
+                Some(Address::SocketAddress(s)) => s.address.parse().ok(),
+                _ => None,
+            });
+        let attrs = HttpAttributes {
+            source,
+            method: &http.method,
+            host: &http.host,
+            path: &http.path,
+            headers: &http.headers,
+        };
+        // Envoy's x-request-id also appears in its access log; the stream id is the fallback.
+        let request_id = http.headers.get("x-request-id").unwrap_or(&http.id);
+        let decision = self.checker.check(&attrs, SystemTime::now());
+        let response = match decision {
+            Decision::Allow { identity, operation, changes } => {
+                tracing::info!(%request_id, %identity, operation, decision = "allow", "check");
+                let mut ok = OkHttpResponseBuilder::new();
+                for (name, value) in changes.set {
+                    ok.add_header(name, value, Some(HeaderAppendAction::OverwriteIfExistsOrAdd), false);
+                }
+                for name in changes.remove {
+                    ok.remove_header(name);
+                }
+                let mut response = CheckResponse::with_status(Status::ok("allowed"));
+                response.set_http_response(ok);
+                response
+            }
+            Decision::Deny { identity, operation, error } => {
+                tracing::info!(
+                    %request_id,
+                    identity = identity.as_deref().unwrap_or("-"),
+                    operation = operation.unwrap_or("-"),
+                    decision = "deny",
+                    status = error.status,
+                    reason = %error.message,
+                    "check"
+                );
+                denied(&error, &http.path, request_id)
+            }
+        };
+        Ok(Response::new(response))
+    }
+}
+
+fn denied(error: &S3Error, resource: &str, request_id: &str) -> CheckResponse {
+    let resource = resource.split('?').next().unwrap_or(resource);
+    let mut body = DeniedHttpResponseBuilder::new();
+    body.set_http_status(status_code(error.status))
+        .add_header("content-type", "application/xml", None, false)
+        .add_header("x-amz-request-id", request_id, None, false)
+        .set_body(error.to_xml(resource, request_id));
+    let grpc = match error.status {
+        403 => Status::permission_denied(error.code),
+        503 => Status::unavailable(error.code),
+        _ => Status::invalid_argument(error.code),
+    };
+    let mut response = CheckResponse::with_status(grpc);
+    response.set_http_response(body);
+    response
+}
+
+fn status_code(status: u16) -> HttpStatusCode {
+    match status {
+        400 => HttpStatusCode::BadRequest,
+        403 => HttpStatusCode::Forbidden,
+        503 => HttpStatusCode::ServiceUnavailable,
+        _ => HttpStatusCode::InternalServerError,
+    }
+}
