@@ -53,10 +53,11 @@ def ext_authz_config(stack: dict) -> dict:
     }
 
 
-def render_envoy(listen: str, wasm: Path, s3_endpoints, authz: str, post_endpoints=None) -> str:
-    """Fills envoy/s3mesh.yaml. `post_endpoints` overrides the filter's endpoint list (tests)."""
+def render_envoy(listen: str, wasm: Path, s3_endpoints, authz: str, post_overrides=None) -> str:
+    """Fills envoy/s3mesh.yaml. `post_overrides` replaces fields of the "post" filter's
+    configuration (tests use it to pin the hint or to feed a bad configuration)."""
     host, port = listen.rsplit(":", 1)
-    post = {"role": "post", "endpoints": list(post_endpoints or s3_endpoints)}
+    post = {"role": "post", "endpoints": list(s3_endpoints), **(post_overrides or {})}
     return Template(ENVOY_TEMPLATE.read_text()).substitute(
         listen_host=host.strip("[]"),
         listen_port=port,
@@ -83,12 +84,13 @@ class Stack:
     """The whole local stack. Use as a context manager, or call start() and stop()."""
 
     def __init__(self, workdir: Path, listen: str = "127.0.0.1:0", stack_file: Path = DEFAULT_STACK,
-                 post_endpoints=None, concurrency: int = 2):
+                 post_overrides=None, concurrency: int = 2):
         self.workdir = Path(workdir)
         self.listen = listen
         self.stack = yaml.safe_load(Path(stack_file).read_text())
         self.stack_file = Path(stack_file)
-        self.post_endpoints = post_endpoints
+        #: dict, or a function of the store's endpoints returning one.
+        self.post_overrides = post_overrides
         self.concurrency = concurrency
         self.procs: dict[str, subprocess.Popen] = {}
         self.endpoints: list[str] = []
@@ -181,8 +183,10 @@ class Stack:
 
     def start_envoy(self):
         config = self.workdir / "envoy.yaml"
-        config.write_text(render_envoy(self.listen, WASM, self.endpoints, self.authz_address,
-                                       self.post_endpoints))
+        overrides = self.post_overrides
+        if callable(overrides):
+            overrides = overrides(self.endpoints)
+        config.write_text(render_envoy(self.listen, WASM, self.endpoints, self.authz_address, overrides))
         admin_file = self.workdir / "envoy-admin.txt"
         self.spawn("envoy", [str(VENV_BIN / "envoy"), "-c", str(config), "--admin-address-path", str(admin_file),
                              "--disable-hot-restart", "--concurrency", str(self.concurrency), "-l", "info"])

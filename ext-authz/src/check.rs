@@ -66,7 +66,12 @@ impl Checker {
         let profiles = config
             .profiles
             .iter()
-            .map(|(name, spec)| Ok((name.clone(), credentials::load_dir(name, &spec.credentials_dir)?)))
+            .map(|(name, spec)| {
+                Ok((
+                    name.clone(),
+                    credentials::load_dir(name, &spec.credentials_dir)?,
+                ))
+            })
             .collect::<Result<_, ConfigError>>()?;
         Ok(Self {
             identities: AddressIdentities::new(&config.identities),
@@ -99,7 +104,9 @@ impl Checker {
             );
         }
         let Some(identity) = attrs.source.and_then(|ip| self.identities.resolve(ip)) else {
-            let who = attrs.source.map_or("an unknown address".to_owned(), |ip| ip.to_string());
+            let who = attrs
+                .source
+                .map_or("an unknown address".to_owned(), |ip| ip.to_string());
             return deny(
                 None,
                 None,
@@ -112,20 +119,41 @@ impl Checker {
         let profile = match self.policy.authorize(&identity, &request) {
             Ok(p) => p,
             Err(denial) => {
-                return deny(Some(&identity.name), Some(operation), S3Error::access_denied(denial.to_string()))
+                return deny(
+                    Some(&identity.name),
+                    Some(operation),
+                    S3Error::access_denied(denial.to_string()),
+                )
             }
         };
         let Some(credentials) = self.profiles.get(profile) else {
             return deny(
                 Some(&identity.name),
                 Some(operation),
-                S3Error::service_unavailable(format!("credential profile {profile:?} is not loaded")),
+                S3Error::service_unavailable(format!(
+                    "credential profile {profile:?} is not loaded"
+                )),
             );
         };
         let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let outgoing = OutgoingRequest { method: attrs.method, host: attrs.host, target: &target, headers: attrs.headers };
-        match sign_request(&outgoing, credentials, &self.signing.region, &self.signing.service, AmzDate::from_unix_seconds(secs)) {
-            Ok(changes) => Decision::Allow { identity: identity.name, operation, changes },
+        let outgoing = OutgoingRequest {
+            method: attrs.method,
+            host: attrs.host,
+            target: &target,
+            headers: attrs.headers,
+        };
+        match sign_request(
+            &outgoing,
+            credentials,
+            &self.signing.region,
+            &self.signing.service,
+            AmzDate::from_unix_seconds(secs),
+        ) {
+            Ok(changes) => Decision::Allow {
+                identity: identity.name,
+                operation,
+                changes,
+            },
             Err(error) => deny(Some(&identity.name), Some(operation), error),
         }
     }

@@ -70,7 +70,10 @@ pub struct SigningConfig {
 
 impl Default for SigningConfig {
     fn default() -> Self {
-        Self { region: default_region(), service: default_service() }
+        Self {
+            region: default_region(),
+            service: default_service(),
+        }
     }
 }
 
@@ -118,8 +121,10 @@ pub struct RuleSpec {
 impl Config {
     /// Reads, parses and validates `path`; relative credential directories are resolved.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         let mut config: Config = serde_yaml::from_str(&text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
             message: e.to_string(),
@@ -130,11 +135,13 @@ impl Config {
                 profile.credentials_dir = base.join(&profile.credentials_dir);
             }
         }
-        config.validate().map_err(|(field, problem)| ConfigError::Invalid {
-            path: path.to_owned(),
-            field,
-            problem,
-        })?;
+        config
+            .validate()
+            .map_err(|(field, problem)| ConfigError::Invalid {
+                path: path.to_owned(),
+                field,
+                problem,
+            })?;
         Ok(config)
     }
 
@@ -142,7 +149,10 @@ impl Config {
         let mut seen = BTreeMap::new();
         for (i, identity) in self.identities.iter().enumerate() {
             if seen.insert(identity.name.as_str(), i).is_some() {
-                return Err((format!("identities[{i}].name"), format!("{:?} is defined twice", identity.name)));
+                return Err((
+                    format!("identities[{i}].name"),
+                    format!("{:?} is defined twice", identity.name),
+                ));
             }
         }
         let mut cidrs = BTreeMap::new();
@@ -159,11 +169,17 @@ impl Config {
         for (i, rule) in self.rules.iter().enumerate() {
             for name in &rule.identities {
                 if !seen.contains_key(name.as_str()) {
-                    return Err((format!("rules[{i}].identities"), format!("unknown identity {name:?}")));
+                    return Err((
+                        format!("rules[{i}].identities"),
+                        format!("unknown identity {name:?}"),
+                    ));
                 }
             }
             if !self.profiles.contains_key(&rule.profile) {
-                return Err((format!("rules[{i}].profile"), format!("unknown profile {:?}", rule.profile)));
+                return Err((
+                    format!("rules[{i}].profile"),
+                    format!("unknown profile {:?}", rule.profile),
+                ));
             }
             for op in &rule.operations {
                 if crate::policy::parse_class(op).is_none() {
@@ -174,7 +190,10 @@ impl Config {
                 }
             }
             if rule.buckets.is_empty() {
-                return Err((format!("rules[{i}].buckets"), "must name at least one bucket".to_owned()));
+                return Err((
+                    format!("rules[{i}].buckets"),
+                    "must name at least one bucket".to_owned(),
+                ));
             }
         }
         Ok(())
@@ -220,7 +239,11 @@ rules:
     #[test]
     fn refuses_inconsistent_references_naming_the_field() {
         let err = load(&GOOD.replace("profile: pa}", "profile: nope}")).unwrap_err();
-        assert!(err.to_string().contains("rules[0].profile: unknown profile \"nope\""), "{err}");
+        assert!(
+            err.to_string()
+                .contains("rules[0].profile: unknown profile \"nope\""),
+            "{err}"
+        );
         let err = load(&GOOD.replace("[read, write]", "[read, wrte]")).unwrap_err();
         assert!(err.to_string().contains("rules[0].operations"), "{err}");
         let twice = GOOD.replace(

@@ -27,7 +27,7 @@ impl AddressIdentities {
             .iter()
             .flat_map(|s| s.source_cidrs.iter().map(|n| (n.trunc(), s.name.clone())))
             .collect();
-        networks.sort_by(|a, b| b.0.prefix_len().cmp(&a.0.prefix_len()));
+        networks.sort_by_key(|(net, _)| std::cmp::Reverse(net.prefix_len()));
         Self { networks }
     }
 
@@ -52,13 +52,25 @@ mod tests {
     #[test]
     fn most_specific_network_wins() {
         let specs = vec![
-            IdentitySpec { name: "wide".into(), source_cidrs: vec!["10.0.0.0/8".parse().unwrap()] },
-            IdentitySpec { name: "narrow".into(), source_cidrs: vec!["10.1.2.3/32".parse().unwrap()] },
+            IdentitySpec {
+                name: "wide".into(),
+                source_cidrs: vec!["10.0.0.0/8".parse().unwrap()],
+            },
+            IdentitySpec {
+                name: "narrow".into(),
+                source_cidrs: vec!["10.1.2.3/32".parse().unwrap()],
+            },
         ];
         let t = AddressIdentities::new(&specs);
-        assert_eq!(t.resolve("10.1.2.3".parse().unwrap()).unwrap().name, "narrow");
+        assert_eq!(
+            t.resolve("10.1.2.3".parse().unwrap()).unwrap().name,
+            "narrow"
+        );
         assert_eq!(t.resolve("10.9.9.9".parse().unwrap()).unwrap().name, "wide");
-        assert_eq!(t.resolve("::ffff:10.1.2.3".parse().unwrap()).unwrap().name, "narrow");
+        assert_eq!(
+            t.resolve("::ffff:10.1.2.3".parse().unwrap()).unwrap().name,
+            "narrow"
+        );
         assert_eq!(t.resolve("192.168.0.1".parse().unwrap()), None);
     }
 }

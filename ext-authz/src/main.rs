@@ -11,7 +11,8 @@ use s3mesh_ext_authz::config::Config;
 use s3mesh_ext_authz::service::AuthzService;
 use s3mesh_ext_authz::telemetry;
 
-const USAGE: &str = "usage: s3mesh-ext-authz --config FILE [--listen ADDR (default 127.0.0.1:9191)]";
+const USAGE: &str =
+    "usage: s3mesh-ext-authz --config FILE [--listen ADDR (default 127.0.0.1:9191)]";
 
 struct Args {
     config: PathBuf,
@@ -34,7 +35,10 @@ fn parse_args() -> Result<Args, String> {
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
-    Ok(Args { config: config.ok_or("--config is required")?, listen })
+    Ok(Args {
+        config: config.ok_or("--config is required")?,
+        listen,
+    })
 }
 
 #[tokio::main]

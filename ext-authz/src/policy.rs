@@ -156,8 +156,13 @@ mod tests {
             rule("a", &["logs-*"], &["read"], "pa"),
         ]);
         assert_eq!(p.authorize(&who("a"), &req("GET", "/a/k", None)), Ok("pa"));
-        assert_eq!(p.authorize(&who("a"), &req("GET", "/logs-1/k", None)), Ok("pa"));
-        let denied = p.authorize(&who("a"), &req("DELETE", "/a/k", None)).unwrap_err();
+        assert_eq!(
+            p.authorize(&who("a"), &req("GET", "/logs-1/k", None)),
+            Ok("pa")
+        );
+        let denied = p
+            .authorize(&who("a"), &req("DELETE", "/a/k", None))
+            .unwrap_err();
         assert_eq!(
             denied.to_string(),
             "identity \"a\" is not granted delete on bucket \"a\"; ask for a policy rule that grants it"
@@ -177,9 +182,17 @@ mod tests {
             rule("a", &["a"], &["read", "write"], "pa"),
             rule("a", &["b"], &["read"], "pb"),
         ]);
-        assert_eq!(p.authorize(&who("a"), &req("PUT", "/a/k", Some("a/src"))), Ok("pa"));
-        let denied = p.authorize(&who("a"), &req("PUT", "/a/k", Some("b/src"))).unwrap_err();
-        assert!(denied.to_string().contains("read on bucket \"b\""), "{denied}");
+        assert_eq!(
+            p.authorize(&who("a"), &req("PUT", "/a/k", Some("a/src"))),
+            Ok("pa")
+        );
+        let denied = p
+            .authorize(&who("a"), &req("PUT", "/a/k", Some("b/src")))
+            .unwrap_err();
+        assert!(
+            denied.to_string().contains("read on bucket \"b\""),
+            "{denied}"
+        );
     }
 
     #[test]

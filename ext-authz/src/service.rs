@@ -29,7 +29,10 @@ impl AuthzService {
 
 #[tonic::async_trait]
 impl Authorization for AuthzService {
-    async fn check(&self, request: Request<CheckRequest>) -> Result<Response<CheckResponse>, Status> {
+    async fn check(
+        &self,
+        request: Request<CheckRequest>,
+    ) -> Result<Response<CheckResponse>, Status> {
         let request = request.into_inner();
         let attributes = request.attributes.as_ref();
         let Some(http) = attributes
@@ -58,11 +61,20 @@ impl Authorization for AuthzService {
         let request_id = http.headers.get("x-request-id").unwrap_or(&http.id);
         let decision = self.checker.check(&attrs, SystemTime::now());
         let response = match decision {
-            Decision::Allow { identity, operation, changes } => {
+            Decision::Allow {
+                identity,
+                operation,
+                changes,
+            } => {
                 tracing::info!(%request_id, %identity, operation, decision = "allow", "check");
                 let mut ok = OkHttpResponseBuilder::new();
                 for (name, value) in changes.set {
-                    ok.add_header(name, value, Some(HeaderAppendAction::OverwriteIfExistsOrAdd), false);
+                    ok.add_header(
+                        name,
+                        value,
+                        Some(HeaderAppendAction::OverwriteIfExistsOrAdd),
+                        false,
+                    );
                 }
                 for name in changes.remove {
                     ok.remove_header(name);
@@ -71,7 +83,11 @@ impl Authorization for AuthzService {
                 response.set_http_response(ok);
                 response
             }
-            Decision::Deny { identity, operation, error } => {
+            Decision::Deny {
+                identity,
+                operation,
+                error,
+            } => {
                 tracing::info!(
                     %request_id,
                     identity = identity.as_deref().unwrap_or("-"),

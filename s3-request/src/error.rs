@@ -15,22 +15,38 @@ pub struct S3Error {
 impl S3Error {
     /// 403 `AccessDenied`.
     pub fn access_denied(message: impl Into<String>) -> Self {
-        Self { status: 403, code: "AccessDenied", message: message.into() }
+        Self {
+            status: 403,
+            code: "AccessDenied",
+            message: message.into(),
+        }
     }
 
     /// 400 `InvalidRequest`.
     pub fn invalid_request(message: impl Into<String>) -> Self {
-        Self { status: 400, code: "InvalidRequest", message: message.into() }
+        Self {
+            status: 400,
+            code: "InvalidRequest",
+            message: message.into(),
+        }
     }
 
     /// 400 `InvalidURI`.
     pub fn invalid_uri(message: impl Into<String>) -> Self {
-        Self { status: 400, code: "InvalidURI", message: message.into() }
+        Self {
+            status: 400,
+            code: "InvalidURI",
+            message: message.into(),
+        }
     }
 
     /// 503 `ServiceUnavailable`: s3mesh cannot decide now; the client may retry.
     pub fn service_unavailable(message: impl Into<String>) -> Self {
-        Self { status: 503, code: "ServiceUnavailable", message: message.into() }
+        Self {
+            status: 503,
+            code: "ServiceUnavailable",
+            message: message.into(),
+        }
     }
 
     /// The XML body, naming the resource and the request id so a report can be traced.

@@ -49,7 +49,13 @@ mod tests {
         ] {
             assert!(is_stripped_from_client(h), "{h}");
         }
-        for h in ["host", "x-amz-content-sha256", "content-type", "x-amz-meta-a", "range"] {
+        for h in [
+            "host",
+            "x-amz-content-sha256",
+            "content-type",
+            "x-amz-meta-a",
+            "range",
+        ] {
             assert!(!is_stripped_from_client(h), "{h}");
         }
     }

@@ -103,10 +103,28 @@ operations! {
 
 /// Sub-resources that turn a bucket or object request into a configuration request.
 const CONFIG_SUBRESOURCES: [&str; 22] = [
-    "acl", "accelerate", "analytics", "cors", "encryption", "intelligent-tiering", "inventory",
-    "legal-hold", "lifecycle", "logging", "metrics", "notification", "object-lock",
-    "ownershipControls", "policy", "policyStatus", "publicAccessBlock", "replication",
-    "requestPayment", "retention", "tagging", "website",
+    "acl",
+    "accelerate",
+    "analytics",
+    "cors",
+    "encryption",
+    "intelligent-tiering",
+    "inventory",
+    "legal-hold",
+    "lifecycle",
+    "logging",
+    "metrics",
+    "notification",
+    "object-lock",
+    "ownershipControls",
+    "policy",
+    "policyStatus",
+    "publicAccessBlock",
+    "replication",
+    "requestPayment",
+    "retention",
+    "tagging",
+    "website",
 ];
 
 /// A request as s3mesh understands it.
@@ -144,7 +162,12 @@ impl S3Request {
             (Some(_), None) => bucket_operation(method, target),
             (Some(_), Some(_)) => object_operation(method, target, copy_source_bucket.is_some()),
         };
-        Self { operation, bucket, key, copy_source_bucket }
+        Self {
+            operation,
+            bucket,
+            key,
+            copy_source_bucket,
+        }
     }
 }
 
@@ -228,7 +251,11 @@ mod tests {
             ("DELETE", "/b/k", Operation::DeleteObject),
             ("POST", "/b/k?uploads", Operation::CreateMultipartUpload),
             ("PUT", "/b/k?partNumber=1&uploadId=u", Operation::UploadPart),
-            ("POST", "/b/k?uploadId=u", Operation::CompleteMultipartUpload),
+            (
+                "POST",
+                "/b/k?uploadId=u",
+                Operation::CompleteMultipartUpload,
+            ),
             ("DELETE", "/b/k?uploadId=u", Operation::AbortMultipartUpload),
             ("GET", "/b/k?uploadId=u", Operation::ListParts),
             ("PATCH", "/b/k", Operation::Unknown),
@@ -252,7 +279,10 @@ mod tests {
         let r = S3Request::classify("PUT", &t, Some("/b/src%20key?versionId=1"));
         assert_eq!(r.operation, Operation::CopyObject);
         assert_eq!(r.copy_source_bucket.as_deref(), Some("b"));
-        assert_eq!(Operation::UploadPartCopy.class(), Some(OperationClass::Multipart));
+        assert_eq!(
+            Operation::UploadPartCopy.class(),
+            Some(OperationClass::Multipart)
+        );
         assert_eq!(Operation::Unknown.class(), None);
     }
 }

@@ -72,7 +72,11 @@ impl RequestTarget {
                 None => params.push(name),
             }
         }
-        Ok(Self { path, query: params.join("&"), dropped_credentials })
+        Ok(Self {
+            path,
+            query: params.join("&"),
+            dropped_credentials,
+        })
     }
 
     /// Whether the query holds a parameter named `name` (names are canonical already).
@@ -115,7 +119,10 @@ mod tests {
         assert_eq!(canon("/b/%e2%82%ac"), "/b/%E2%82%AC");
         assert_eq!(canon("/b/a%2Fb"), "/b/a/b");
         assert_eq!(canon("/b//./../k"), "/b//./../k");
-        assert_eq!(canon("/b?list-type=2&prefix=a/b"), "/b?list-type=2&prefix=a%2Fb");
+        assert_eq!(
+            canon("/b?list-type=2&prefix=a/b"),
+            "/b?list-type=2&prefix=a%2Fb"
+        );
         assert_eq!(canon("/b/k?uploads"), "/b/k?uploads");
     }
 
@@ -132,9 +139,18 @@ mod tests {
 
     #[test]
     fn refuses_bad_escapes_and_non_paths() {
-        assert_eq!(RequestTarget::canonicalize("/b/%zz").unwrap_err().code, "InvalidURI");
-        assert_eq!(RequestTarget::canonicalize("/b?x=%4").unwrap_err().code, "InvalidURI");
-        assert_eq!(RequestTarget::canonicalize("*").unwrap_err().code, "InvalidURI");
+        assert_eq!(
+            RequestTarget::canonicalize("/b/%zz").unwrap_err().code,
+            "InvalidURI"
+        );
+        assert_eq!(
+            RequestTarget::canonicalize("/b?x=%4").unwrap_err().code,
+            "InvalidURI"
+        );
+        assert_eq!(
+            RequestTarget::canonicalize("*").unwrap_err().code,
+            "InvalidURI"
+        );
     }
 
     #[test]

@@ -81,7 +81,10 @@ mod tests {
 
     #[test]
     fn handles_epoch_leap_days_and_end_of_year() {
-        assert_eq!(AmzDate::from_unix_seconds(0).date_time(), "19700101T000000Z");
+        assert_eq!(
+            AmzDate::from_unix_seconds(0).date_time(),
+            "19700101T000000Z"
+        );
         // 2024-02-29T23:59:59Z
         assert_eq!(
             AmzDate::from_unix_seconds(1_709_251_199).date_time(),

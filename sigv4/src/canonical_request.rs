@@ -131,7 +131,11 @@ mod tests {
             "get",
             "/",
             "",
-            &[("My-Header1", " a   b "), ("host", "h"), ("my-header1", "c")],
+            &[
+                ("My-Header1", " a   b "),
+                ("host", "h"),
+                ("my-header1", "c"),
+            ],
             "UNSIGNED-PAYLOAD",
         )
         .unwrap();

@@ -37,9 +37,7 @@ impl<'a> PayloadMode<'a> {
             Some(STREAMING_UNSIGNED_PAYLOAD_TRAILER) => Self::StreamingUnsignedTrailer,
             Some(STREAMING_SIGNED_PAYLOAD) => Self::StreamingSigned { trailer: false },
             Some(STREAMING_SIGNED_PAYLOAD_TRAILER) => Self::StreamingSigned { trailer: true },
-            Some(v) if v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()) => {
-                Self::Sha256(v)
-            }
+            Some(v) if v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()) => Self::Sha256(v),
             Some(v) => Self::Unsupported(v),
         }
     }

@@ -24,7 +24,10 @@ impl std::fmt::Debug for Credentials {
         f.debug_struct("Credentials")
             .field("access_key_id", &self.access_key_id)
             .field("secret_access_key", &"<redacted>")
-            .field("session_token", &self.session_token.as_ref().map(|_| "<redacted>"))
+            .field(
+                "session_token",
+                &self.session_token.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }
@@ -118,8 +121,18 @@ mod tests {
         }
     }
 
-    fn signature(method: &str, path: &str, query: &str, extra: &[(&str, &str)], hash: &str) -> String {
-        let mut headers = vec![("host", HOST), ("x-amz-date", DATE), ("x-amz-content-sha256", hash)];
+    fn signature(
+        method: &str,
+        path: &str,
+        query: &str,
+        extra: &[(&str, &str)],
+        hash: &str,
+    ) -> String {
+        let mut headers = vec![
+            ("host", HOST),
+            ("x-amz-date", DATE),
+            ("x-amz-content-sha256", hash),
+        ];
         headers.extend_from_slice(extra);
         sign(method, path, query, &headers, hash, &creds(), &params())
             .unwrap()
@@ -129,7 +142,13 @@ mod tests {
     #[test]
     fn aws_example_get_object() {
         assert_eq!(
-            signature("GET", "/test.txt", "", &[("range", "bytes=0-9")], EMPTY_SHA256),
+            signature(
+                "GET",
+                "/test.txt",
+                "",
+                &[("range", "bytes=0-9")],
+                EMPTY_SHA256
+            ),
             "f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41"
         );
     }
@@ -174,7 +193,11 @@ mod tests {
             "GET",
             "/test.txt",
             "",
-            &[("host", HOST), ("x-amz-date", DATE), ("x-amz-content-sha256", EMPTY_SHA256)],
+            &[
+                ("host", HOST),
+                ("x-amz-date", DATE),
+                ("x-amz-content-sha256", EMPTY_SHA256),
+            ],
             EMPTY_SHA256,
             &creds(),
             &params(),

@@ -96,7 +96,13 @@ mod tests {
 
     #[test]
     fn canonical_form_is_a_fixed_point() {
-        for raw in ["/b/a%2fb", "/b/a+b", "/b//x/./y", "/b/%E2%82%AC", "/b/%e2%82%ac"] {
+        for raw in [
+            "/b/a%2fb",
+            "/b/a+b",
+            "/b//x/./y",
+            "/b/%E2%82%AC",
+            "/b/%e2%82%ac",
+        ] {
             let once = canonicalize(raw, Slash::Keep).unwrap();
             assert_eq!(canonicalize(&once, Slash::Keep).unwrap(), once, "{raw}");
         }

@@ -69,15 +69,24 @@ impl PostConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |field: String, problem: String| ConfigError::Invalid { field, problem };
         if self.endpoints.is_empty() {
-            return Err(invalid("endpoints".into(), "name at least one endpoint".into()));
+            return Err(invalid(
+                "endpoints".into(),
+                "name at least one endpoint".into(),
+            ));
         }
         for (i, e) in self.endpoints.iter().enumerate() {
             if e.parse::<SocketAddr>().is_err() {
-                return Err(invalid(format!("endpoints[{i}]"), format!("{e:?} is not ip:port")));
+                return Err(invalid(
+                    format!("endpoints[{i}]"),
+                    format!("{e:?} is not ip:port"),
+                ));
             }
         }
         if !(0.0..=1.0).contains(&self.unhinted_share) {
-            return Err(invalid("unhinted_share".into(), "must be between 0.0 and 1.0".into()));
+            return Err(invalid(
+                "unhinted_share".into(),
+                "must be between 0.0 and 1.0".into(),
+            ));
         }
         Ok(())
     }
@@ -89,9 +98,15 @@ mod tests {
 
     #[test]
     fn parses_both_roles() {
-        assert_eq!(FilterConfig::parse(br#"{"role":"pre"}"#).unwrap(), FilterConfig::Pre(PreConfig {}));
-        let post = FilterConfig::parse(br#"{"role":"post","endpoints":["127.0.0.1:1","[::1]:2"]}"#).unwrap();
-        let FilterConfig::Post(post) = post else { panic!("post expected") };
+        assert_eq!(
+            FilterConfig::parse(br#"{"role":"pre"}"#).unwrap(),
+            FilterConfig::Pre(PreConfig {})
+        );
+        let post = FilterConfig::parse(br#"{"role":"post","endpoints":["127.0.0.1:1","[::1]:2"]}"#)
+            .unwrap();
+        let FilterConfig::Post(post) = post else {
+            panic!("post expected")
+        };
         assert_eq!(post.unhinted_share, 0.05);
     }
 
@@ -100,9 +115,15 @@ mod tests {
         let cases: [(&[u8], &str); 5] = [
             (br#"{"role":"middle"}"#, "middle"),
             (br#"{"role":"pre","endpoints":[]}"#, "endpoints"),
-            (br#"{"role":"post","endpoints":["localhost:80"]}"#, "endpoints[0]"),
+            (
+                br#"{"role":"post","endpoints":["localhost:80"]}"#,
+                "endpoints[0]",
+            ),
             (br#"{"role":"post","endpoints":[]}"#, "endpoints"),
-            (br#"{"role":"post","endpoints":["127.0.0.1:1"],"unhinted_share":2}"#, "unhinted_share"),
+            (
+                br#"{"role":"post","endpoints":["127.0.0.1:1"],"unhinted_share":2}"#,
+                "unhinted_share",
+            ),
         ];
         for (json, field) in cases {
             let err = FilterConfig::parse(json).unwrap_err().to_string();

@@ -24,7 +24,11 @@ impl EndpointRotation {
         } else {
             0
         };
-        Self { endpoints: config.endpoints.clone(), unhinted_period, count: 0 }
+        Self {
+            endpoints: config.endpoints.clone(),
+            unhinted_period,
+            count: 0,
+        }
     }
 
     /// The hint for the next request (`ip:port,ip:port,…`: the first is tried first, the rest
@@ -40,7 +44,9 @@ impl EndpointRotation {
             return None;
         }
         let start = (n % len as u64) as usize;
-        let ordered: Vec<&str> = (0..len).map(|i| self.endpoints[(start + i) % len].as_str()).collect();
+        let ordered: Vec<&str> = (0..len)
+            .map(|i| self.endpoints[(start + i) % len].as_str())
+            .collect();
         Some(ordered.join(","))
     }
 }
@@ -51,7 +57,11 @@ mod tests {
 
     fn rotation(share: f64) -> EndpointRotation {
         EndpointRotation::new(&PostConfig {
-            endpoints: vec!["10.0.0.1:80".into(), "10.0.0.2:80".into(), "10.0.0.3:80".into()],
+            endpoints: vec![
+                "10.0.0.1:80".into(),
+                "10.0.0.2:80".into(),
+                "10.0.0.3:80".into(),
+            ],
             unhinted_share: share,
         })
     }
@@ -59,9 +69,18 @@ mod tests {
     #[test]
     fn rotates_and_lists_every_endpoint_for_retries() {
         let mut r = rotation(0.0);
-        assert_eq!(r.next_hint().as_deref(), Some("10.0.0.1:80,10.0.0.2:80,10.0.0.3:80"));
-        assert_eq!(r.next_hint().as_deref(), Some("10.0.0.2:80,10.0.0.3:80,10.0.0.1:80"));
-        assert_eq!(r.next_hint().as_deref(), Some("10.0.0.3:80,10.0.0.1:80,10.0.0.2:80"));
+        assert_eq!(
+            r.next_hint().as_deref(),
+            Some("10.0.0.1:80,10.0.0.2:80,10.0.0.3:80")
+        );
+        assert_eq!(
+            r.next_hint().as_deref(),
+            Some("10.0.0.2:80,10.0.0.3:80,10.0.0.1:80")
+        );
+        assert_eq!(
+            r.next_hint().as_deref(),
+            Some("10.0.0.3:80,10.0.0.1:80,10.0.0.2:80")
+        );
     }
 
     #[test]

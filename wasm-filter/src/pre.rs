@@ -46,9 +46,22 @@ mod tests {
 
     #[test]
     fn strips_client_credentials_and_routing_headers() {
-        let names = ["host", "authorization", "x-gateway-destination-endpoint", "x-amz-date", "x-amz-meta-k"];
+        let names = [
+            "host",
+            "authorization",
+            "x-gateway-destination-endpoint",
+            "x-amz-date",
+            "x-amz-meta-k",
+        ];
         let c = inspect("GET", "/b/k", names, None).unwrap();
-        assert_eq!(c.remove_headers, ["authorization", "x-gateway-destination-endpoint", "x-amz-date"]);
+        assert_eq!(
+            c.remove_headers,
+            [
+                "authorization",
+                "x-gateway-destination-endpoint",
+                "x-amz-date"
+            ]
+        );
         assert_eq!(c.new_path, None);
         assert_eq!(c.operation, Operation::GetObject);
     }

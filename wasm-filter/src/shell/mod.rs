@@ -43,7 +43,9 @@ impl RootContext for Root {
         match FilterConfig::parse(&bytes) {
             Ok(FilterConfig::Pre(_)) => self.role = Some(Role::Pre),
             Ok(FilterConfig::Post(post)) => {
-                self.role = Some(Role::Post(Rc::new(RefCell::new(EndpointRotation::new(&post)))))
+                self.role = Some(Role::Post(Rc::new(RefCell::new(EndpointRotation::new(
+                    &post,
+                )))))
             }
             Err(e) => {
                 log::error!("{e}");
@@ -58,7 +60,10 @@ impl RootContext for Root {
         let metrics = Rc::clone(&self.metrics);
         match self.role.as_ref()? {
             Role::Pre => Some(Box::new(PreStream { metrics })),
-            Role::Post(rotation) => Some(Box::new(PostStream { rotation: Rc::clone(rotation), metrics })),
+            Role::Post(rotation) => Some(Box::new(PostStream {
+                rotation: Rc::clone(rotation),
+                metrics,
+            })),
         }
     }
 
@@ -77,13 +82,23 @@ impl HttpContext for PreStream {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         self.metrics.pre_requests.inc(1);
         let headers = self.get_http_request_headers();
-        let get = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+        let get = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+        };
         let method = get(":method").unwrap_or_default();
         let path = get(":path").unwrap_or_default();
-        let names = headers.iter().map(|(n, _)| n.as_str()).filter(|n| !n.starts_with(':'));
+        let names = headers
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .filter(|n| !n.starts_with(':'));
         match pre::inspect(method, path, names, get("x-amz-copy-source")) {
             Ok(changes) => {
-                self.metrics.pre_stripped_headers.inc(changes.remove_headers.len() as i64);
+                self.metrics
+                    .pre_stripped_headers
+                    .inc(changes.remove_headers.len() as i64);
                 for name in &changes.remove_headers {
                     self.set_http_request_header(name, None);
                 }
@@ -99,7 +114,10 @@ impl HttpContext for PreStream {
                 let body = error.to_xml(resource, request_id);
                 self.send_http_response(
                     u32::from(error.status),
-                    vec![("content-type", "application/xml"), ("x-amz-request-id", request_id)],
+                    vec![
+                        ("content-type", "application/xml"),
+                        ("x-amz-request-id", request_id),
+                    ],
                     Some(body.as_bytes()),
                 );
                 Action::Pause

@@ -1,0 +1,69 @@
+# s3mesh: the one task runner. `make run` starts the local stack; `make test` runs every test.
+# Installs are idempotent and cached: a second run only rebuilds what changed.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV     := .venv
+PY       := $(VENV)/bin/python
+WASM     := target/wasm32-wasip1/release/s3mesh_wasm_filter.wasm
+AUTHZ    := target/debug/s3mesh-ext-authz
+RUST_SRC := $(shell find Cargo.toml Cargo.lock clippy.toml sigv4 s3-request wasm-filter ext-authz -type f \( -name '*.rs' -o -name '*.toml' -o -name Cargo.lock \) 2>/dev/null)
+
+.PHONY: help setup build run test test-rust test-integration lint fmt clean .wasm-target
+
+help:
+	@echo "make run    - start the local stack (S3 store on 3 endpoints, ext-authz, Envoy) on \$${S3MESH_LISTEN:-127.0.0.1:8480}"
+	@echo "make test   - lint, unit tests, integration tests through real Envoy"
+	@echo "make build  - build the wasm filter and ext-authz"
+	@echo "make lint   - cargo fmt --check and clippy (host and wasm32-wasip1)"
+
+## Set-up ----------------------------------------------------------------------------------------
+
+setup: $(VENV)/.installed .wasm-target
+
+$(VENV)/.installed: requirements.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+.wasm-target:
+	@# (phony: checks the installed targets every time, which is instant)
+	rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
+
+## Build -----------------------------------------------------------------------------------------
+
+build: $(WASM) $(AUTHZ)
+
+$(WASM): $(RUST_SRC) | .wasm-target
+	cargo build --release --target wasm32-wasip1 -p s3mesh-wasm-filter
+
+$(AUTHZ): $(RUST_SRC)
+	cargo build -p s3mesh-ext-authz
+
+## Run -------------------------------------------------------------------------------------------
+
+run: setup build
+	$(PY) -m devstack run
+
+## Test ------------------------------------------------------------------------------------------
+
+test: setup build lint test-rust test-integration
+
+test-rust:
+	cargo test --workspace
+
+test-integration: setup build
+	$(PY) -m pytest tests -q
+
+lint: .wasm-target
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy --target wasm32-wasip1 -p s3mesh-wasm-filter -- -D warnings
+
+fmt:
+	cargo fmt --all
+
+clean:
+	cargo clean
+	rm -rf $(VENV) .run

@@ -1,0 +1,186 @@
+"""The whole request path with real parts: keyless S3 clients -> Envoy (wasm pre, ext_authz,
+wasm post, override_host) -> a store on three endpoints that verifies every signature."""
+
+import os
+import subprocess
+
+import pytest
+from botocore.exceptions import ClientError
+
+from conftest import LOCAL_DEV, STRANGER, TEAM_A, TEAM_B, raw_request, s3_client
+from devstack.stack import VENV_BIN
+
+KEYS = [
+    "plain.txt",
+    "with space.txt",
+    "plus+sign",
+    "unicode-é€-ключ",
+    "a//double/./dot",
+    "pct%2Fliteral",
+    "nested/dir/file",
+]
+
+
+def aws_cli(stack, *args):
+    """The aws CLI with no credentials anywhere: no env keys, no config or credentials file."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull, AWS_DEFAULT_REGION="us-east-1")
+    return subprocess.run([str(VENV_BIN / "aws"), "--no-sign-request", "--endpoint-url", stack.url, *args],
+                          env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_aws_cli_copies_up_and_back_without_credentials(stack, tmp_path):
+    src = tmp_path / "upload.bin"
+    src.write_bytes(os.urandom(3 * 1024 * 1024 + 17))
+    up = aws_cli(stack, "s3", "cp", str(src), "s3://demo/cli/upload.bin")
+    assert up.returncode == 0, up.stderr
+    listing = aws_cli(stack, "s3", "ls", "s3://demo/cli/")
+    assert listing.returncode == 0 and "upload.bin" in listing.stdout, listing.stderr
+    back = tmp_path / "back.bin"
+    down = aws_cli(stack, "s3", "cp", "s3://demo/cli/upload.bin", str(back))
+    assert down.returncode == 0, down.stderr
+    assert back.read_bytes() == src.read_bytes()
+    rm = aws_cli(stack, "s3", "rm", "s3://demo/cli/upload.bin")
+    assert rm.returncode == 0, rm.stderr
+    assert "upload.bin" not in aws_cli(stack, "s3", "ls", "s3://demo/cli/").stdout
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_boto3_unsigned_put_get_head_list_delete(stack, key):
+    s3 = s3_client(stack.url)
+    body = os.urandom(1000) + key.encode()
+    s3.put_object(Bucket="demo", Key=key, Body=body, ContentType="application/octet-stream")
+    assert s3.get_object(Bucket="demo", Key=key)["Body"].read() == body
+    assert s3.head_object(Bucket="demo", Key=key)["ContentLength"] == len(body)
+    listed = s3.list_objects_v2(Bucket="demo", Prefix=key)
+    assert key in [o["Key"] for o in listed.get("Contents", [])]
+    s3.delete_object(Bucket="demo", Key=key)
+    with pytest.raises(ClientError) as gone:
+        s3.head_object(Bucket="demo", Key=key)
+    assert gone.value.response["Error"]["Code"] == "404"
+
+
+def test_each_identity_reaches_only_its_bucket(stack):
+    a, b = s3_client(stack.url, TEAM_A), s3_client(stack.url, TEAM_B)
+    a.put_object(Bucket="team-a", Key="k", Body=b"from a")
+    b.put_object(Bucket="team-b", Key="k", Body=b"from b")
+    assert a.get_object(Bucket="team-a", Key="k")["Body"].read() == b"from a"
+    for client, bucket in ((a, "team-b"), (b, "team-a")):
+        with pytest.raises(ClientError) as denied:
+            client.get_object(Bucket=bucket, Key="k")
+        assert denied.value.response["Error"]["Code"] == "AccessDenied"
+        assert denied.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+
+
+def test_denial_is_an_s3_xml_error_naming_the_reason(stack):
+    status, headers, body = raw_request(stack.url, "GET", "/team-b/k", TEAM_A)
+    assert status == 403
+    assert headers["content-type"] == "application/xml"
+    text = body.decode()
+    assert "<Code>AccessDenied</Code>" in text
+    assert 'identity "team-a" is not granted read on bucket "team-b"' in text.replace("&quot;", '"')
+    assert "<Resource>/team-b/k</Resource>" in text
+    assert f"<RequestId>{headers['x-amz-request-id']}</RequestId>" in text and headers["x-amz-request-id"]
+
+
+def test_the_store_itself_refuses_one_identitys_key_on_the_other_bucket(stack):
+    direct = s3_client(f"http://{stack.endpoints[0]}", signed_with=stack.credentials("team-a"))
+    direct.put_object(Bucket="team-a", Key="direct", Body=b"ok")
+    with pytest.raises(ClientError) as denied:
+        direct.put_object(Bucket="team-b", Key="direct", Body=b"no")
+    assert denied.value.response["Error"]["Code"] == "AccessDenied"
+
+
+def test_an_unknown_caller_is_denied(stack):
+    status, _, body = raw_request(stack.url, "GET", "/demo/k", STRANGER)
+    assert status == 403
+    assert b"no s3mesh identity is configured for 127.0.0.9" in body
+
+
+def test_a_forged_x_forwarded_for_does_not_change_the_identity(stack):
+    status, _, body = raw_request(stack.url, "GET", "/team-a/k", TEAM_B,
+                                  headers={"x-forwarded-for": TEAM_A, "x-real-ip": TEAM_A})
+    assert status == 403
+    assert b"team-b" in body
+
+
+def test_client_credentials_are_replaced_not_trusted(stack):
+    s3_client(stack.url).put_object(Bucket="demo", Key="signed-by-client", Body=b"payload")
+    # A client that signs with keys of its own is re-signed like an unsigned one.
+    own = s3_client(stack.url, signed_with=("AKIDCLIENTOWNKEY0000", "client-own-secret"))
+    assert own.get_object(Bucket="demo", Key="signed-by-client")["Body"].read() == b"payload"
+    # Forged credential headers are dropped.
+    status, _, body = raw_request(stack.url, "GET", "/demo/signed-by-client", headers={
+        "authorization": "AWS4-HMAC-SHA256 Credential=FORGED/20200101/us-east-1/s3/aws4_request, "
+                         "SignedHeaders=host, Signature=00",
+        "x-amz-date": "19990101T000000Z",
+        "x-amz-security-token": "forged-token",
+    })
+    assert (status, body) == (200, b"payload")
+
+
+@pytest.mark.parametrize("version, marker", [("s3v4", "X-Amz-Signature="), ("s3", "Signature=")])
+def test_presigned_query_credentials_are_dropped_and_resigned(stack, version, marker):
+    s3_client(stack.url).put_object(Bucket="demo", Key="presigned", Body=b"presigned payload")
+    own = s3_client(stack.url, signed_with=("AKIDCLIENTOWNKEY0000", "client-own-secret"), signature_version=version)
+    url = own.generate_presigned_url("get_object", Params={"Bucket": "demo", "Key": "presigned"})
+    path = url[len(stack.url):]
+    assert marker in path
+    status, _, body = raw_request(stack.url, "GET", path)
+    assert (status, body) == (200, b"presigned payload")
+
+
+def test_a_client_sent_endpoint_hint_is_removed(stack):
+    s3_client(stack.url).put_object(Bucket="demo", Key="hinted", Body=b"x")
+    before, stripped_before = stack.upstream_requests(), stack.stats().get("wasmcustom.s3mesh_pre_stripped_headers_total", 0)
+    for _ in range(30):
+        status, _, _ = raw_request(stack.url, "HEAD", "/demo/hinted",
+                                   headers={"x-gateway-destination-endpoint": stack.endpoints[0]})
+        assert status == 200
+    after = stack.upstream_requests()
+    spread = {e: after.get(e, 0) - before.get(e, 0) for e in stack.endpoints}
+    assert sum(spread.values()) == 30
+    assert all(n >= 5 for n in spread.values()), f"the client's hint steered traffic: {spread}"
+    assert stack.stats()["wasmcustom.s3mesh_pre_stripped_headers_total"] - stripped_before >= 30
+
+
+def test_filter_counters_are_in_envoy_prometheus_stats(stack):
+    raw_request(stack.url, "GET", "/demo/?list-type=2")
+    prom = stack.admin("/stats/prometheus")
+    for name in ("s3mesh_pre_requests_total", "s3mesh_post_hinted_total", "s3mesh_post_unhinted_total"):
+        assert name in prom, name
+
+
+def test_an_undecodable_path_gets_an_invalid_uri_error(stack):
+    status, headers, body = raw_request(stack.url, "GET", "/demo/%zz")
+    assert status == 400
+    assert headers["content-type"] == "application/xml"
+    assert b"<Code>InvalidURI</Code>" in body
+
+
+def test_chunk_signed_uploads_are_refused_naming_the_client_setting(stack):
+    status, _, body = raw_request(stack.url, "PUT", "/demo/chunked", body=b"0;chunk-signature=00\r\n\r\n", headers={
+        "x-amz-content-sha256": "STREAMING-AWS4-HMAC-SHA256-PAYLOAD",
+        "content-encoding": "aws-chunked",
+        "x-amz-decoded-content-length": "0",
+    })
+    assert status == 400
+    assert b"<Code>InvalidRequest</Code>" in body and b"--no-sign-request" in body
+
+
+def test_no_secret_appears_in_any_response_or_log(stack):
+    secrets = [stack.credentials(i["name"])[1] for i in stack.stack["identities"]]
+    responses = [
+        raw_request(stack.url, "GET", "/demo/signed-by-client"),
+        raw_request(stack.url, "GET", "/team-b/k", TEAM_A),
+        raw_request(stack.url, "GET", "/demo/%zz"),
+        raw_request(stack.url, "GET", "/demo/k", STRANGER),
+    ]
+    for status, headers, body in responses:
+        blob = repr(headers).encode() + body
+        for secret in secrets:
+            assert secret.encode() not in blob, status
+    for log in (stack.workdir / "logs").glob("*.log"):
+        text = log.read_text(errors="replace")
+        for secret in secrets:
+            assert secret not in text, f"secret found in {log.name}"
