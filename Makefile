@@ -10,11 +10,11 @@ WASM     := target/wasm32-wasip1/release/s3mesh_wasm_filter.wasm
 AUTHZ    := target/debug/s3mesh-ext-authz
 RUST_SRC := $(shell find Cargo.toml Cargo.lock clippy.toml sigv4 s3-request wasm-filter ext-authz -type f \( -name '*.rs' -o -name '*.toml' -o -name Cargo.lock \) 2>/dev/null)
 
-.PHONY: help setup build run test test-rust test-integration lint fmt clean .wasm-target
+.PHONY: help setup build run test test-rust test-wasm test-integration lint fmt clean .wasm-target
 
 help:
 	@echo "make run    - start the local stack (S3 store on 3 endpoints, ext-authz, Envoy) on \$${S3MESH_LISTEN:-127.0.0.1:8480}"
-	@echo "make test   - lint, unit tests, integration tests through real Envoy"
+	@echo "make test   - lint, unit tests (host and wasm), integration tests through real Envoy"
 	@echo "make build  - build the wasm filter and ext-authz"
 	@echo "make lint   - cargo fmt --check and clippy (host and wasm32-wasip1)"
 
@@ -48,10 +48,16 @@ run: setup build
 
 ## Test ------------------------------------------------------------------------------------------
 
-test: setup build lint test-rust test-integration
+test: setup build lint test-rust test-wasm test-integration
 
 test-rust:
 	cargo test --workspace
+
+# The filter's logic tests again, compiled to wasm32-wasip1 and run under Node's built-in WASI.
+test-wasm: .wasm-target
+	@command -v node >/dev/null || { echo "node (>= 20) is needed to run the wasm tests"; exit 1; }
+	CARGO_TARGET_WASM32_WASIP1_RUNNER="node --no-warnings $(CURDIR)/tools/wasi-runner.mjs" \
+	  cargo test --target wasm32-wasip1 -p s3mesh-sigv4 -p s3mesh-s3-request -p s3mesh-wasm-filter
 
 test-integration: setup build
 	$(PY) -m pytest tests -q

@@ -29,6 +29,8 @@ VENV_BIN = ROOT / ".venv" / "bin"
 
 #: Classes every local identity gets on its own buckets (not bucket-admin).
 LOCAL_CLASSES = ["read", "write", "list", "delete", "multipart"]
+#: The "pre" filter of the local stack: `bucket.localhost` is virtual-hosted style.
+PRE_CONFIG = {"role": "pre", "virtual_host_domains": ["localhost"]}
 
 
 class StackError(RuntimeError):
@@ -62,7 +64,7 @@ def render_envoy(listen: str, wasm: Path, s3_endpoints, authz: str, post_overrid
         listen_host=host.strip("[]"),
         listen_port=port,
         wasm_path=str(wasm),
-        pre_config=json.dumps({"role": "pre"}),
+        pre_config=json.dumps(PRE_CONFIG),
         post_config=json.dumps(post),
         s3_lb_endpoints=json.dumps([socket_address(e) for e in s3_endpoints]),
         authz_lb_endpoints=json.dumps([socket_address(authz)]),
@@ -84,13 +86,15 @@ class Stack:
     """The whole local stack. Use as a context manager, or call start() and stop()."""
 
     def __init__(self, workdir: Path, listen: str = "127.0.0.1:0", stack_file: Path = DEFAULT_STACK,
-                 post_overrides=None, concurrency: int = 2):
+                 post_overrides=None, extra_endpoints=(), concurrency: int = 2):
         self.workdir = Path(workdir)
         self.listen = listen
         self.stack = yaml.safe_load(Path(stack_file).read_text())
         self.stack_file = Path(stack_file)
         #: dict, or a function of the store's endpoints returning one.
         self.post_overrides = post_overrides
+        #: Further cluster endpoints (tests: addresses where nothing listens).
+        self.extra_endpoints = list(extra_endpoints)
         self.concurrency = concurrency
         self.procs: dict[str, subprocess.Popen] = {}
         self.endpoints: list[str] = []
@@ -186,7 +190,8 @@ class Stack:
         overrides = self.post_overrides
         if callable(overrides):
             overrides = overrides(self.endpoints)
-        config.write_text(render_envoy(self.listen, WASM, self.endpoints, self.authz_address, overrides))
+        config.write_text(render_envoy(self.listen, WASM, self.endpoints + self.extra_endpoints,
+                                       self.authz_address, overrides))
         admin_file = self.workdir / "envoy-admin.txt"
         self.spawn("envoy", [str(VENV_BIN / "envoy"), "-c", str(config), "--admin-address-path", str(admin_file),
                              "--disable-hot-restart", "--concurrency", str(self.concurrency), "-l", "info"])

@@ -62,3 +62,12 @@ def raw_request(url: str, method: str, path: str, source_ip: str = LOCAL_DEV, he
         return resp.status, dict(resp.getheaders()), resp.read()
     finally:
         conn.close()
+
+
+def unused_address() -> str:
+    """A loopback address where nothing listens (bound, then released)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{s.getsockname()[1]}"

@@ -1,18 +1,22 @@
-"""The wasm filter's hint drives Envoy's override_host load balancer, and a bad filter
-configuration stops Envoy instead of running half-configured."""
+"""The wasm filter's hint drives Envoy's override_host load balancer, failing endpoints are
+avoided, and a bad filter configuration stops Envoy instead of running half-configured."""
+
+import re
 
 import pytest
 
-from conftest import raw_request, s3_client
+from conftest import raw_request, s3_client, unused_address
 from devstack.stack import Stack, StackError
 
 
-def test_override_host_sends_every_request_to_the_hinted_endpoint(tmp_path):
+def test_override_host_sends_every_request_to_the_hinted_endpoint_whatever_the_client_says(tmp_path):
     pinned = lambda endpoints: {"endpoints": [endpoints[1]], "unhinted_share": 0}  # noqa: E731
     with Stack(tmp_path, post_overrides=pinned) as stack:
         s3_client(stack.url).put_object(Bucket="demo", Key="pinned", Body=b"x")
-        for _ in range(20):
-            assert raw_request(stack.url, "GET", "/demo/pinned")[0] == 200
+        for i in range(20):
+            # Half of the requests carry a hint of their own, naming another endpoint.
+            forged = {"x-gateway-destination-endpoint": stack.endpoints[0]} if i % 2 else {}
+            assert raw_request(stack.url, "GET", "/demo/pinned", headers=forged)[0] == 200
         counts = stack.upstream_requests()
         assert counts[stack.endpoints[1]] == 21
         assert sum(counts.values()) == 21, counts
@@ -28,3 +32,44 @@ def test_a_bad_filter_configuration_is_refused_naming_the_field(tmp_path, overri
         Stack(tmp_path, post_overrides=overrides).start()
     message = str(refused.value)
     assert "invalid s3mesh filter configuration" in message and field in message, message
+
+
+def test_a_dead_endpoint_costs_no_request_and_is_avoided(tmp_path):
+    dead = unused_address()
+    with Stack(tmp_path, extra_endpoints=[dead], post_overrides={"unhinted_share": 0}) as stack:
+        s3 = s3_client(stack.url)
+        s3.put_object(Bucket="demo", Key="k", Body=b"x")
+        for _ in range(60):
+            status, headers, _ = raw_request(stack.url, "GET", "/demo/k")
+            assert status == 200
+        prom = stack.admin("/stats/prometheus")
+
+    def metric(name):
+        m = re.search(rf'^{name}{{s3_endpoint="{re.escape(dead)}"}} (\d+)$', prom, re.M)
+        return int(m.group(1)) if m else 0
+
+    # The dead endpoint was tried first at most a few times (once per worker before it learned,
+    # then by probes), every one of those retried elsewhere, and the failures were counted.
+    assert metric("s3mesh_endpoint_errors_total") >= 1
+    assert metric("s3mesh_endpoint_selected_total") <= 6, prom
+
+
+def test_internal_headers_do_not_reach_clients(stack):
+    s3_client(stack.url).put_object(Bucket="demo", Key="internal", Body=b"x")
+    status, headers, _ = raw_request(stack.url, "GET", "/demo/internal")
+    assert status == 200
+    lowered = {k.lower() for k in headers}
+    for name in ("x-envoy-attempt-count", "x-envoy-upstream-service-time", "x-gateway-destination-endpoint",
+                 "x-s3mesh-operation"):
+        assert name not in lowered, name
+
+
+def test_endpoint_and_operation_metrics_are_labelled(stack):
+    s3_client(stack.url).put_object(Bucket="demo", Key="labelled", Body=b"x")
+    raw_request(stack.url, "GET", "/demo/labelled")
+    prom = stack.admin("/stats/prometheus")
+    for endpoint in stack.endpoints:
+        assert f's3mesh_endpoint_selected_total{{s3_endpoint="{endpoint}"}}' in prom
+        assert f's3mesh_endpoint_in_flight{{s3_endpoint="{endpoint}"}}' in prom
+    assert re.search(r's3mesh_operation_requests_total\{s3_operation="GetObject"\} [1-9]', prom)
+    assert re.search(r's3mesh_operation_requests_total\{s3_operation="PutObject"\} [1-9]', prom)

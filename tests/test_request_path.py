@@ -60,6 +60,19 @@ def test_boto3_unsigned_put_get_head_list_delete(stack, key):
     assert gone.value.response["Error"]["Code"] == "404"
 
 
+def test_virtual_hosted_style_requests_are_signed_as_path_style(stack):
+    s3_client(stack.url).put_object(Bucket="demo", Key="vhost/key 1", Body=b"virtual")
+    port = stack.url.rsplit(":", 1)[1]
+    status, _, body = raw_request(stack.url, "GET", "/vhost/key%201", headers={"host": f"demo.localhost:{port}"})
+    assert (status, body) == (200, b"virtual")
+    status, _, body = raw_request(stack.url, "GET", "/?list-type=2&prefix=vhost/",
+                                  headers={"host": f"demo.localhost:{port}"})
+    assert status == 200 and b"<Key>vhost/key 1</Key>" in body
+    # Policy applies to the bucket named in the host: team-a may not read demo that way either.
+    status, _, _ = raw_request(stack.url, "GET", "/vhost/key%201", TEAM_A, headers={"host": f"demo.localhost:{port}"})
+    assert status == 403
+
+
 def test_each_identity_reaches_only_its_bucket(stack):
     a, b = s3_client(stack.url, TEAM_A), s3_client(stack.url, TEAM_B)
     a.put_object(Bucket="team-a", Key="k", Body=b"from a")
@@ -130,18 +143,17 @@ def test_presigned_query_credentials_are_dropped_and_resigned(stack, version, ma
     assert (status, body) == (200, b"presigned payload")
 
 
-def test_a_client_sent_endpoint_hint_is_removed(stack):
+def test_client_sent_internal_headers_are_stripped(stack):
     s3_client(stack.url).put_object(Bucket="demo", Key="hinted", Body=b"x")
-    before, stripped_before = stack.upstream_requests(), stack.stats().get("wasmcustom.s3mesh_pre_stripped_headers_total", 0)
-    for _ in range(30):
-        status, _, _ = raw_request(stack.url, "HEAD", "/demo/hinted",
-                                   headers={"x-gateway-destination-endpoint": stack.endpoints[0]})
+    stripped = lambda: stack.stats().get("wasmcustom.s3mesh_pre_stripped_headers_total", 0)  # noqa: E731
+    before = stripped()
+    for _ in range(10):
+        status, _, _ = raw_request(stack.url, "HEAD", "/demo/hinted", headers={
+            "x-gateway-destination-endpoint": stack.endpoints[0],
+            "x-s3mesh-operation": "DeleteObject",
+        })
         assert status == 200
-    after = stack.upstream_requests()
-    spread = {e: after.get(e, 0) - before.get(e, 0) for e in stack.endpoints}
-    assert sum(spread.values()) == 30
-    assert all(n >= 5 for n in spread.values()), f"the client's hint steered traffic: {spread}"
-    assert stack.stats()["wasmcustom.s3mesh_pre_stripped_headers_total"] - stripped_before >= 30
+    assert stripped() - before == 20
 
 
 def test_filter_counters_are_in_envoy_prometheus_stats(stack):

@@ -6,6 +6,13 @@ pub const ENDPOINT_HINT: &str = "x-gateway-destination-endpoint";
 /// Prefix of every header s3mesh itself adds between its filters.
 pub const INTERNAL_PREFIX: &str = "x-s3mesh-";
 
+/// The operation the `pre` filter classified, handed to the `post` filter (and visible to
+/// ext_authz); removed before the request goes upstream.
+pub const OPERATION: &str = "x-s3mesh-operation";
+
+/// Response headers Envoy adds that are for s3mesh, not for clients.
+pub const INTERNAL_RESPONSE: [&str; 2] = ["x-envoy-attempt-count", "x-envoy-upstream-service-time"];
+
 /// Client credentials that s3mesh replaces with its own signature. A client that signed with
 /// keys of its own is treated like an unsigned one.
 pub const CLIENT_CREDENTIALS: [&str; 3] = ["authorization", "x-amz-security-token", "x-amz-date"];

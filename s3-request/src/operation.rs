@@ -58,6 +58,15 @@ macro_rules! operations {
                 }
             }
 
+            /// The operation named `name` (as [`Operation::as_str`] writes it); anything else
+            /// is [`Operation::Unknown`].
+            pub fn from_name(name: &str) -> Self {
+                match name {
+                    $(stringify!($op) => Self::$op,)*
+                    _ => Self::Unknown,
+                }
+            }
+
             /// The class a policy must grant; `None` for [`Operation::Unknown`].
             pub fn class(&self) -> Option<OperationClass> {
                 match self {
@@ -284,5 +293,10 @@ mod tests {
             Some(OperationClass::Multipart)
         );
         assert_eq!(Operation::Unknown.class(), None);
+        assert_eq!(
+            Operation::from_name("UploadPartCopy"),
+            Operation::UploadPartCopy
+        );
+        assert_eq!(Operation::from_name("Nope"), Operation::Unknown);
     }
 }

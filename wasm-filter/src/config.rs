@@ -35,58 +35,140 @@ pub enum FilterConfig {
 /// Role `pre` settings.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PreConfig {}
+pub struct PreConfig {
+    /// Domains under which clients address buckets virtual-host style
+    /// (`bucket.s3.example.com`). Such requests are rewritten to path style on the bare domain
+    /// before anything is signed; a host outside these domains is taken as path style.
+    #[serde(default)]
+    pub virtual_host_domains: Vec<String>,
+}
 
-/// Role `post` settings.
+/// Role `post` settings. Durations are in milliseconds.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PostConfig {
-    /// Upstream endpoints (`ip:port`, IPv6 as `[addr]:port`) of the S3 cluster, as Envoy knows
-    /// them: `override_host` ignores a hint that names no host of the cluster.
+    /// Endpoints of the local pool (`ip:port`, IPv6 as `[addr]:port`), as the S3 cluster
+    /// names them: `override_host` ignores a hint that names no host of the cluster.
     pub endpoints: Vec<String>,
+    /// Endpoints in other datacenters: used only while every local endpoint is failing.
+    #[serde(default)]
+    pub remote_endpoints: Vec<String>,
     /// Share of requests (0.0–1.0) sent without a hint, so the cluster's fallback policy keeps
-    /// exploring every endpoint.
+    /// sampling every endpoint and endpoints missing from this list get discovered.
     #[serde(default = "default_unhinted_share")]
     pub unhinted_share: f64,
+    /// Time constant of the latency estimate's decay after a peak.
+    #[serde(default = "default_decay_ms")]
+    pub decay_ms: f64,
+    /// Time constant with which an avoided endpoint's penalty fades without new samples.
+    #[serde(default = "default_recovery_ms")]
+    pub recovery_ms: f64,
+    /// Latency charged for a failure, however fast it was.
+    #[serde(default = "default_failure_penalty_ms")]
+    pub failure_penalty_ms: f64,
+    /// Cooldown after a first failure; doubles with each consecutive one. `Retry-After` wins.
+    #[serde(default = "default_cooldown_ms")]
+    pub cooldown_ms: f64,
+    /// Longest cooldown, whatever `Retry-After` says.
+    #[serde(default = "default_max_cooldown_ms")]
+    pub max_cooldown_ms: f64,
 }
 
 fn default_unhinted_share() -> f64 {
-    0.05
+    0.02
+}
+fn default_decay_ms() -> f64 {
+    5_000.0
+}
+fn default_recovery_ms() -> f64 {
+    5_000.0
+}
+fn default_failure_penalty_ms() -> f64 {
+    1_000.0
+}
+fn default_cooldown_ms() -> f64 {
+    1_000.0
+}
+fn default_max_cooldown_ms() -> f64 {
+    30_000.0
 }
 
 impl FilterConfig {
     /// Parses and validates the plugin configuration bytes.
     pub fn parse(bytes: &[u8]) -> Result<Self, ConfigError> {
         let config: Self = serde_json::from_slice(bytes)?;
-        if let Self::Post(post) = &config {
-            post.validate()?;
+        match &config {
+            Self::Pre(pre) => pre.validate()?,
+            Self::Post(post) => post.validate()?,
         }
         Ok(config)
     }
 }
 
+impl PreConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (i, d) in self.virtual_host_domains.iter().enumerate() {
+            let valid = !d.is_empty()
+                && d.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+                && !d.starts_with('.')
+                && !d.ends_with('.');
+            if !valid {
+                return Err(ConfigError::Invalid {
+                    field: format!("virtual_host_domains[{i}]"),
+                    problem: format!("{d:?} is not a DNS name (no port, no wildcard)"),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
 impl PostConfig {
     fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |field: String, problem: String| ConfigError::Invalid { field, problem };
+        let invalid = |field: &str, problem: String| ConfigError::Invalid {
+            field: field.to_owned(),
+            problem,
+        };
         if self.endpoints.is_empty() {
-            return Err(invalid(
-                "endpoints".into(),
-                "name at least one endpoint".into(),
-            ));
+            return Err(invalid("endpoints", "name at least one endpoint".into()));
         }
-        for (i, e) in self.endpoints.iter().enumerate() {
-            if e.parse::<SocketAddr>().is_err() {
-                return Err(invalid(
-                    format!("endpoints[{i}]"),
-                    format!("{e:?} is not ip:port"),
-                ));
+        let lists = [
+            ("endpoints", &self.endpoints),
+            ("remote_endpoints", &self.remote_endpoints),
+        ];
+        let mut seen = std::collections::HashSet::new();
+        for (list, addresses) in lists {
+            for (i, e) in addresses.iter().enumerate() {
+                let field = format!("{list}[{i}]");
+                if e.parse::<SocketAddr>().is_err() {
+                    return Err(invalid(&field, format!("{e:?} is not ip:port")));
+                }
+                if !seen.insert(e) {
+                    return Err(invalid(&field, format!("{e:?} is listed twice")));
+                }
             }
         }
         if !(0.0..=1.0).contains(&self.unhinted_share) {
             return Err(invalid(
-                "unhinted_share".into(),
+                "unhinted_share",
                 "must be between 0.0 and 1.0".into(),
             ));
+        }
+        let durations = [
+            ("decay_ms", self.decay_ms),
+            ("recovery_ms", self.recovery_ms),
+            ("failure_penalty_ms", self.failure_penalty_ms),
+            ("cooldown_ms", self.cooldown_ms),
+            ("max_cooldown_ms", self.max_cooldown_ms),
+        ];
+        for (field, value) in durations {
+            if !(value.is_finite() && value > 0.0) {
+                return Err(invalid(
+                    field,
+                    "must be a positive number of milliseconds".into(),
+                ));
+            }
         }
         Ok(())
     }
@@ -100,19 +182,23 @@ mod tests {
     fn parses_both_roles() {
         assert_eq!(
             FilterConfig::parse(br#"{"role":"pre"}"#).unwrap(),
-            FilterConfig::Pre(PreConfig {})
+            FilterConfig::Pre(PreConfig::default())
         );
         let post = FilterConfig::parse(br#"{"role":"post","endpoints":["127.0.0.1:1","[::1]:2"]}"#)
             .unwrap();
         let FilterConfig::Post(post) = post else {
             panic!("post expected")
         };
-        assert_eq!(post.unhinted_share, 0.05);
+        assert_eq!(post.unhinted_share, 0.02);
+        assert!(post.remote_endpoints.is_empty());
     }
 
     #[test]
     fn refusals_name_the_field() {
-        let cases: [(&[u8], &str); 5] = [
+        let cases: [(&[u8], &str); 8] = [
+            (br#"{"role":"pre","virtual_host_domains":["*.s3.local"]}"#, "virtual_host_domains[0]"),
+            (br#"{"role":"post","endpoints":["127.0.0.1:1"],"remote_endpoints":["127.0.0.1:1"]}"#, "remote_endpoints[0]"),
+            (br#"{"role":"post","endpoints":["127.0.0.1:1"],"decay_ms":0}"#, "decay_ms"),
             (br#"{"role":"middle"}"#, "middle"),
             (br#"{"role":"pre","endpoints":[]}"#, "endpoints"),
             (

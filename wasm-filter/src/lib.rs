@@ -8,12 +8,14 @@
 //! - role `post`, after ext_authz ([`endpoint`]): names the upstream endpoints to try, best
 //!   first, in `x-gateway-destination-endpoint` for Envoy's `override_host` load balancer.
 //!
-//! Everything but `shell` is plain Rust that knows nothing of proxy-wasm and is tested on the
-//! host; `shell` is the thin layer of host calls, compiled only for wasm.
+//! Everything but `shell` is plain Rust that knows nothing of proxy-wasm; its tests run on the
+//! host and, compiled to `wasm32-wasip1`, under Node's WASI (`make test-wasm`). `shell` is the
+//! thin layer of host calls, compiled only into the wasm module.
 
 pub mod config;
 pub mod endpoint;
 pub mod pre;
 
-#[cfg(target_arch = "wasm32")]
+// Only Envoy provides the host functions the shell imports: not in test binaries.
+#[cfg(all(target_arch = "wasm32", not(test)))]
 mod shell;

@@ -7,6 +7,8 @@
 use s3mesh_s3_request::headers::is_stripped_from_client;
 use s3mesh_s3_request::{Operation, RequestTarget, S3Error, S3Request};
 
+use crate::config::PreConfig;
+
 /// What to do to one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PreChanges {
@@ -14,18 +16,56 @@ pub struct PreChanges {
     pub remove_headers: Vec<String>,
     /// The canonical `:path`, when it differs from what the client sent.
     pub new_path: Option<String>,
+    /// The bare domain, when a virtual-hosted-style `:authority` was turned into path style.
+    pub new_authority: Option<String>,
     /// The S3 operation, for metrics.
     pub operation: Operation,
 }
 
-/// Inspects a request's method, `:path` and header names (and `x-amz-copy-source`, which
-/// names a second bucket).
+/// The request line and headers `pre` looks at.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestHead<'a> {
+    /// `:method`.
+    pub method: &'a str,
+    /// `:authority` (the Host header).
+    pub authority: &'a str,
+    /// `:path` with the query.
+    pub path: &'a str,
+    /// `x-amz-copy-source`, which names a second bucket.
+    pub copy_source: Option<&'a str>,
+}
+
+/// Splits `bucket.domain[:port]` for a configured domain into the bucket and `domain[:port]`.
+fn virtual_host<'a>(authority: &'a str, domains: &[String]) -> Option<(&'a str, &'a str)> {
+    let host = match authority.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => authority,
+    };
+    domains.iter().find_map(|domain| {
+        let prefix = host.strip_suffix(domain.as_str())?.strip_suffix('.')?;
+        let bucket_len = prefix.len();
+        (bucket_len > 0).then(|| (&authority[..bucket_len], &authority[bucket_len + 1..]))
+    })
+}
+
+/// Inspects a request's head and header names.
 pub fn inspect<'a>(
-    method: &str,
-    path: &str,
+    config: &PreConfig,
+    head: &RequestHead<'_>,
     header_names: impl IntoIterator<Item = &'a str>,
-    copy_source: Option<&str>,
 ) -> Result<PreChanges, S3Error> {
+    let (path, new_authority) = match virtual_host(head.authority, &config.virtual_host_domains) {
+        Some((bucket, domain)) => {
+            if !head.path.starts_with('/') {
+                return Err(S3Error::invalid_uri(
+                    "the request target must be a path starting with '/'",
+                ));
+            }
+            (format!("/{bucket}{}", head.path), Some(domain.to_owned()))
+        }
+        None => (head.path.to_owned(), None),
+    };
+    let path = path.as_str();
     let target = RequestTarget::canonicalize(path)?;
     let canonical = target.to_string();
     let remove_headers = header_names
@@ -35,14 +75,31 @@ pub fn inspect<'a>(
         .collect();
     Ok(PreChanges {
         remove_headers,
-        new_path: (canonical != path).then_some(canonical),
-        operation: S3Request::classify(method, &target, copy_source).operation,
+        new_path: (canonical != head.path).then_some(canonical),
+        new_authority,
+        operation: S3Request::classify(head.method, &target, head.copy_source).operation,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn head<'a>(method: &'a str, authority: &'a str, path: &'a str) -> RequestHead<'a> {
+        RequestHead {
+            method,
+            authority,
+            path,
+            copy_source: None,
+        }
+    }
+
+    fn inspect_path<'a>(
+        path: &str,
+        names: impl IntoIterator<Item = &'a str>,
+    ) -> Result<PreChanges, S3Error> {
+        inspect(&PreConfig::default(), &head("GET", "s3.local", path), names)
+    }
 
     #[test]
     fn strips_client_credentials_and_routing_headers() {
@@ -53,7 +110,7 @@ mod tests {
             "x-amz-date",
             "x-amz-meta-k",
         ];
-        let c = inspect("GET", "/b/k", names, None).unwrap();
+        let c = inspect_path("/b/k", names).unwrap();
         assert_eq!(
             c.remove_headers,
             [
@@ -62,19 +119,45 @@ mod tests {
                 "x-amz-date"
             ]
         );
-        assert_eq!(c.new_path, None);
+        assert_eq!((c.new_path, c.new_authority), (None, None));
         assert_eq!(c.operation, Operation::GetObject);
     }
 
     #[test]
     fn canonicalizes_the_target_and_drops_presigned_parameters() {
-        let c = inspect("GET", "/b/a b?X-Amz-Signature=x&versionId=1", [], None).unwrap();
+        let c = inspect_path("/b/a b?X-Amz-Signature=x&versionId=1", []).unwrap();
         assert_eq!(c.new_path.as_deref(), Some("/b/a%20b?versionId=1"));
     }
 
     #[test]
     fn refuses_undecodable_targets() {
-        let err = inspect("GET", "/b/%G1", [], None).unwrap_err();
+        let err = inspect_path("/b/%G1", []).unwrap_err();
         assert_eq!((err.status, err.code), (400, "InvalidURI"));
+    }
+
+    #[test]
+    fn virtual_hosted_requests_become_path_style_for_configured_domains_only() {
+        let config = PreConfig {
+            virtual_host_domains: vec!["s3.local".into(), "localhost".into()],
+        };
+        let run = |authority, path| inspect(&config, &head("GET", authority, path), []).unwrap();
+        let c = run("demo.s3.local:8480", "/dir/a b?versionId=1");
+        assert_eq!(c.new_authority.as_deref(), Some("s3.local:8480"));
+        assert_eq!(c.new_path.as_deref(), Some("/demo/dir/a%20b?versionId=1"));
+        assert_eq!(c.operation, Operation::GetObject);
+        let c = run("my.dotted.bucket.localhost", "/");
+        assert_eq!(c.new_authority.as_deref(), Some("localhost"));
+        assert_eq!(c.new_path.as_deref(), Some("/my.dotted.bucket/"));
+        assert_eq!(c.operation, Operation::ListObjects);
+        // The bare domain, and names outside the configured domains, are path style.
+        for authority in [
+            "s3.local",
+            "s3.local:80",
+            "demo.evil.example",
+            "demos3.local",
+        ] {
+            let c = run(authority, "/demo/k");
+            assert_eq!((c.new_authority, c.new_path), (None, None), "{authority}");
+        }
     }
 }

@@ -1,46 +1,113 @@
-//! Counters in Envoy's stats (`wasmcustom.s3mesh_*`, and so in `/stats/prometheus`).
+//! Envoy stats of the filter (`wasmcustom.*`, and so in `/stats/prometheus`).
 //!
-//! A metric defined under the same name in every worker's VM is one Envoy stat, so these are
-//! process-wide without any locking in the filter.
+//! A metric defined under the same name in every worker's VM is one Envoy stat: the per-endpoint
+//! in-flight gauge is therefore process-wide without any locking in the filter. Labels travel in
+//! the name as `tag=.=value;.;` (the convention of Istio's `extraStatTags`); the `stats_tags` in
+//! `envoy/s3mesh.yaml` turn them into Prometheus labels `s3_endpoint` and `s3_operation`.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
 
-/// One counter; a failed host call leaves it undefined and increments become no-ops.
-#[derive(Default)]
-pub(super) struct Counter(Option<u32>);
+/// One metric; if the host refuses to define it, updates become no-ops (stats must never fail
+/// a request).
+pub(super) struct Metric(Option<u32>);
 
-impl Counter {
-    fn define(name: &str) -> Self {
-        Self(hostcalls::define_metric(MetricType::Counter, name).ok())
+impl Metric {
+    fn define(kind: MetricType, name: &str) -> Self {
+        Self(hostcalls::define_metric(kind, name).ok())
     }
 
-    pub(super) fn inc(&self, by: i64) {
+    pub(super) fn add(&self, by: i64) {
         if let Some(id) = self.0 {
-            // A stats failure must never fail a request.
             let _ = hostcalls::increment_metric(id, by);
         }
     }
+
+    pub(super) fn record(&self, value: u64) {
+        if let Some(id) = self.0 {
+            let _ = hostcalls::record_metric(id, value);
+        }
+    }
+
+    pub(super) fn get(&self) -> u64 {
+        self.0
+            .and_then(|id| hostcalls::get_metric(id).ok())
+            .unwrap_or(0)
+    }
 }
 
-/// The filter's counters.
-#[derive(Default)]
+fn tagged(tag: &str, value: &str, name: &str) -> String {
+    format!("{tag}=.={value};.;{name}")
+}
+
+/// Per upstream endpoint.
+pub(super) struct EndpointMetrics {
+    pub(super) selected: Metric,
+    pub(super) errors: Metric,
+    pub(super) in_flight: Metric,
+    pub(super) ttfb_ms: Metric,
+}
+
+/// Per S3 operation.
+pub(super) struct OperationMetrics {
+    pub(super) requests: Metric,
+    pub(super) ttfb_ms: Metric,
+}
+
+/// Every metric of one root context, labelled ones created on first use.
 pub(super) struct Metrics {
-    pub(super) pre_requests: Counter,
-    pub(super) pre_rejected: Counter,
-    pub(super) pre_stripped_headers: Counter,
-    pub(super) post_hinted: Counter,
-    pub(super) post_unhinted: Counter,
+    pub(super) pre_requests: Metric,
+    pub(super) pre_rejected: Metric,
+    pub(super) pre_stripped_headers: Metric,
+    pub(super) post_hinted: Metric,
+    pub(super) post_unhinted: Metric,
+    pub(super) discovered_endpoints: Metric,
+    endpoints: RefCell<HashMap<String, Rc<EndpointMetrics>>>,
+    operations: RefCell<HashMap<&'static str, Rc<OperationMetrics>>>,
 }
 
 impl Metrics {
     pub(super) fn define() -> Self {
+        let counter = |name| Metric::define(MetricType::Counter, name);
         Self {
-            pre_requests: Counter::define("s3mesh_pre_requests_total"),
-            pre_rejected: Counter::define("s3mesh_pre_rejected_total"),
-            pre_stripped_headers: Counter::define("s3mesh_pre_stripped_headers_total"),
-            post_hinted: Counter::define("s3mesh_post_hinted_total"),
-            post_unhinted: Counter::define("s3mesh_post_unhinted_total"),
+            pre_requests: counter("s3mesh_pre_requests_total"),
+            pre_rejected: counter("s3mesh_pre_rejected_total"),
+            pre_stripped_headers: counter("s3mesh_pre_stripped_headers_total"),
+            post_hinted: counter("s3mesh_post_hinted_total"),
+            post_unhinted: counter("s3mesh_post_unhinted_total"),
+            discovered_endpoints: counter("s3mesh_endpoints_discovered_total"),
+            endpoints: RefCell::default(),
+            operations: RefCell::default(),
         }
+    }
+
+    pub(super) fn endpoint(&self, address: &str) -> Rc<EndpointMetrics> {
+        let mut map = self.endpoints.borrow_mut();
+        let entry = map.entry(address.to_owned()).or_insert_with(|| {
+            let m = |kind, name| Metric::define(kind, &tagged("s3_endpoint", address, name));
+            Rc::new(EndpointMetrics {
+                selected: m(MetricType::Counter, "s3mesh_endpoint_selected_total"),
+                errors: m(MetricType::Counter, "s3mesh_endpoint_errors_total"),
+                in_flight: m(MetricType::Gauge, "s3mesh_endpoint_in_flight"),
+                ttfb_ms: m(MetricType::Histogram, "s3mesh_endpoint_ttfb_ms"),
+            })
+        });
+        Rc::clone(entry)
+    }
+
+    pub(super) fn operation(&self, name: &'static str) -> Rc<OperationMetrics> {
+        let mut map = self.operations.borrow_mut();
+        let entry = map.entry(name).or_insert_with(|| {
+            let m = |kind, metric| Metric::define(kind, &tagged("s3_operation", name, metric));
+            Rc::new(OperationMetrics {
+                requests: m(MetricType::Counter, "s3mesh_operation_requests_total"),
+                ttfb_ms: m(MetricType::Histogram, "s3mesh_operation_ttfb_ms"),
+            })
+        });
+        Rc::clone(entry)
     }
 }

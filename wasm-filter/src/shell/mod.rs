@@ -5,34 +5,45 @@
 //! half-configured. The SDK's `set_log_level` installs a panic hook that logs at critical level.
 
 mod metrics;
+mod post;
+mod pre;
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::time::UNIX_EPOCH;
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel};
-use s3mesh_s3_request::headers::ENDPOINT_HINT;
+use proxy_wasm::types::{ContextType, LogLevel};
 
-use crate::config::FilterConfig;
-use crate::endpoint::EndpointRotation;
-use crate::pre;
+use crate::config::{FilterConfig, PreConfig};
+use crate::endpoint::Selector;
 use metrics::Metrics;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
+    proxy_wasm::set_root_context(|context_id| -> Box<dyn RootContext> {
+        Box::new(Root { context_id, role: None, metrics: None })
+    });
 }}
+
+/// Wall-clock milliseconds from the host (the only clock a wasm filter has).
+fn now_ms(context: &dyn Context) -> f64 {
+    context
+        .get_current_time()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+}
 
 /// What a configured root hands to its streams.
 enum Role {
-    Pre,
-    Post(Rc<RefCell<EndpointRotation>>),
+    Pre(Rc<PreConfig>),
+    Post(Rc<RefCell<Selector>>),
 }
 
-#[derive(Default)]
 struct Root {
+    context_id: u32,
     role: Option<Role>,
-    metrics: Rc<Metrics>,
+    metrics: Option<Rc<Metrics>>,
 }
 
 impl Context for Root {}
@@ -40,108 +51,41 @@ impl Context for Root {}
 impl RootContext for Root {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
         let bytes = self.get_plugin_configuration().unwrap_or_default();
-        match FilterConfig::parse(&bytes) {
-            Ok(FilterConfig::Pre(_)) => self.role = Some(Role::Pre),
+        let role = match FilterConfig::parse(&bytes) {
+            Ok(FilterConfig::Pre(pre)) => Role::Pre(Rc::new(pre)),
             Ok(FilterConfig::Post(post)) => {
-                self.role = Some(Role::Post(Rc::new(RefCell::new(EndpointRotation::new(
-                    &post,
-                )))))
+                let seed =
+                    (now_ms(self) * 1000.0) as u64 ^ u64::from(self.context_id).rotate_left(32);
+                Role::Post(Rc::new(RefCell::new(Selector::new(&post, seed))))
             }
             Err(e) => {
                 log::error!("{e}");
                 return false;
             }
+        };
+        let metrics = Rc::new(Metrics::define());
+        if let Role::Post(selector) = &role {
+            for address in selector.borrow().addresses() {
+                metrics.endpoint(address);
+            }
         }
-        self.metrics = Rc::new(Metrics::define());
+        self.role = Some(role);
+        self.metrics = Some(metrics);
         true
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        let metrics = Rc::clone(&self.metrics);
+        let metrics = Rc::clone(self.metrics.as_ref()?);
         match self.role.as_ref()? {
-            Role::Pre => Some(Box::new(PreStream { metrics })),
-            Role::Post(rotation) => Some(Box::new(PostStream {
-                rotation: Rc::clone(rotation),
+            Role::Pre(config) => Some(Box::new(pre::PreStream::new(Rc::clone(config), metrics))),
+            Role::Post(selector) => Some(Box::new(post::PostStream::new(
+                Rc::clone(selector),
                 metrics,
-            })),
+            ))),
         }
     }
 
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
-    }
-}
-
-struct PreStream {
-    metrics: Rc<Metrics>,
-}
-
-impl Context for PreStream {}
-
-impl HttpContext for PreStream {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        self.metrics.pre_requests.inc(1);
-        let headers = self.get_http_request_headers();
-        let get = |name: &str| {
-            headers
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| v.as_str())
-        };
-        let method = get(":method").unwrap_or_default();
-        let path = get(":path").unwrap_or_default();
-        let names = headers
-            .iter()
-            .map(|(n, _)| n.as_str())
-            .filter(|n| !n.starts_with(':'));
-        match pre::inspect(method, path, names, get("x-amz-copy-source")) {
-            Ok(changes) => {
-                self.metrics
-                    .pre_stripped_headers
-                    .inc(changes.remove_headers.len() as i64);
-                for name in &changes.remove_headers {
-                    self.set_http_request_header(name, None);
-                }
-                if let Some(new_path) = &changes.new_path {
-                    self.set_http_request_header(":path", Some(new_path));
-                }
-                Action::Continue
-            }
-            Err(error) => {
-                self.metrics.pre_rejected.inc(1);
-                let request_id = get("x-request-id").unwrap_or_default();
-                let resource = path.split('?').next().unwrap_or_default();
-                let body = error.to_xml(resource, request_id);
-                self.send_http_response(
-                    u32::from(error.status),
-                    vec![
-                        ("content-type", "application/xml"),
-                        ("x-amz-request-id", request_id),
-                    ],
-                    Some(body.as_bytes()),
-                );
-                Action::Pause
-            }
-        }
-    }
-}
-
-struct PostStream {
-    rotation: Rc<RefCell<EndpointRotation>>,
-    metrics: Rc<Metrics>,
-}
-
-impl Context for PostStream {}
-
-impl HttpContext for PostStream {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let hint = self.rotation.borrow_mut().next_hint();
-        match &hint {
-            Some(_) => self.metrics.post_hinted.inc(1),
-            None => self.metrics.post_unhinted.inc(1),
-        }
-        // Replaces (or removes) any copy that got this far: the hint is trusted routing input.
-        self.set_http_request_header(ENDPOINT_HINT, hint.as_deref());
-        Action::Continue
     }
 }

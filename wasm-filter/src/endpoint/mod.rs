@@ -1,0 +1,296 @@
+//! Role `post`: which upstream endpoints a request should try, best first.
+//!
+//! Each endpoint carries a peak-sensitive latency estimate per [`LatencyClass`] (time to first
+//! byte, measured from the end of the request, so a large upload or download does not make an
+//! endpoint look slow) and a cooldown after failures. For each request:
+//! 1. endpoints are tiered: healthy local, healthy remote, cooling-down local, cooling-down
+//!    remote (remote pools serve only while local ones fail);
+//! 2. within the best tier, two endpoints are drawn at random and the one with the lower cost
+//!    `latency × (in-flight + 1)` goes first (power of two choices: no herding of every worker
+//!    onto the same "best" endpoint);
+//! 3. the rest follow by tier and cost, so Envoy's retries move to the next best.
+//!
+//! A configured share of requests goes without a hint, so that the cluster's fallback policy
+//! keeps sampling every endpoint and endpoints unknown to the configuration are discovered from
+//! the addresses they answer from.
+
+pub mod outcome;
+pub mod peak_ewma;
+mod random;
+
+use s3mesh_s3_request::{Operation, OperationClass};
+
+use crate::config::PostConfig;
+use outcome::Outcome;
+use peak_ewma::PeakEwma;
+use random::SplitMix64;
+
+/// At most this many endpoints are tracked (configured plus discovered).
+const MAX_ENDPOINTS: usize = 256;
+/// Latency assumed for a class no endpoint has answered yet; only ratios matter.
+const UNKNOWN_LATENCY_MS: f64 = 1.0;
+/// Costs closer than this (relative) are a tie, left to the random draw: latencies are noisy,
+/// and a recovered endpoint must be able to win again to prove it has healed.
+const TIE_TOLERANCE: f64 = 0.1;
+
+/// Operations whose latencies are comparable with each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LatencyClass {
+    /// GET/HEAD of objects: time to first byte.
+    Read,
+    /// Listings and `HeadBucket`.
+    List,
+    /// Uploads and multipart steps: time from the last request byte to the response.
+    Write,
+    /// Everything else (deletes, configuration).
+    Other,
+}
+
+impl LatencyClass {
+    /// Every class, in index order.
+    pub const ALL: [Self; 4] = [Self::Read, Self::List, Self::Write, Self::Other];
+
+    /// The class of an S3 operation.
+    pub fn of(operation: Operation) -> Self {
+        match operation.class() {
+            Some(OperationClass::Read) => Self::Read,
+            Some(OperationClass::List) => Self::List,
+            Some(OperationClass::Write | OperationClass::Multipart) => Self::Write,
+            _ => Self::Other,
+        }
+    }
+
+    /// Name used in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::List => "list",
+            Self::Write => "write",
+            Self::Other => "other",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Which pool an endpoint belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pool {
+    /// This datacenter: preferred.
+    Local,
+    /// Another datacenter: used while every local endpoint is cooling down.
+    Remote,
+}
+
+#[derive(Debug, Clone)]
+struct Endpoint {
+    address: String,
+    pool: Pool,
+    latency: [PeakEwma; 4],
+    cooldown_until_ms: f64,
+    consecutive_failures: u32,
+}
+
+impl Endpoint {
+    fn new(address: String, pool: Pool) -> Self {
+        Self {
+            address,
+            pool,
+            latency: Default::default(),
+            cooldown_until_ms: 0.0,
+            consecutive_failures: 0,
+        }
+    }
+}
+
+/// The hint for one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hint {
+    /// `ip:port,ip:port,…` for `x-gateway-destination-endpoint`, or `None` to let the fallback
+    /// policy choose.
+    pub value: Option<String>,
+    /// The endpoint tried first.
+    pub first: Option<String>,
+}
+
+/// Endpoint state of one worker and the choice made from it.
+#[derive(Debug, Clone)]
+pub struct Selector {
+    endpoints: Vec<Endpoint>,
+    tuning: PostConfig,
+    rng: SplitMix64,
+}
+
+impl Selector {
+    /// Starts with the configured endpoints, all unknown and healthy.
+    pub fn new(config: &PostConfig, seed: u64) -> Self {
+        let local = config
+            .endpoints
+            .iter()
+            .map(|a| Endpoint::new(a.clone(), Pool::Local));
+        let remote = config
+            .remote_endpoints
+            .iter()
+            .map(|a| Endpoint::new(a.clone(), Pool::Remote));
+        Self {
+            endpoints: local.chain(remote).collect(),
+            tuning: config.clone(),
+            rng: SplitMix64::new(seed),
+        }
+    }
+
+    /// Every endpoint known, configured or discovered.
+    pub fn addresses(&self) -> impl Iterator<Item = &str> {
+        self.endpoints.iter().map(|e| e.address.as_str())
+    }
+
+    /// Chooses the endpoints for a request of `class` at `now_ms`, given the process-wide
+    /// number of requests in flight to each endpoint.
+    pub fn choose(
+        &mut self,
+        class: LatencyClass,
+        now_ms: f64,
+        in_flight: impl Fn(&str) -> u64,
+    ) -> Hint {
+        if self.endpoints.is_empty() || self.rng.unit() < self.tuning.unhinted_share {
+            return Hint {
+                value: None,
+                first: None,
+            };
+        }
+        let baselines = self.baselines();
+        let mut ranked: Vec<(usize, f64, usize)> = self
+            .endpoints
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let cost = self.latency(e, class, now_ms, &baselines)
+                    * (in_flight(&e.address) as f64 + 1.0);
+                let cooling = usize::from(e.cooldown_until_ms > now_ms);
+                let remote = usize::from(e.pool == Pool::Remote);
+                (cooling * 2 + remote, cost, i)
+            })
+            .collect();
+        ranked.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
+        let best_tier = ranked.iter().take_while(|r| r.0 == ranked[0].0).count();
+        if best_tier >= 2 {
+            let a = self.rng.below(best_tier);
+            let b = (a + 1 + self.rng.below(best_tier - 1)) % best_tier;
+            let winner = if ranked[b].1 * (1.0 + TIE_TOLERANCE) < ranked[a].1 {
+                b
+            } else {
+                a
+            };
+            let chosen = ranked.remove(winner);
+            ranked.insert(0, chosen);
+        }
+        let addresses: Vec<&str> = ranked
+            .iter()
+            .map(|r| self.endpoints[r.2].address.as_str())
+            .collect();
+        Hint {
+            first: addresses.first().map(|a| (*a).to_owned()),
+            value: Some(addresses.join(",")),
+        }
+    }
+
+    /// Learns from a finished request served by `address`. Returns `true` when the address was
+    /// new (discovered through the fallback policy).
+    pub fn observe(
+        &mut self,
+        address: &str,
+        class: LatencyClass,
+        now_ms: f64,
+        outcome: Outcome,
+    ) -> bool {
+        if outcome == Outcome::NotAttributable || address.is_empty() {
+            return false;
+        }
+        let (index, discovered) = match self.endpoints.iter().position(|e| e.address == address) {
+            Some(i) => (i, false),
+            None if self.endpoints.len() < MAX_ENDPOINTS => {
+                self.endpoints
+                    .push(Endpoint::new(address.to_owned(), Pool::Local));
+                (self.endpoints.len() - 1, true)
+            }
+            None => return false,
+        };
+        let t = &self.tuning;
+        let e = &mut self.endpoints[index];
+        match outcome {
+            Outcome::Success { latency_ms } => {
+                e.latency[class.index()].observe(now_ms, latency_ms, t.decay_ms);
+                e.consecutive_failures = 0;
+            }
+            Outcome::Failure {
+                latency_ms,
+                retry_after_ms,
+            } => {
+                e.latency[class.index()].observe(
+                    now_ms,
+                    latency_ms.max(t.failure_penalty_ms),
+                    t.decay_ms,
+                );
+                e.consecutive_failures = e.consecutive_failures.saturating_add(1);
+                let backoff = t.cooldown_ms * 2f64.powi(e.consecutive_failures.min(16) as i32 - 1);
+                let cooldown = retry_after_ms.unwrap_or(backoff).min(t.max_cooldown_ms);
+                e.cooldown_until_ms = e.cooldown_until_ms.max(now_ms + cooldown);
+            }
+            Outcome::NotAttributable => {}
+        }
+        discovered
+    }
+
+    /// Per class, the best raw estimate of any endpoint: what a healthy endpoint achieves.
+    fn baselines(&self) -> [Option<f64>; 4] {
+        let mut out = [None; 4];
+        for class in LatencyClass::ALL {
+            out[class.index()] = self
+                .endpoints
+                .iter()
+                .filter_map(|e| e.latency[class.index()].value())
+                .min_by(f64::total_cmp);
+        }
+        out
+    }
+
+    /// The latency to expect from `e` for `class`: its own estimate, or (without samples of
+    /// that class) the baseline scaled by how `e` compares to baseline in the other classes.
+    fn latency(
+        &self,
+        e: &Endpoint,
+        class: LatencyClass,
+        now_ms: f64,
+        baselines: &[Option<f64>; 4],
+    ) -> f64 {
+        let recovery = self.tuning.recovery_ms;
+        let estimate = |c: LatencyClass| {
+            let base = baselines[c.index()].unwrap_or(UNKNOWN_LATENCY_MS);
+            e.latency[c.index()]
+                .estimate(now_ms, base, recovery)
+                .map(|v| (v, base))
+        };
+        let latency = match estimate(class) {
+            Some((v, _)) => v,
+            None => {
+                let ratios: Vec<f64> = LatencyClass::ALL
+                    .iter()
+                    .filter_map(|c| estimate(*c))
+                    .map(|(v, b)| v / b.max(1e-3))
+                    .collect();
+                let ratio = if ratios.is_empty() {
+                    1.0
+                } else {
+                    ratios.iter().sum::<f64>() / ratios.len() as f64
+                };
+                baselines[class.index()].unwrap_or(UNKNOWN_LATENCY_MS) * ratio
+            }
+        };
+        latency.max(1e-3)
+    }
+}
+
+#[cfg(test)]
+mod tests;

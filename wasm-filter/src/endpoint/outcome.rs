@@ -1,0 +1,111 @@
+//! What one finished request says about the endpoint that served it.
+//!
+//! Failures are not fast successes: a quick `503 SlowDown` must make an endpoint look worse,
+//! not better. Whose fault a failure is decides whether it counts: an upstream reset, timeout,
+//! refused connection, 5xx or 429 is the endpoint's; a client that went away is not.
+
+/// Envoy's `response.flags` bits (`StreamInfo` legacy response flags) that blame the upstream.
+mod flags {
+    pub const UPSTREAM_REQUEST_TIMEOUT: u64 = 0x4;
+    pub const UPSTREAM_REMOTE_RESET: u64 = 0x10;
+    pub const UPSTREAM_CONNECTION_FAILURE: u64 = 0x20;
+    pub const UPSTREAM_CONNECTION_TERMINATION: u64 = 0x40;
+    pub const UPSTREAM_OVERFLOW: u64 = 0x80;
+    pub const UPSTREAM_RETRY_LIMIT_EXCEEDED: u64 = 0x8000;
+    pub const UPSTREAM_FAULTS: u64 = UPSTREAM_REQUEST_TIMEOUT
+        | UPSTREAM_REMOTE_RESET
+        | UPSTREAM_CONNECTION_FAILURE
+        | UPSTREAM_CONNECTION_TERMINATION
+        | UPSTREAM_OVERFLOW
+        | UPSTREAM_RETRY_LIMIT_EXCEEDED;
+}
+
+/// The verdict on one request.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Outcome {
+    /// Served; `latency_ms` is the time to first byte after the request was sent.
+    Success {
+        /// Time to first response byte.
+        latency_ms: f64,
+    },
+    /// The endpoint failed or asked to back off.
+    Failure {
+        /// How long the failure took (may be fast).
+        latency_ms: f64,
+        /// The endpoint's `Retry-After`, in milliseconds.
+        retry_after_ms: Option<f64>,
+    },
+    /// Says nothing about the endpoint (no upstream, or the client went away).
+    NotAttributable,
+}
+
+/// Classifies a finished request from `response.code` (0 when there was no response),
+/// `response.flags`, the measured latency and the `Retry-After` header.
+pub fn classify(
+    status: u64,
+    response_flags: u64,
+    latency_ms: f64,
+    retry_after: Option<&str>,
+) -> Outcome {
+    let upstream_fault = response_flags & flags::UPSTREAM_FAULTS != 0;
+    let failed_status = status == 429 || (500..=599).contains(&status);
+    if upstream_fault || failed_status {
+        Outcome::Failure {
+            latency_ms,
+            retry_after_ms: retry_after.and_then(parse_retry_after),
+        }
+    } else if status == 0 {
+        Outcome::NotAttributable
+    } else {
+        Outcome::Success { latency_ms }
+    }
+}
+
+/// `Retry-After` in delta-seconds (the form S3-compatible stores send). HTTP dates are
+/// ignored: the filter's clock is not to be trusted against the store's.
+fn parse_retry_after(value: &str) -> Option<f64> {
+    let secs: f64 = value.trim().parse().ok()?;
+    (secs.is_finite() && secs >= 0.0).then_some(secs * 1000.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn successes_failures_and_blameless_ends() {
+        assert_eq!(
+            classify(200, 0, 5.0, None),
+            Outcome::Success { latency_ms: 5.0 }
+        );
+        assert_eq!(
+            classify(404, 0, 5.0, None),
+            Outcome::Success { latency_ms: 5.0 }
+        );
+        assert_eq!(
+            classify(503, 0, 1.0, Some("2")),
+            Outcome::Failure {
+                latency_ms: 1.0,
+                retry_after_ms: Some(2000.0)
+            }
+        );
+        assert!(matches!(
+            classify(429, 0, 1.0, Some("soon")),
+            Outcome::Failure {
+                retry_after_ms: None,
+                ..
+            }
+        ));
+        assert!(matches!(
+            classify(0, 0x20, 1.0, None),
+            Outcome::Failure { .. }
+        ));
+        assert!(matches!(
+            classify(200, 0x10, 1.0, None),
+            Outcome::Failure { .. }
+        ));
+        // Downstream connection termination (0x4000) without a response says nothing.
+        assert_eq!(classify(0, 0x4000, 1.0, None), Outcome::NotAttributable);
+        assert_eq!(classify(0, 0, 1.0, None), Outcome::NotAttributable);
+    }
+}

@@ -1,0 +1,297 @@
+//! The selector against simulated fleets, with a simulated clock.
+
+use super::*;
+
+fn config(n: usize) -> PostConfig {
+    PostConfig {
+        endpoints: (1..=n).map(|i| format!("10.0.0.{i}:80")).collect(),
+        remote_endpoints: vec![],
+        unhinted_share: 0.0,
+        decay_ms: 5_000.0,
+        recovery_ms: 5_000.0,
+        failure_penalty_ms: 1_000.0,
+        cooldown_ms: 1_000.0,
+        max_cooldown_ms: 30_000.0,
+    }
+}
+
+fn ep(i: usize) -> String {
+    format!("10.0.0.{i}:80")
+}
+
+/// Serves `n` sequential requests (one at a time, 1 ms apart) with per-endpoint latency
+/// `latency_of`, returning how many went to each endpoint first.
+fn simulate(
+    s: &mut Selector,
+    start_ms: f64,
+    n: usize,
+    latency_of: impl Fn(&str) -> f64,
+) -> std::collections::HashMap<String, usize> {
+    let mut counts = std::collections::HashMap::new();
+    for k in 0..n {
+        let now = start_ms + k as f64;
+        let hint = s.choose(LatencyClass::Read, now, |_| 0);
+        let first = hint.first.unwrap();
+        let latency = latency_of(&first);
+        s.observe(
+            &first,
+            LatencyClass::Read,
+            now,
+            Outcome::Success {
+                latency_ms: latency,
+            },
+        );
+        *counts.entry(first).or_default() += 1;
+    }
+    counts
+}
+
+#[test]
+fn every_endpoint_is_listed_for_retries() {
+    let mut s = Selector::new(&config(3), 1);
+    let hint = s.choose(LatencyClass::Read, 0.0, |_| 0).value.unwrap();
+    let mut listed: Vec<&str> = hint.split(',').collect();
+    listed.sort();
+    assert_eq!(listed, [ep(1), ep(2), ep(3)]);
+}
+
+#[test]
+fn a_five_times_slower_endpoint_gets_almost_nothing() {
+    let mut s = Selector::new(&config(4), 7);
+    let counts = simulate(&mut s, 0.0, 4000, |a| if a == ep(4) { 50.0 } else { 10.0 });
+    let slow = counts.get(&ep(4)).copied().unwrap_or(0);
+    assert!(slow < 40, "slow endpoint got {slow} of 4000: {counts:?}");
+}
+
+#[test]
+fn in_flight_requests_spread_load_across_equal_endpoints() {
+    let mut s = Selector::new(&config(4), 3);
+    let in_flight = |a: &str| if a == ep(1) { 10 } else { 0 };
+    let firsts: Vec<String> = (0..200)
+        .map(|_| s.choose(LatencyClass::Read, 0.0, in_flight).first.unwrap())
+        .collect();
+    let busy = firsts.iter().filter(|f| **f == ep(1)).count();
+    // Equal latencies: ep(1) wins a draw only against nothing; it is never first.
+    assert_eq!(busy, 0);
+    for i in 2..=4 {
+        assert!(firsts.iter().filter(|f| **f == ep(i)).count() > 40);
+    }
+}
+
+#[test]
+fn a_failing_endpoint_cools_down_and_is_tried_last() {
+    let mut s = Selector::new(&config(3), 5);
+    s.observe(
+        &ep(2),
+        LatencyClass::Read,
+        0.0,
+        Outcome::Failure {
+            latency_ms: 1.0,
+            retry_after_ms: None,
+        },
+    );
+    for k in 0..100 {
+        let hint = s
+            .choose(LatencyClass::Read, 10.0 + k as f64, |_| 0)
+            .value
+            .unwrap();
+        assert!(hint.ends_with(&ep(2)), "{hint}");
+    }
+    // Consecutive failures back off exponentially: 1 s, 2 s, 4 s.
+    s.observe(
+        &ep(2),
+        LatencyClass::Read,
+        1_500.0,
+        Outcome::Failure {
+            latency_ms: 1.0,
+            retry_after_ms: None,
+        },
+    );
+    s.observe(
+        &ep(2),
+        LatencyClass::Read,
+        3_600.0,
+        Outcome::Failure {
+            latency_ms: 1.0,
+            retry_after_ms: None,
+        },
+    );
+    assert!(s
+        .choose(LatencyClass::Read, 7_500.0, |_| 0)
+        .value
+        .unwrap()
+        .ends_with(&ep(2)));
+    assert_eq!(s.endpoints[1].cooldown_until_ms, 7_600.0);
+}
+
+#[test]
+fn retry_after_sets_the_cooldown() {
+    let mut s = Selector::new(&config(2), 5);
+    s.observe(
+        &ep(1),
+        LatencyClass::Write,
+        0.0,
+        Outcome::Failure {
+            latency_ms: 1.0,
+            retry_after_ms: Some(10_000.0),
+        },
+    );
+    assert_eq!(s.endpoints[0].cooldown_until_ms, 10_000.0);
+    s.observe(
+        &ep(2),
+        LatencyClass::Write,
+        0.0,
+        Outcome::Failure {
+            latency_ms: 1.0,
+            retry_after_ms: Some(1e9),
+        },
+    );
+    assert_eq!(
+        s.endpoints[1].cooldown_until_ms, 30_000.0,
+        "capped at max_cooldown_ms"
+    );
+}
+
+#[test]
+fn a_recovered_endpoint_regains_its_share() {
+    let mut s = Selector::new(&config(4), 11);
+    simulate(&mut s, 0.0, 2000, |a| if a == ep(4) { 50.0 } else { 10.0 });
+    // ep(4) heals; after its penalty fades it is chosen again, and then it keeps its share.
+    let counts = simulate(&mut s, 2_000.0, 60_000, |_| 10.0);
+    let late = simulate(&mut s, 62_000.0, 4000, |_| 10.0);
+    assert!(counts.get(&ep(4)).copied().unwrap_or(0) > 0, "{counts:?}");
+    let share = late.get(&ep(4)).copied().unwrap_or(0) as f64 / 4000.0;
+    assert!(share > 0.15, "recovered share {share}: {late:?}");
+}
+
+#[test]
+fn failures_are_not_fast_successes() {
+    let mut s = Selector::new(&config(2), 13);
+    for k in 0..10 {
+        let t = k as f64 * 5_000.0;
+        s.observe(
+            &ep(1),
+            LatencyClass::Read,
+            t,
+            Outcome::Success { latency_ms: 20.0 },
+        );
+        s.observe(
+            &ep(2),
+            LatencyClass::Read,
+            t,
+            Outcome::Failure {
+                latency_ms: 0.5,
+                retry_after_ms: Some(1.0),
+            },
+        );
+    }
+    // Cooldowns are over (Retry-After 1 ms), yet the fast-failing endpoint is still worse.
+    let firsts = (0..100)
+        .filter(|_| s.choose(LatencyClass::Read, 50_000.0, |_| 0).first.unwrap() == ep(2))
+        .count();
+    assert_eq!(firsts, 0);
+}
+
+#[test]
+fn remote_endpoints_serve_only_while_local_ones_fail() {
+    let mut c = config(2);
+    c.remote_endpoints = vec!["10.9.0.1:80".into()];
+    let mut s = Selector::new(&c, 17);
+    for _ in 0..50 {
+        let hint = s.choose(LatencyClass::Read, 0.0, |_| 0).value.unwrap();
+        assert!(hint.ends_with("10.9.0.1:80"), "{hint}");
+    }
+    for i in 1..=2 {
+        s.observe(
+            &ep(i),
+            LatencyClass::Read,
+            0.0,
+            Outcome::Failure {
+                latency_ms: 1.0,
+                retry_after_ms: None,
+            },
+        );
+    }
+    assert_eq!(
+        s.choose(LatencyClass::Read, 10.0, |_| 0).first.as_deref(),
+        Some("10.9.0.1:80")
+    );
+    assert_ne!(
+        s.choose(LatencyClass::Read, 5_000.0, |_| 0)
+            .first
+            .as_deref(),
+        Some("10.9.0.1:80")
+    );
+}
+
+#[test]
+fn classes_are_kept_apart_but_inform_each_other() {
+    let mut s = Selector::new(&config(2), 19);
+    // Writes are slow everywhere; reads are fast on ep(1), slow on ep(2).
+    for k in 0..20 {
+        let t = k as f64;
+        s.observe(
+            &ep(1),
+            LatencyClass::Write,
+            t,
+            Outcome::Success { latency_ms: 200.0 },
+        );
+        s.observe(
+            &ep(2),
+            LatencyClass::Write,
+            t,
+            Outcome::Success { latency_ms: 200.0 },
+        );
+        s.observe(
+            &ep(1),
+            LatencyClass::Read,
+            t,
+            Outcome::Success { latency_ms: 5.0 },
+        );
+        s.observe(
+            &ep(2),
+            LatencyClass::Read,
+            t,
+            Outcome::Success { latency_ms: 25.0 },
+        );
+    }
+    let reads = (0..100)
+        .filter(|_| s.choose(LatencyClass::Read, 30.0, |_| 0).first.unwrap() == ep(1))
+        .count();
+    assert_eq!(reads, 100);
+    // No LIST sample anywhere: the read-class ratio decides.
+    assert_eq!(
+        s.choose(LatencyClass::List, 30.0, |_| 0).first.unwrap(),
+        ep(1)
+    );
+}
+
+#[test]
+fn unknown_endpoints_are_discovered_and_unhinted_share_is_honoured() {
+    let mut c = config(1);
+    c.unhinted_share = 0.1;
+    let mut s = Selector::new(&c, 23);
+    let unhinted = (0..10_000)
+        .filter(|_| s.choose(LatencyClass::Read, 0.0, |_| 0).value.is_none())
+        .count();
+    assert!((800..1200).contains(&unhinted), "{unhinted}");
+    assert!(s.observe(
+        "10.0.0.7:80",
+        LatencyClass::Read,
+        0.0,
+        Outcome::Success { latency_ms: 1.0 }
+    ));
+    assert!(!s.observe(
+        "10.0.0.7:80",
+        LatencyClass::Read,
+        1.0,
+        Outcome::Success { latency_ms: 1.0 }
+    ));
+    assert!(s.addresses().any(|a| a == "10.0.0.7:80"));
+    assert!(!s.observe(
+        "10.0.0.8:80",
+        LatencyClass::Read,
+        0.0,
+        Outcome::NotAttributable
+    ));
+}
