@@ -10,13 +10,14 @@ WASM     := target/wasm32-wasip1/release/s3mesh_wasm_filter.wasm
 AUTHZ    := target/debug/s3mesh-ext-authz
 RUST_SRC := $(shell find Cargo.toml Cargo.lock clippy.toml sigv4 s3-request wasm-filter ext-authz -type f \( -name '*.rs' -o -name '*.toml' -o -name Cargo.lock \) 2>/dev/null)
 
-.PHONY: help setup build run test test-rust test-wasm test-integration lint fmt clean .wasm-target
+.PHONY: help setup build run test test-rust test-wasm test-integration lint fmt clean .wasm-target bench-lb
 
 help:
 	@echo "make run    - start the local stack (S3 store on 3 endpoints, ext-authz, Envoy) on \$${S3MESH_LISTEN:-127.0.0.1:8480}"
 	@echo "make test   - lint, unit tests (host and wasm), integration tests through real Envoy"
 	@echo "make build  - build the wasm filter and ext-authz"
 	@echo "make lint   - cargo fmt --check and clippy (host and wasm32-wasip1)"
+	@echo "make bench-lb - s3mesh's endpoint selection vs Envoy's balancers (about an hour; writes BENCHMARKS.md)"
 
 ## Set-up ----------------------------------------------------------------------------------------
 
@@ -61,6 +62,16 @@ test-wasm: .wasm-target
 
 test-integration: setup build
 	$(PY) -m pytest tests -q
+
+## Benchmarks (not part of `make test`) ------------------------------------------------------
+
+$(VENV)/.installed-bench: $(VENV)/.installed requirements-bench.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-bench.txt
+	touch $@
+
+bench-lb: setup $(VENV)/.installed-bench $(WASM)
+	cargo build --release -p s3mesh-bench
+	$(PY) bench/lb.py $(BENCH_ARGS)
 
 lint: .wasm-target
 	cargo fmt --all -- --check

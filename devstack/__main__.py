@@ -52,8 +52,7 @@ Try it from another shell -- no S3 credentials needed, ext-authz signs for you:
 Ctrl-C stops everything.""", flush=True)
     try:
         while not stop.wait(0.5):
-            for name in list(stack.procs):
-                stack.alive(name)
+            stack.processes.check_all()
     except StackError as e:
         print(f"s3mesh: {e}", file=sys.stderr)
         return 1

@@ -6,19 +6,17 @@ nor a failing test leaves processes behind. Ports are the kernel's choice (port 
 listen address is given.
 """
 
-import atexit
 import json
 import os
 import re
-import signal
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
 from string import Template
 
 import yaml
+
+from devstack.processes import ProcessError, Supervisor
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_STACK = ROOT / "devstack" / "stack.yaml"
@@ -33,8 +31,8 @@ LOCAL_CLASSES = ["read", "write", "list", "delete", "multipart"]
 PRE_CONFIG = {"role": "pre", "virtual_host_domains": ["localhost"]}
 
 
-class StackError(RuntimeError):
-    """A component did not come up; the message says which and where its log is."""
+#: A component did not come up or died; the message says which and shows its log.
+StackError = ProcessError
 
 
 def socket_address(addr: str) -> dict:
@@ -82,6 +80,35 @@ def wait_for(what: str, check, timeout: float, log: Path):
     raise StackError(f"{what} did not come up within {timeout:.0f}s; log {log}:\n{tail}")
 
 
+def start_envoy(processes: Supervisor, config: Path, workdir: Path, concurrency: int,
+                name: str = "envoy") -> tuple[str, str]:
+    """Starts Envoy on `config` (admin on a free port) and waits for its listener named
+    "s3mesh"; returns the admin URL and the listener's `host:port`."""
+    admin_file = workdir / f"{name}-admin.txt"
+    admin_file.unlink(missing_ok=True)
+    processes.spawn(name, [VENV_BIN / "envoy", "-c", config, "--admin-address-path", admin_file,
+                                  "--disable-hot-restart", "--concurrency", concurrency, "-l", "info"])
+    admin = wait_for("Envoy admin", lambda: processes.alive(name) and admin_file.exists()
+                     and admin_file.read_text().strip(), 60, processes.log(name))
+    admin_url = f"http://{admin}"
+
+    def listener():
+        processes.alive(name)
+        try:
+            with urllib.request.urlopen(f"{admin_url}/listeners?format=json", timeout=2) as r:
+                statuses = json.load(r).get("listener_statuses", [])
+        except OSError:
+            return None
+        for s in statuses:
+            sa = s.get("local_address", {}).get("socket_address", {})
+            if s.get("name") == "s3mesh" and sa.get("port_value"):
+                return f"{sa['address']}:{sa['port_value']}"
+        return None
+
+    address = wait_for("Envoy listener", listener, 60, processes.log(name))
+    return admin_url, address
+
+
 class Stack:
     """The whole local stack. Use as a context manager, or call start() and stop()."""
 
@@ -96,7 +123,7 @@ class Stack:
         #: Further cluster endpoints (tests: addresses where nothing listens).
         self.extra_endpoints = list(extra_endpoints)
         self.concurrency = concurrency
-        self.procs: dict[str, subprocess.Popen] = {}
+        self.processes = Supervisor(self.workdir / "logs", cwd=ROOT)
         self.endpoints: list[str] = []
         self.authz_address = ""
         self.admin_url = ""
@@ -105,49 +132,19 @@ class Stack:
     # -- process handling -------------------------------------------------------------------
 
     def log(self, name: str) -> Path:
-        return self.workdir / "logs" / f"{name}.log"
-
-    def spawn(self, name: str, cmd, env=None):
-        self.log(name).parent.mkdir(parents=True, exist_ok=True)
-        out = open(self.log(name), "ab")
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, env=env, cwd=ROOT)
-        out.close()
-        self.procs[name] = proc
-        return proc
+        return self.processes.log(name)
 
     def alive(self, name: str) -> bool:
-        proc = self.procs[name]
-        if proc.poll() is not None:
-            raise StackError(f"{name} exited with {proc.returncode}; log {self.log(name)}:\n"
-                             + self.log(name).read_text(errors="replace")[-3000:])
-        return True
-
-    def kill(self, name: str):
-        proc = self.procs.pop(name, None)
-        if proc is None or proc.poll() is not None:
-            return
-        for sig, grace in ((signal.SIGTERM, 5), (signal.SIGKILL, 5)):
-            try:
-                os.killpg(proc.pid, sig)
-            except ProcessLookupError:
-                return
-            try:
-                proc.wait(grace)
-                return
-            except subprocess.TimeoutExpired:
-                continue
+        return self.processes.alive(name)
 
     def stop(self):
-        for name in reversed(list(self.procs)):
-            self.kill(name)
+        self.processes.stop()
 
     # -- start-up ---------------------------------------------------------------------------
 
     def start(self):
-        atexit.register(self.stop)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        for stale in ("backend.json", "envoy-admin.txt"):
+        for stale in ("backend.json",):
             (self.workdir / stale).unlink(missing_ok=True)
         for f in self.workdir.glob("logs/*.log"):
             f.unlink()
@@ -161,7 +158,7 @@ class Stack:
         return self
 
     def start_backend(self):
-        self.spawn("backend", [str(VENV_BIN / "python"), "-m", "devstack.backend",
+        self.processes.spawn("backend", [str(VENV_BIN / "python"), "-m", "devstack.backend",
                                "--stack", str(self.stack_file), "--workdir", str(self.workdir)])
         state = self.workdir / "backend.json"
         wait_for("S3 backend", lambda: self.alive("backend") and state.exists(), 60, self.log("backend"))
@@ -176,7 +173,7 @@ class Stack:
         env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"))
         log = self.log("ext-authz")
         offset = log.stat().st_size if log.exists() else 0
-        self.spawn("ext-authz", [str(EXT_AUTHZ), "--config", str(config), "--listen", "127.0.0.1:0"], env=env)
+        self.processes.spawn("ext-authz", [str(EXT_AUTHZ), "--config", str(config), "--listen", "127.0.0.1:0"], env=env)
 
         def listening():
             self.alive("ext-authz")
@@ -192,27 +189,7 @@ class Stack:
             overrides = overrides(self.endpoints)
         config.write_text(render_envoy(self.listen, WASM, self.endpoints + self.extra_endpoints,
                                        self.authz_address, overrides))
-        admin_file = self.workdir / "envoy-admin.txt"
-        self.spawn("envoy", [str(VENV_BIN / "envoy"), "-c", str(config), "--admin-address-path", str(admin_file),
-                             "--disable-hot-restart", "--concurrency", str(self.concurrency), "-l", "info"])
-        admin = wait_for("Envoy admin", lambda: self.alive("envoy") and admin_file.exists()
-                         and admin_file.read_text().strip(), 60, self.log("envoy"))
-        self.admin_url = f"http://{admin}"
-
-        def listener():
-            self.alive("envoy")
-            try:
-                with urllib.request.urlopen(f"{self.admin_url}/listeners?format=json", timeout=2) as r:
-                    statuses = json.load(r).get("listener_statuses", [])
-            except OSError:
-                return None
-            for s in statuses:
-                sa = s.get("local_address", {}).get("socket_address", {})
-                if s.get("name") == "s3mesh" and sa.get("port_value"):
-                    return f"{sa['address']}:{sa['port_value']}"
-            return None
-
-        address = wait_for("Envoy listener", listener, 60, self.log("envoy"))
+        self.admin_url, address = start_envoy(self.processes, config, self.workdir, self.concurrency)
         self.url = f"http://{address}"
 
     # -- inspection -------------------------------------------------------------------------

@@ -6,8 +6,11 @@
 //! 1. endpoints are tiered: healthy local, healthy remote, cooling-down local, cooling-down
 //!    remote (remote pools serve only while local ones fail);
 //! 2. within the best tier, two endpoints are drawn at random and the one with the lower cost
-//!    `latency × (in-flight + 1)` goes first (power of two choices: no herding of every worker
-//!    onto the same "best" endpoint);
+//!    `latency × (1 + in_flight / (mean_in_flight + 1))` goes first (power of two choices: no
+//!    herding of every worker onto the same "best" endpoint). In-flight counts are weighed
+//!    against the fleet's mean rather than as a queue length: an S3 endpoint serves many
+//!    requests at once, so a few in flight do not make it slower, but clearly more than its
+//!    peers (a stall, a saturated node) do;
 //! 3. the rest follow by tier and cost, so Envoy's retries move to the next best.
 //!
 //! A configured share of requests goes without a hint, so that the cluster's fallback policy
@@ -161,13 +164,19 @@ impl Selector {
             };
         }
         let baselines = self.baselines();
+        let in_flight: Vec<f64> = self
+            .endpoints
+            .iter()
+            .map(|e| in_flight(&e.address) as f64)
+            .collect();
+        let mean_in_flight = in_flight.iter().sum::<f64>() / in_flight.len() as f64;
         let mut ranked: Vec<(usize, f64, usize)> = self
             .endpoints
             .iter()
             .enumerate()
             .map(|(i, e)| {
-                let cost = self.latency(e, class, now_ms, &baselines)
-                    * (in_flight(&e.address) as f64 + 1.0);
+                let load = 1.0 + in_flight[i] / (mean_in_flight + 1.0);
+                let cost = self.latency(e, class, now_ms, &baselines) * load;
                 let cooling = usize::from(e.cooldown_until_ms > now_ms);
                 let remote = usize::from(e.pool == Pool::Remote);
                 (cooling * 2 + remote, cost, i)

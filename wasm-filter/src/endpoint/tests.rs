@@ -295,3 +295,48 @@ fn unknown_endpoints_are_discovered_and_unhinted_share_is_honoured() {
         Outcome::NotAttributable
     ));
 }
+
+#[test]
+fn concurrent_requests_on_healthy_peers_do_not_make_a_slow_endpoint_attractive() {
+    let mut s = Selector::new(&config(4), 29);
+    for i in 1..=4 {
+        let latency = if i == 4 { 50.0 } else { 10.0 };
+        s.observe(
+            &ep(i),
+            LatencyClass::Read,
+            0.0,
+            Outcome::Success {
+                latency_ms: latency,
+            },
+        );
+    }
+    // Healthy endpoints each serve a few requests at once; the slow one is idle. For the next
+    // five seconds without new samples from it, it must not be chosen first.
+    let busy = |a: &str| if a == ep(4) { 0 } else { 3 };
+    for k in 0..5_000 {
+        assert_ne!(
+            s.choose(LatencyClass::Read, k as f64, busy).first.unwrap(),
+            ep(4),
+            "at {k} ms"
+        );
+    }
+}
+
+#[test]
+fn an_endpoint_with_far_more_requests_in_flight_than_its_peers_is_avoided() {
+    let mut s = Selector::new(&config(4), 31);
+    for i in 1..=4 {
+        s.observe(
+            &ep(i),
+            LatencyClass::Read,
+            0.0,
+            Outcome::Success { latency_ms: 10.0 },
+        );
+    }
+    // A stall: ep(1)'s requests pile up while its last latency sample still looks fine.
+    let stalled = |a: &str| if a == ep(1) { 12 } else { 3 };
+    let chosen = (0..1000)
+        .filter(|_| s.choose(LatencyClass::Read, 1.0, stalled).first.unwrap() == ep(1))
+        .count();
+    assert_eq!(chosen, 0);
+}

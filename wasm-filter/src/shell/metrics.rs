@@ -86,6 +86,9 @@ impl Metrics {
     }
 
     pub(super) fn endpoint(&self, address: &str) -> Rc<EndpointMetrics> {
+        if let Some(found) = self.endpoints.borrow().get(address) {
+            return Rc::clone(found);
+        }
         let mut map = self.endpoints.borrow_mut();
         let entry = map.entry(address.to_owned()).or_insert_with(|| {
             let m = |kind, name| Metric::define(kind, &tagged("s3_endpoint", address, name));

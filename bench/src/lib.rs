@@ -1,0 +1,12 @@
+//! Parts of s3mesh's benchmarks (`make bench-lb`), run on the benchmark machine only:
+//! - `bench-backend`: several HTTP endpoints in one process whose service time is a sleep
+//!   behind a fixed number of service slots (so queueing is real), with scripted phases (slow,
+//!   stalling, failing fast) on a shared clock started by a control request;
+//! - `bench-load`: an open-loop load generator at a fixed rate that measures every request from
+//!   its intended send time, so a stalled backend cannot hide its own latency.
+//!
+//! Both speak just enough HTTP/1.1 (`http1`) for that: content-length bodies, keep-alive,
+//! `Expect: 100-continue`.
+
+pub mod http1;
+pub mod scenario;
