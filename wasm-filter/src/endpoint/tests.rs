@@ -19,6 +19,11 @@ fn ep(i: usize) -> String {
     format!("10.0.0.{i}:80")
 }
 
+/// Endpoint `i` answered a request of `class` at `t` ms after `latency_ms`.
+fn served(s: &mut Selector, i: usize, class: LatencyClass, t: f64, latency_ms: f64) {
+    s.observe(&ep(i), class, t, Outcome::Success { latency_ms });
+}
+
 /// Serves `n` sequential requests (one at a time, 1 ms apart) with per-endpoint latency
 /// `latency_of`, returning how many went to each endpoint first.
 fn simulate(
@@ -169,12 +174,7 @@ fn failures_are_not_fast_successes() {
     let mut s = Selector::new(&config(2), 13);
     for k in 0..10 {
         let t = k as f64 * 5_000.0;
-        s.observe(
-            &ep(1),
-            LatencyClass::Read,
-            t,
-            Outcome::Success { latency_ms: 20.0 },
-        );
+        served(&mut s, 1, LatencyClass::Read, t, 20.0);
         s.observe(
             &ep(2),
             LatencyClass::Read,
@@ -230,30 +230,10 @@ fn classes_are_kept_apart_but_inform_each_other() {
     // Writes are slow everywhere; reads are fast on ep(1), slow on ep(2).
     for k in 0..20 {
         let t = k as f64;
-        s.observe(
-            &ep(1),
-            LatencyClass::Write,
-            t,
-            Outcome::Success { latency_ms: 200.0 },
-        );
-        s.observe(
-            &ep(2),
-            LatencyClass::Write,
-            t,
-            Outcome::Success { latency_ms: 200.0 },
-        );
-        s.observe(
-            &ep(1),
-            LatencyClass::Read,
-            t,
-            Outcome::Success { latency_ms: 5.0 },
-        );
-        s.observe(
-            &ep(2),
-            LatencyClass::Read,
-            t,
-            Outcome::Success { latency_ms: 25.0 },
-        );
+        served(&mut s, 1, LatencyClass::Write, t, 200.0);
+        served(&mut s, 2, LatencyClass::Write, t, 200.0);
+        served(&mut s, 1, LatencyClass::Read, t, 5.0);
+        served(&mut s, 2, LatencyClass::Read, t, 25.0);
     }
     let reads = (0..100)
         .filter(|_| s.choose(LatencyClass::Read, 30.0, |_| 0).first.unwrap() == ep(1))
@@ -301,14 +281,7 @@ fn concurrent_requests_on_healthy_peers_do_not_make_a_slow_endpoint_attractive()
     let mut s = Selector::new(&config(4), 29);
     for i in 1..=4 {
         let latency = if i == 4 { 50.0 } else { 10.0 };
-        s.observe(
-            &ep(i),
-            LatencyClass::Read,
-            0.0,
-            Outcome::Success {
-                latency_ms: latency,
-            },
-        );
+        served(&mut s, i, LatencyClass::Read, 0.0, latency);
     }
     // Healthy endpoints each serve a few requests at once; the slow one is idle. For the next
     // five seconds without new samples from it, it must not be chosen first.
@@ -326,12 +299,7 @@ fn concurrent_requests_on_healthy_peers_do_not_make_a_slow_endpoint_attractive()
 fn an_endpoint_with_far_more_requests_in_flight_than_its_peers_is_avoided() {
     let mut s = Selector::new(&config(4), 31);
     for i in 1..=4 {
-        s.observe(
-            &ep(i),
-            LatencyClass::Read,
-            0.0,
-            Outcome::Success { latency_ms: 10.0 },
-        );
+        served(&mut s, i, LatencyClass::Read, 0.0, 10.0);
     }
     // A stall: ep(1)'s requests pile up while its last latency sample still looks fine.
     let stalled = |a: &str| if a == ep(1) { 12 } else { 3 };
