@@ -21,6 +21,7 @@ balancing" section of BENCHMARKS.md.
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -291,6 +292,8 @@ def main():
     parser.add_argument("--quick", action="store_true", help="scaled-down smoke run; writes nothing under bench/results")
     parser.add_argument("--workdir", type=Path, default=ROOT / "bench" / "work")
     args = parser.parse_args()
+    # SIGTERM must unwind like Ctrl-C so that every trial's processes are stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     scale = 0.2 if args.quick else 1.0
     trials = {s: {c: [] for c in CONFIGS} for s in args.scenarios}
     started = time.monotonic()

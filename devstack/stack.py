@@ -47,7 +47,8 @@ def ext_authz_config(stack: dict) -> dict:
         "identities": [{"name": i["name"], "source_cidrs": [i["source"]]} for i in stack["identities"]],
         "profiles": {i["name"]: {"credentials_dir": f"credentials/{i['name']}"} for i in stack["identities"]},
         "rules": [
-            {"identities": [i["name"]], "buckets": i["buckets"], "operations": LOCAL_CLASSES, "profile": i["name"]}
+            {"match": {"identities": [i["name"]]}, "buckets": i["buckets"], "operations": LOCAL_CLASSES,
+             "profile": i["name"]}
             for i in stack["identities"]
         ],
     }
@@ -126,6 +127,7 @@ class Stack:
         self.processes = Supervisor(self.workdir / "logs", cwd=ROOT)
         self.endpoints: list[str] = []
         self.authz_address = ""
+        self.authz_health_url = ""
         self.admin_url = ""
         self.url = ""
 
@@ -173,11 +175,14 @@ class Stack:
         env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"))
         log = self.log("ext-authz")
         offset = log.stat().st_size if log.exists() else 0
-        self.processes.spawn("ext-authz", [str(EXT_AUTHZ), "--config", str(config), "--listen", "127.0.0.1:0"], env=env)
+        self.processes.spawn("ext-authz", [str(EXT_AUTHZ), "--config", str(config), "--listen", "127.0.0.1:0",
+                                             "--health-listen", "127.0.0.1:0"], env=env)
 
         def listening():
             self.alive("ext-authz")
-            m = re.search(r"serving listen=(\S+)", log.read_text(errors="replace")[offset:])
+            m = re.search(r"serving listen=(\S+) health=(\S+)", log.read_text(errors="replace")[offset:])
+            if m:
+                self.authz_health_url = f"http://{m.group(2)}"
             return m and m.group(1)
 
         self.authz_address = wait_for("ext-authz", listening, 30, log)

@@ -9,7 +9,9 @@ use s3mesh_sigv4::{AmzDate, Credentials};
 
 use crate::config::{Config, ConfigError, SigningConfig};
 use crate::credentials;
-use crate::identity::AddressIdentities;
+use crate::identity::kubernetes::PodIdentities;
+use crate::identity::local_file::AddressIdentities;
+use crate::identity::{Resolver, Unresolved};
 use crate::policy::Policy;
 use crate::signer::{sign_request, HeaderChanges, OutgoingRequest};
 
@@ -18,6 +20,8 @@ use crate::signer::{sign_request, HeaderChanges, OutgoingRequest};
 pub struct HttpAttributes<'a> {
     /// Address of the peer that opened the downstream connection, if Envoy sent one.
     pub source: Option<IpAddr>,
+    /// The peer's mTLS principal (URI SAN), if the connection had a client certificate.
+    pub principal: Option<&'a str>,
     /// `:method`.
     pub method: &'a str,
     /// `:authority`.
@@ -54,7 +58,7 @@ pub enum Decision {
 /// Everything needed to decide, loaded once from configuration.
 #[derive(Debug)]
 pub struct Checker {
-    identities: AddressIdentities,
+    resolver: Resolver,
     policy: Policy,
     profiles: HashMap<String, Credentials>,
     signing: SigningConfig,
@@ -62,7 +66,8 @@ pub struct Checker {
 
 impl Checker {
     /// Builds a checker from a validated configuration, loading every profile's credentials.
-    pub fn from_config(config: &Config) -> Result<Self, ConfigError> {
+    /// `pods` is the running pod watch, required when the `kubernetes` source is on.
+    pub fn from_config(config: &Config, pods: Option<PodIdentities>) -> Result<Self, ConfigError> {
         let profiles = config
             .profiles
             .iter()
@@ -74,11 +79,21 @@ impl Checker {
             })
             .collect::<Result<_, ConfigError>>()?;
         Ok(Self {
-            identities: AddressIdentities::new(&config.identities),
+            resolver: Resolver::new(
+                config.identity.sources.clone(),
+                config.identity.trust_domain.clone(),
+                AddressIdentities::new(&config.identities),
+                pods,
+            ),
             policy: Policy::new(&config.rules),
             profiles,
             signing: config.signing.clone(),
         })
+    }
+
+    /// The identity resolver (readiness and metrics look at its sources).
+    pub fn resolver(&self) -> &Resolver {
+        &self.resolver
     }
 
     /// Decides on one request at `now`.
@@ -103,15 +118,17 @@ impl Checker {
                 ),
             );
         }
-        let Some(identity) = attrs.source.and_then(|ip| self.identities.resolve(ip)) else {
-            let who = attrs
-                .source
-                .map_or("an unknown address".to_owned(), |ip| ip.to_string());
-            return deny(
-                None,
-                None,
-                S3Error::access_denied(format!("no s3mesh identity is configured for {who}")),
-            );
+        let identity = match self.resolver.resolve(attrs.principal, attrs.source) {
+            Ok(identity) => identity,
+            Err(unresolved) => {
+                let error = match &unresolved {
+                    Unresolved::NotReady(_) => S3Error::service_unavailable(unresolved.to_string()),
+                    Unresolved::Unknown(_) | Unresolved::Refused(_) => {
+                        S3Error::access_denied(unresolved.to_string())
+                    }
+                };
+                return deny(None, None, error);
+            }
         };
         let copy_source = attrs.headers.get("x-amz-copy-source").map(String::as_str);
         let request = S3Request::classify(attrs.method, &target, copy_source);

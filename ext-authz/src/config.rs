@@ -10,6 +10,8 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use thiserror::Error;
 
+use crate::identity::Source;
+
 /// Why a configuration file was refused.
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -48,7 +50,11 @@ pub struct Config {
     /// Where signatures are scoped (the store's region).
     #[serde(default)]
     pub signing: SigningConfig,
-    /// Callers known by their source address (deployments without Kubernetes).
+    /// Which identity sources are on, in order.
+    #[serde(default)]
+    pub identity: IdentityConfig,
+    /// Callers known by their source address (the `local_file` source).
+    #[serde(default)]
     pub identities: Vec<IdentitySpec>,
     /// Named credential profiles: which S3 key signs for a rule.
     pub profiles: BTreeMap<String, ProfileSpec>,
@@ -85,6 +91,49 @@ fn default_service() -> String {
     "s3".to_owned()
 }
 
+/// Identity sources.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// Sources in the order they are asked: `principal`, `kubernetes`, `local_file`.
+    #[serde(default = "default_sources")]
+    pub sources: Vec<Source>,
+    /// Only principals `spiffe://<trust_domain>/ns/…/sa/…` are accepted.
+    #[serde(default = "default_trust_domain")]
+    pub trust_domain: String,
+    /// Pod watch settings for the `kubernetes` source.
+    #[serde(default)]
+    pub kubernetes: KubernetesConfig,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        Self {
+            sources: default_sources(),
+            trust_domain: default_trust_domain(),
+            kubernetes: KubernetesConfig::default(),
+        }
+    }
+}
+
+fn default_sources() -> Vec<Source> {
+    vec![Source::LocalFile]
+}
+
+fn default_trust_domain() -> String {
+    "cluster.local".to_owned()
+}
+
+/// The pod watch. The API server and credentials come from the environment (in-cluster
+/// service account, or `KUBECONFIG`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesConfig {
+    /// Watch one namespace only (default: all namespaces).
+    #[serde(default)]
+    pub namespace: Option<String>,
+}
+
 /// An identity recognised by the address its requests come from.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -108,14 +157,50 @@ pub struct ProfileSpec {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleSpec {
-    /// Identity names this rule applies to.
-    pub identities: Vec<String>,
+    /// Which callers the rule applies to.
+    #[serde(rename = "match")]
+    pub selector: SelectorSpec,
     /// Bucket names; a trailing `*` matches any suffix, `*` alone any bucket (and `ListBuckets`).
     pub buckets: Vec<String>,
+    /// Key prefixes the rule is limited to (objects, and listings whose `prefix` lies within);
+    /// empty: the whole bucket.
+    #[serde(default)]
+    pub prefixes: Vec<String>,
     /// Operation classes granted: read, write, list, delete, multipart, bucket-admin.
     pub operations: Vec<String>,
     /// The profile whose key signs requests this rule allows.
     pub profile: String,
+}
+
+/// Identity selector: every field given must match (lists: any entry).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SelectorSpec {
+    /// Identity names: local-file names, or `namespace/service-account`.
+    #[serde(default)]
+    pub identities: Vec<String>,
+    /// Kubernetes namespaces.
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+    /// `namespace/service-account` pairs.
+    #[serde(default)]
+    pub service_accounts: Vec<String>,
+    /// SPIFFE IDs.
+    #[serde(default)]
+    pub principals: Vec<String>,
+    /// Pod labels, all of which must be present with these values.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+impl SelectorSpec {
+    fn is_empty(&self) -> bool {
+        self.identities.is_empty()
+            && self.namespaces.is_empty()
+            && self.service_accounts.is_empty()
+            && self.principals.is_empty()
+            && self.labels.is_empty()
+    }
 }
 
 impl Config {
@@ -167,10 +252,14 @@ impl Config {
             }
         }
         for (i, rule) in self.rules.iter().enumerate() {
-            for name in &rule.identities {
-                if !seen.contains_key(name.as_str()) {
+            if rule.selector.is_empty() {
+                return Err((format!("rules[{i}].match"), "selects nobody; name identities, namespaces, service_accounts, principals or labels".to_owned()));
+            }
+            for name in &rule.selector.identities {
+                // Names with a '/' are namespace/service-account identities from Kubernetes.
+                if !name.contains('/') && !seen.contains_key(name.as_str()) {
                     return Err((
-                        format!("rules[{i}].identities"),
+                        format!("rules[{i}].match.identities"),
                         format!("unknown identity {name:?}"),
                     ));
                 }
@@ -220,7 +309,7 @@ identities:
 profiles:
   pa: {credentials_dir: creds/a}
 rules:
-  - {identities: [a], buckets: [a], operations: [read, write], profile: pa}
+  - {match: {identities: [a]}, buckets: [a], operations: [read, write], profile: pa}
 ";
 
     #[test]
@@ -228,6 +317,25 @@ rules:
         let c = load(GOOD).unwrap();
         assert!(c.profiles["pa"].credentials_dir.is_absolute());
         assert_eq!(c.signing.region, "us-east-1");
+    }
+
+    #[test]
+    fn selectors_must_select_someone_and_sources_must_exist() {
+        let err = load(&GOOD.replace("match: {identities: [a]}", "match: {}")).unwrap_err();
+        assert!(
+            err.to_string().contains("rules[0].match: selects nobody"),
+            "{err}"
+        );
+        let k8s = load(&GOOD.replace(
+            "match: {identities: [a]}",
+            "match: {identities: [team-a/uploader]}",
+        ));
+        assert!(
+            k8s.is_ok(),
+            "namespace/service-account names need no local identity"
+        );
+        let err = load(&format!("identity: {{sources: [principal, dns]}}\n{GOOD}")).unwrap_err();
+        assert!(err.to_string().contains("dns"), "{err}");
     }
 
     #[test]

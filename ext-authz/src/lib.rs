@@ -4,13 +4,16 @@
 //! For every S3 request Envoy asks: who is calling ([`identity`]), may they do this
 //! ([`policy`]), and with which credentials ([`credentials`]). An allowed request comes back
 //! with SigV4 headers ([`signer`]) so that pods hold no S3 keys; a refused one with an S3 XML
-//! error. [`check`] is that decision as plain Rust; [`service`] is the gRPC shell around it.
+//! error. [`check`] is that decision as plain Rust; [`service`] is the gRPC shell around it;
+//! [`reload`] swaps in a changed configuration; [`health`] answers Kubernetes probes.
 
 pub mod check;
 pub mod config;
 pub mod credentials;
+pub mod health;
 pub mod identity;
 pub mod policy;
+pub mod reload;
 pub mod service;
 pub mod signer;
 pub mod telemetry;

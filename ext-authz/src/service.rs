@@ -12,18 +12,19 @@ use envoy_types::ext_authz::v3::{
 use s3mesh_s3_request::S3Error;
 use tonic::{Request, Response, Status};
 
-use crate::check::{Checker, Decision, HttpAttributes};
+use crate::check::{Decision, HttpAttributes};
+use crate::reload::Current;
 
-/// The Authorization service over a loaded [`Checker`].
+/// The Authorization service over the configuration in force.
 #[derive(Debug, Clone)]
 pub struct AuthzService {
-    checker: Arc<Checker>,
+    current: Arc<Current>,
 }
 
 impl AuthzService {
-    /// Serves decisions from `checker`.
-    pub fn new(checker: Arc<Checker>) -> Self {
-        Self { checker }
+    /// Serves decisions from whatever checker `current` holds at each request.
+    pub fn new(current: Arc<Current>) -> Self {
+        Self { current }
     }
 }
 
@@ -50,8 +51,12 @@ impl Authorization for AuthzService {
                 Some(Address::SocketAddress(s)) => s.address.parse().ok(),
                 _ => None,
             });
+        let principal = attributes
+            .and_then(|a| a.source.as_ref())
+            .map(|p| p.principal.as_str());
         let attrs = HttpAttributes {
             source,
+            principal,
             method: &http.method,
             host: &http.host,
             path: &http.path,
@@ -59,7 +64,7 @@ impl Authorization for AuthzService {
         };
         // Envoy's x-request-id also appears in its access log; the stream id is the fallback.
         let request_id = http.headers.get("x-request-id").unwrap_or(&http.id);
-        let decision = self.checker.check(&attrs, SystemTime::now());
+        let decision = self.current.get().check(&attrs, SystemTime::now());
         let response = match decision {
             Decision::Allow {
                 identity,

@@ -145,9 +145,11 @@ pub struct S3Request {
     pub bucket: Option<String>,
     /// Object key, decoded (may contain `/`, `//`, `.` segments, any UTF-8 or raw bytes).
     pub key: Option<Vec<u8>>,
-    /// For `CopyObject`/`UploadPartCopy`: the source bucket, which the caller must be allowed
-    /// to read too.
-    pub copy_source_bucket: Option<String>,
+    /// For `CopyObject`/`UploadPartCopy`: the source bucket and key, which the caller must be
+    /// allowed to read too.
+    pub copy_source: Option<(String, Vec<u8>)>,
+    /// For listings: the decoded `prefix` parameter (absent: the whole bucket).
+    pub list_prefix: Option<Vec<u8>>,
 }
 
 impl S3Request {
@@ -162,20 +164,30 @@ impl S3Request {
             .filter(|k| !k.is_empty())
             .and_then(|k| uri_encoding::decode(k).ok());
         let bucket = (!bucket.is_empty()).then(|| bucket.to_owned());
-        let copy_source_bucket = copy_source.and_then(copy_source_bucket);
+        let copy_source = copy_source.and_then(parse_copy_source);
         let operation = match (&bucket, &key) {
             (None, _) => match method {
                 "GET" => Operation::ListBuckets,
                 _ => Operation::Unknown,
             },
             (Some(_), None) => bucket_operation(method, target),
-            (Some(_), Some(_)) => object_operation(method, target, copy_source_bucket.is_some()),
+            (Some(_), Some(_)) => object_operation(method, target, copy_source.is_some()),
+        };
+        let list_prefix = match operation {
+            Operation::ListObjects
+            | Operation::ListObjectsV2
+            | Operation::ListObjectVersions
+            | Operation::ListMultipartUploads => target
+                .param("prefix")
+                .and_then(|p| uri_encoding::decode(p).ok()),
+            _ => None,
         };
         Self {
             operation,
             bucket,
             key,
-            copy_source_bucket,
+            copy_source,
+            list_prefix,
         }
     }
 }
@@ -226,13 +238,15 @@ fn object_operation(method: &str, t: &RequestTarget, copy: bool) -> Operation {
     }
 }
 
-/// `x-amz-copy-source` is `bucket/key[?versionId=…]`, optionally with a leading `/` and
+/// `x-amz-copy-source` is `bucket/key[?versionId=…]`, optionally with a leading `/`, and
 /// percent-encoded.
-fn copy_source_bucket(value: &str) -> Option<String> {
-    let decoded = uri_encoding::decode(value).ok()?;
-    let decoded = String::from_utf8(decoded).ok()?;
-    let bucket = decoded.trim_start_matches('/').split('/').next()?;
-    (!bucket.is_empty()).then(|| bucket.to_owned())
+fn parse_copy_source(value: &str) -> Option<(String, Vec<u8>)> {
+    let value = value.split('?').next().unwrap_or(value);
+    let decoded = uri_encoding::decode(value.trim_start_matches('/')).ok()?;
+    let slash = decoded.iter().position(|b| *b == b'/')?;
+    let bucket = String::from_utf8(decoded[..slash].to_vec()).ok()?;
+    let key = decoded[slash + 1..].to_vec();
+    (!bucket.is_empty() && !key.is_empty()).then_some((bucket, key))
 }
 
 #[cfg(test)]
@@ -276,6 +290,14 @@ mod tests {
     }
 
     #[test]
+    fn listings_carry_their_decoded_prefix() {
+        let r = classify("GET", "/b?list-type=2&prefix=logs%2F2026");
+        assert_eq!(r.list_prefix.as_deref(), Some(&b"logs/2026"[..]));
+        assert_eq!(classify("GET", "/b?list-type=2").list_prefix, None);
+        assert_eq!(classify("GET", "/b/k?prefix=x").list_prefix, None);
+    }
+
+    #[test]
     fn keys_are_decoded_exactly() {
         let r = classify("GET", "/b//a/./b%2Bc%20d%E2%82%AC");
         assert_eq!(r.bucket.as_deref(), Some("b"));
@@ -287,7 +309,7 @@ mod tests {
         let t = RequestTarget::canonicalize("/a/k").unwrap();
         let r = S3Request::classify("PUT", &t, Some("/b/src%20key?versionId=1"));
         assert_eq!(r.operation, Operation::CopyObject);
-        assert_eq!(r.copy_source_bucket.as_deref(), Some("b"));
+        assert_eq!(r.copy_source, Some(("b".to_owned(), b"src key".to_vec())));
         assert_eq!(
             Operation::UploadPartCopy.class(),
             Some(OperationClass::Multipart)

@@ -1,18 +1,12 @@
-//! Who is calling. In this mode: the source address of the connection Envoy received, looked
-//! up in the identities of the local file. Never a request header.
+//! Identity from the configuration file: callers named by the networks they connect from
+//! (deployments without Kubernetes, and the local stack).
 
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 
+use super::{Identity, Source};
 use crate::config::IdentitySpec;
-
-/// A resolved caller.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
-    /// The identity's name from configuration.
-    pub name: String,
-}
 
 /// Source networks to identities, most specific first.
 #[derive(Debug, Clone, Default)]
@@ -41,7 +35,11 @@ impl AddressIdentities {
         self.networks
             .iter()
             .find(|(net, _)| net.contains(&addr))
-            .map(|(_, name)| Identity { name: name.clone() })
+            .map(|(_, name)| Identity {
+                name: name.clone(),
+                source: Source::LocalFile,
+                ..Identity::default()
+            })
     }
 }
 
