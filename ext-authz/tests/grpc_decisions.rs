@@ -1,0 +1,398 @@
+//! Every decision path of the ext_authz service, through its real gRPC interface in process:
+//! a tonic server on a free port, Envoy's `CheckRequest`s from a tonic client.
+
+// Test helpers fail the test by panicking.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use envoy_types::pb::envoy::config::core::v3::address::Address as AddressKind;
+use envoy_types::pb::envoy::config::core::v3::header_value_option::HeaderAppendAction;
+use envoy_types::pb::envoy::config::core::v3::socket_address::PortSpecifier;
+use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress};
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Peer, Request};
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use envoy_types::pb::envoy::service::auth::v3::authorization_server::AuthorizationServer;
+use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
+use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest, CheckResponse};
+use s3mesh_ext_authz::identity::kubernetes::PodIdentities;
+use s3mesh_ext_authz::reload::{self, Current};
+use s3mesh_ext_authz::service::AuthzService;
+use tonic::transport::Channel;
+
+const SECRET: &str = "grpc-test-secret-key-0123456789abcdef";
+const TOKEN: &str = "grpc-test-session-token-zyx";
+
+/// A configuration directory: credentials for profiles `pa` (key only) and `ps` (with a
+/// session token), and `ext-authz.yaml` with the given body.
+fn config_dir(body: &str) -> (PathBuf, PathBuf) {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("s3mesh-grpc-{}-{n}", std::process::id()));
+    for (profile, token) in [("pa", None), ("ps", Some(TOKEN))] {
+        let creds = dir.join("credentials").join(profile);
+        std::fs::create_dir_all(&creds).unwrap();
+        std::fs::write(
+            creds.join("access_key_id"),
+            format!("AKID{}", profile.to_uppercase()),
+        )
+        .unwrap();
+        std::fs::write(creds.join("secret_access_key"), SECRET).unwrap();
+        if let Some(t) = token {
+            std::fs::write(creds.join("session_token"), t).unwrap();
+        }
+    }
+    let path = dir.join("ext-authz.yaml");
+    std::fs::write(&path, body).unwrap();
+    (dir, path)
+}
+
+const LOCAL: &str = "
+identities:
+  - {name: team-a, source_cidrs: [127.0.0.2/32]}
+  - {name: team-s, source_cidrs: [127.0.0.5/32]}
+profiles:
+  pa: {credentials_dir: credentials/pa}
+  ps: {credentials_dir: credentials/ps}
+rules:
+  - {match: {identities: [team-a]}, buckets: [team-a], operations: [read, write, list], profile: pa}
+  - {match: {identities: [team-s]}, buckets: [team-s], operations: [read], profile: ps}
+";
+
+async fn serve(
+    path: &Path,
+    pods: Option<PodIdentities>,
+) -> (AuthorizationClient<Channel>, Arc<Current>) {
+    let current = Arc::new(Current::new(reload::load(path, pods.clone()).unwrap()));
+    tokio::spawn(reload::watch(
+        path.to_owned(),
+        pods,
+        Arc::clone(&current),
+        Duration::from_millis(100),
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let service = AuthorizationServer::new(AuthzService::new(Arc::clone(&current)));
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+    );
+    let client = AuthorizationClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    (client, current)
+}
+
+fn check(
+    source: &str,
+    principal: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> CheckRequest {
+    let mut h: HashMap<String, String> = headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    h.insert("x-request-id".into(), "req-42".into());
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            source: Some(Peer {
+                address: Some(Address {
+                    address: Some(AddressKind::SocketAddress(SocketAddress {
+                        address: source.into(),
+                        port_specifier: Some(PortSpecifier::PortValue(40000)),
+                        ..SocketAddress::default()
+                    })),
+                }),
+                principal: principal.into(),
+                ..Peer::default()
+            }),
+            request: Some(Request {
+                http: Some(HttpRequest {
+                    id: "7".into(),
+                    method: method.into(),
+                    path: path.into(),
+                    host: "s3.local:8480".into(),
+                    headers: h,
+                    ..HttpRequest::default()
+                }),
+                ..Request::default()
+            }),
+            ..AttributeContext::default()
+        }),
+    }
+}
+
+/// Headers set on an allowed request, or the status and body of a denial.
+enum Outcome {
+    Allowed {
+        set: HashMap<String, (String, i32)>,
+        removed: Vec<String>,
+    },
+    Denied {
+        status: i32,
+        body: String,
+        headers: HashMap<String, String>,
+    },
+}
+
+fn outcome(response: &CheckResponse) -> Outcome {
+    match response.http_response.as_ref().unwrap() {
+        HttpResponse::OkResponse(ok) => Outcome::Allowed {
+            set: ok
+                .headers
+                .iter()
+                .map(|h| {
+                    let hv = h.header.as_ref().unwrap();
+                    (hv.key.clone(), (hv.value.clone(), h.append_action))
+                })
+                .collect(),
+            removed: ok.headers_to_remove.clone(),
+        },
+        HttpResponse::DeniedResponse(denied) => Outcome::Denied {
+            status: denied.status.as_ref().unwrap().code,
+            body: denied.body.clone(),
+            headers: denied
+                .headers
+                .iter()
+                .map(|h| {
+                    let hv = h.header.as_ref().unwrap();
+                    (hv.key.clone(), hv.value.clone())
+                })
+                .collect(),
+        },
+        other => panic!("s3mesh never answers with {other:?}"),
+    }
+}
+
+async fn ask(client: &mut AuthorizationClient<Channel>, request: CheckRequest) -> CheckResponse {
+    let response = client.check(request).await.unwrap().into_inner();
+    let shown = format!("{response:?}");
+    assert!(!shown.contains(SECRET), "secret in a response");
+    response
+}
+
+fn denied(response: &CheckResponse) -> (i32, String) {
+    match outcome(response) {
+        Outcome::Denied {
+            status,
+            body,
+            headers,
+        } => {
+            assert_eq!(headers["content-type"], "application/xml");
+            assert_eq!(headers["x-amz-request-id"], "req-42");
+            assert!(body.contains("<RequestId>req-42</RequestId>"), "{body}");
+            (status, body)
+        }
+        Outcome::Allowed { .. } => panic!("expected a denial"),
+    }
+}
+
+#[tokio::test]
+async fn an_allowed_request_gets_sigv4_headers_that_overwrite_the_clients() {
+    let (_dir, path) = config_dir(LOCAL);
+    let (mut client, _) = serve(&path, None).await;
+    let response = ask(
+        &mut client,
+        check(
+            "127.0.0.2",
+            "",
+            "GET",
+            "/team-a/k",
+            &[("x-amz-meta-a", "1")],
+        ),
+    )
+    .await;
+    assert_eq!(response.status.as_ref().unwrap().code, 0);
+    let Outcome::Allowed { set, removed } = outcome(&response) else {
+        panic!("denied")
+    };
+    let overwrite = HeaderAppendAction::OverwriteIfExistsOrAdd as i32;
+    let (auth, action) = &set["authorization"];
+    assert_eq!(*action, overwrite);
+    assert!(
+        auth.starts_with("AWS4-HMAC-SHA256 Credential=AKIDPA/"),
+        "{auth}"
+    );
+    assert!(auth.contains("/us-east-1/s3/aws4_request,SignedHeaders=host;x-amz-content-sha256;x-amz-date;x-amz-meta-a,"), "{auth}");
+    assert_eq!(set["x-amz-content-sha256"].0, "UNSIGNED-PAYLOAD");
+    assert_eq!(set["x-amz-date"].0.len(), 16);
+    assert_eq!(removed, ["x-amz-security-token"]);
+}
+
+#[tokio::test]
+async fn a_session_token_profile_sends_and_signs_its_token() {
+    let (_dir, path) = config_dir(LOCAL);
+    let (mut client, _) = serve(&path, None).await;
+    let response = ask(&mut client, check("127.0.0.5", "", "GET", "/team-s/k", &[])).await;
+    let Outcome::Allowed { set, removed } = outcome(&response) else {
+        panic!("denied")
+    };
+    assert_eq!(set["x-amz-security-token"].0, TOKEN);
+    assert!(set["authorization"].0.contains(";x-amz-security-token,"));
+    assert!(removed.is_empty());
+}
+
+#[tokio::test]
+async fn an_unknown_caller_is_denied_with_an_s3_error() {
+    let (_dir, path) = config_dir(LOCAL);
+    let (mut client, _) = serve(&path, None).await;
+    let (status, body) =
+        denied(&ask(&mut client, check("127.0.0.9", "", "GET", "/team-a/k", &[])).await);
+    assert_eq!(status, 403);
+    assert!(
+        body.contains("<Code>AccessDenied</Code>") && body.contains("127.0.0.9"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn what_no_rule_grants_is_denied_naming_the_rule_to_ask_for() {
+    let (_dir, path) = config_dir(LOCAL);
+    let (mut client, _) = serve(&path, None).await;
+    let (status, body) = denied(
+        &ask(
+            &mut client,
+            check("127.0.0.2", "", "DELETE", "/team-a/k", &[]),
+        )
+        .await,
+    );
+    assert_eq!(status, 403);
+    assert!(body.contains("is not granted delete on bucket"), "{body}");
+}
+
+#[tokio::test]
+async fn malformed_requests_are_client_errors() {
+    let (_dir, path) = config_dir(LOCAL);
+    let (mut client, _) = serve(&path, None).await;
+    let (status, body) = denied(
+        &ask(
+            &mut client,
+            check("127.0.0.2", "", "GET", "/team-a/a b", &[]),
+        )
+        .await,
+    );
+    assert_eq!(status, 400);
+    assert!(
+        body.contains("<Code>InvalidURI</Code>") && body.contains("pre"),
+        "{body}"
+    );
+    let chunked = [("x-amz-content-sha256", "STREAMING-AWS4-HMAC-SHA256-PAYLOAD")];
+    let (status, body) = denied(
+        &ask(
+            &mut client,
+            check("127.0.0.2", "", "PUT", "/team-a/k", &chunked),
+        )
+        .await,
+    );
+    assert_eq!(status, 400);
+    assert!(body.contains("<Code>InvalidRequest</Code>"), "{body}");
+    let bogus = [("x-amz-content-sha256", "NOT-A-MODE")];
+    let (status, _) = denied(
+        &ask(
+            &mut client,
+            check("127.0.0.2", "", "PUT", "/team-a/k", &bogus),
+        )
+        .await,
+    );
+    assert_eq!(status, 400);
+}
+
+const MESH: &str = "
+identity: {sources: [principal, local_file], trust_domain: cluster.local}
+identities:
+  - {name: team-a, source_cidrs: [127.0.0.2/32]}
+profiles:
+  pa: {credentials_dir: credentials/pa}
+rules:
+  - {match: {service_accounts: [gw/s3-client]}, buckets: [team-a], operations: [read], profile: pa}
+";
+
+#[tokio::test]
+async fn the_mtls_principal_comes_first_and_a_foreign_trust_domain_is_refused() {
+    let (_dir, path) = config_dir(MESH);
+    let (mut client, _) = serve(&path, None).await;
+    let ours = "spiffe://cluster.local/ns/gw/sa/s3-client";
+    let response = ask(
+        &mut client,
+        check("127.0.0.2", ours, "GET", "/team-a/k", &[]),
+    )
+    .await;
+    assert!(matches!(outcome(&response), Outcome::Allowed { .. }));
+    // The local-file identity of the same address has no rule: the principal decided.
+    let (status, _) =
+        denied(&ask(&mut client, check("127.0.0.2", "", "GET", "/team-a/k", &[])).await);
+    assert_eq!(status, 403);
+    let foreign = "spiffe://evil.example/ns/gw/sa/s3-client";
+    let (status, body) = denied(
+        &ask(
+            &mut client,
+            check("127.0.0.2", foreign, "GET", "/team-a/k", &[]),
+        )
+        .await,
+    );
+    assert_eq!(status, 403);
+    assert!(
+        body.contains("not a workload identity of trust domain"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn before_the_pod_list_has_arrived_requests_fail_closed_with_503() {
+    let kube = "
+identity: {sources: [kubernetes]}
+profiles:
+  pa: {credentials_dir: credentials/pa}
+rules:
+  - {match: {namespaces: [team-a]}, buckets: [team-a], operations: [read], profile: pa}
+";
+    let (_dir, path) = config_dir(kube);
+    let (mut client, _) = serve(&path, Some(PodIdentities::default())).await;
+    let response = ask(&mut client, check("10.0.0.1", "", "GET", "/team-a/k", &[])).await;
+    let (status, body) = denied(&response);
+    assert_eq!(status, 503);
+    assert!(body.contains("<Code>ServiceUnavailable</Code>"), "{body}");
+}
+
+#[tokio::test]
+async fn a_policy_change_applies_without_restart_and_a_bad_one_keeps_the_last_good() {
+    let (_dir, path) = config_dir(LOCAL);
+    let (mut client, _) = serve(&path, None).await;
+    let get = || check("127.0.0.2", "", "GET", "/team-a/k", &[]);
+    assert!(matches!(
+        outcome(&ask(&mut client, get()).await),
+        Outcome::Allowed { .. }
+    ));
+    // Revoke: team-a loses read.
+    std::fs::write(&path, LOCAL.replace("[read, write, list]", "[write]")).unwrap();
+    let mut revoked = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if matches!(
+            outcome(&ask(&mut client, get()).await),
+            Outcome::Denied { .. }
+        ) {
+            revoked = true;
+            break;
+        }
+    }
+    assert!(revoked, "revocation did not take effect within 5 s");
+    // A broken file is refused; the revoked (last good) policy keeps serving.
+    std::fs::write(&path, "rules: [not, a, policy").unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(matches!(
+        outcome(&ask(&mut client, get()).await),
+        Outcome::Denied { .. }
+    ));
+    let put = check("127.0.0.2", "", "PUT", "/team-a/k", &[]);
+    assert!(matches!(
+        outcome(&ask(&mut client, put).await),
+        Outcome::Allowed { .. }
+    ));
+}
