@@ -223,6 +223,8 @@ def plot(trials: dict, med: dict):
     plt.close(fig)
 
     shown = [s for s in ("S1_window", "S3", "S3_retry") if s in trials]
+    if not shown:
+        return
     fig, axes = plt.subplots(len(shown), 1, figsize=(8, 2.8 * len(shown)), squeeze=False)
     for ax, scenario in zip(axes[:, 0], shown):
         key = "share_by_second" if scenario == "S1_window" else "errors_by_second"

@@ -75,7 +75,7 @@ pub struct PostConfig {
 }
 
 fn default_unhinted_share() -> f64 {
-    0.02
+    0.005
 }
 fn default_decay_ms() -> f64 {
     5_000.0
@@ -189,7 +189,7 @@ mod tests {
         let FilterConfig::Post(post) = post else {
             panic!("post expected")
         };
-        assert_eq!(post.unhinted_share, 0.02);
+        assert_eq!(post.unhinted_share, 0.005);
         assert!(post.remote_endpoints.is_empty());
     }
 

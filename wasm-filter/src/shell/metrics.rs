@@ -60,10 +60,8 @@ pub(super) struct OperationMetrics {
 
 /// Every metric of one root context, labelled ones created on first use.
 pub(super) struct Metrics {
-    pub(super) pre_requests: Metric,
     pub(super) pre_rejected: Metric,
     pub(super) pre_stripped_headers: Metric,
-    pub(super) post_hinted: Metric,
     pub(super) post_unhinted: Metric,
     pub(super) discovered_endpoints: Metric,
     endpoints: RefCell<HashMap<String, Rc<EndpointMetrics>>>,
@@ -74,10 +72,8 @@ impl Metrics {
     pub(super) fn define() -> Self {
         let counter = |name| Metric::define(MetricType::Counter, name);
         Self {
-            pre_requests: counter("s3mesh_pre_requests_total"),
             pre_rejected: counter("s3mesh_pre_rejected_total"),
             pre_stripped_headers: counter("s3mesh_pre_stripped_headers_total"),
-            post_hinted: counter("s3mesh_post_hinted_total"),
             post_unhinted: counter("s3mesh_post_unhinted_total"),
             discovered_endpoints: counter("s3mesh_endpoints_discovered_total"),
             endpoints: RefCell::default(),

@@ -67,7 +67,6 @@ impl HttpContext for PostStream {
                 let m = self.metrics.endpoint(first);
                 m.selected.add(1);
                 m.in_flight.add(1);
-                self.metrics.post_hinted.add(1);
             }
             None => self.metrics.post_unhinted.add(1),
         }

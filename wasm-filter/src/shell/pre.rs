@@ -25,7 +25,6 @@ impl Context for PreStream {}
 
 impl HttpContext for PreStream {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        self.metrics.pre_requests.add(1);
         let headers = self.get_http_request_headers();
         let get = |name: &str| {
             headers
@@ -46,9 +45,11 @@ impl HttpContext for PreStream {
             .filter(|n| !n.starts_with(':'));
         match pre::inspect(&self.config, &head, names) {
             Ok(changes) => {
-                self.metrics
-                    .pre_stripped_headers
-                    .add(changes.remove_headers.len() as i64);
+                if !changes.remove_headers.is_empty() {
+                    self.metrics
+                        .pre_stripped_headers
+                        .add(changes.remove_headers.len() as i64);
+                }
                 for name in &changes.remove_headers {
                     self.set_http_request_header(name, None);
                 }
