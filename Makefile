@@ -10,7 +10,7 @@ WASM     := target/wasm32-wasip1/release/s3mesh_wasm_filter.wasm
 AUTHZ    := target/debug/s3mesh-ext-authz
 RUST_SRC := $(shell find Cargo.toml Cargo.lock clippy.toml sigv4 s3-request wasm-filter ext-authz -type f \( -name '*.rs' -o -name '*.toml' -o -name Cargo.lock \) 2>/dev/null)
 
-.PHONY: help setup build run test test-rust test-wasm test-integration lint fmt clean .wasm-target bench-lb
+.PHONY: help setup build run test test-rust test-wasm test-integration lint fmt clean .wasm-target bench-lb bench-expect
 
 help:
 	@echo "make run    - start the local stack (S3 store on 3 endpoints, ext-authz, Envoy) on \$${S3MESH_LISTEN:-127.0.0.1:8480}"
@@ -18,6 +18,7 @@ help:
 	@echo "make build  - build the wasm filter and ext-authz"
 	@echo "make lint   - cargo fmt --check and clippy (host and wasm32-wasip1)"
 	@echo "make bench-lb - s3mesh's endpoint selection vs Envoy's balancers (about an hour; writes BENCHMARKS.md)"
+	@echo "make bench-expect - Expect: 100-continue uploads, Envoy answering 100 vs proxying it (2 min)"
 
 ## Set-up ----------------------------------------------------------------------------------------
 
@@ -72,6 +73,9 @@ $(VENV)/.installed-bench: $(VENV)/.installed requirements-bench.txt
 bench-lb: setup $(VENV)/.installed-bench $(WASM)
 	cargo build --release -p s3mesh-bench
 	$(PY) bench/lb.py $(BENCH_ARGS)
+
+bench-expect: setup build
+	$(PY) bench/expect.py
 
 lint: .wasm-target
 	cargo fmt --all -- --check

@@ -33,11 +33,11 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.report import RESULTS, write_section  # noqa: E402
 from devstack.processes import Supervisor  # noqa: E402
 from devstack.stack import WASM, render_envoy, start_envoy, wait_for  # noqa: E402
 
 BIN = ROOT / "target" / "release"
-RESULTS = ROOT / "bench" / "results"
 CONFIGS = ["round_robin", "least_request", "s3mesh", "noop_least_request"]
 ENDPOINTS, SERVICE_MS, SLOTS = 4, 10.0, 8
 RATE = 1000.0  # requests/s: about 31% of the healthy fleet's 3,200/s capacity
@@ -275,18 +275,6 @@ def markdown(med: dict, met: list, reps: int, elapsed_s: float) -> str:
     return "\n".join(lines)
 
 
-def write_section(section: str):
-    path = ROOT / "BENCHMARKS.md"
-    begin, end = "<!-- bench-lb:begin -->", "<!-- bench-lb:end -->"
-    text = path.read_text() if path.exists() else "# Benchmarks\n\nEvery number here comes from the benchmark named in its section, run on the project's 2-core machine.\n\n"
-    block = f"{begin}\n{section}\n{end}"
-    if begin in text:
-        text = text[: text.index(begin)] + block + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    path.write_text(text)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repetitions", type=int, default=5)
@@ -319,7 +307,7 @@ def main():
     (RESULTS / "lb.json").write_text(json.dumps({"scenarios": med}, indent=2))
     (RESULTS / "lb-trials.json").write_text(json.dumps({"scenarios": trials}))
     plot(trials, med)
-    write_section(markdown(med, met, args.repetitions, time.monotonic() - started))
+    write_section(markdown(med, met, args.repetitions, time.monotonic() - started), "bench-lb")
 
 
 if __name__ == "__main__":

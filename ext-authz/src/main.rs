@@ -12,7 +12,7 @@ use s3mesh_ext_authz::config::Config;
 use s3mesh_ext_authz::identity::kubernetes::PodIdentities;
 use s3mesh_ext_authz::identity::Source;
 use s3mesh_ext_authz::reload::{self, Current};
-use s3mesh_ext_authz::service::AuthzService;
+use s3mesh_ext_authz::service::{self, AuthzService};
 use s3mesh_ext_authz::{health, telemetry};
 
 const USAGE: &str =
@@ -91,12 +91,9 @@ async fn run(args: Args) -> Result<(), String> {
     tracing::info!(listen = %local, health = %health_addr, config = %args.config.display(), "s3mesh-ext-authz serving");
     tonic::transport::Server::builder()
         .add_service(AuthorizationServer::new(AuthzService::new(current)))
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener),
-            async {
-                let _ = tokio::signal::ctrl_c().await;
-            },
-        )
+        .serve_with_incoming_shutdown(service::incoming(listener), async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
         .await
         .map_err(|e| format!("server failed: {e}"))
 }

@@ -15,6 +15,13 @@ use tonic::{Request, Response, Status};
 use crate::check::{Decision, HttpAttributes};
 use crate::reload::Current;
 
+/// Accepted gRPC connections, with Nagle off: a check's answer is several small HTTP/2 frames,
+/// and with Nagle on, Envoy's delayed ACK held each answer back about 40 ms (measured: every
+/// request through the local stack took 44-50 ms instead of a few).
+pub fn incoming(listener: tokio::net::TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
+}
+
 /// The Authorization service over the configuration in force.
 #[derive(Debug, Clone)]
 pub struct AuthzService {

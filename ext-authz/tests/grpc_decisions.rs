@@ -79,7 +79,7 @@ async fn serve(
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(service)
-            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+            .serve_with_incoming(s3mesh_ext_authz::service::incoming(listener)),
     );
     let client = AuthorizationClient::connect(format!("http://{addr}"))
         .await
