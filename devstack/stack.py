@@ -146,8 +146,7 @@ class Stack:
 
     def start(self):
         self.workdir.mkdir(parents=True, exist_ok=True)
-        for stale in ("backend.json",):
-            (self.workdir / stale).unlink(missing_ok=True)
+        (self.workdir / "backend.json").unlink(missing_ok=True)
         for f in self.workdir.glob("logs/*.log"):
             f.unlink()
         try:
@@ -166,10 +165,9 @@ class Stack:
         wait_for("S3 backend", lambda: self.alive("backend") and state.exists(), 60, self.log("backend"))
         self.endpoints = json.loads(state.read_text())["endpoints"]
 
-    def start_ext_authz(self, config: Path | None = None):
-        if config is None:
-            config = self.workdir / "ext-authz.yaml"
-            config.write_text(yaml.safe_dump(ext_authz_config(self.stack), sort_keys=False))
+    def start_ext_authz(self):
+        config = self.workdir / "ext-authz.yaml"
+        config.write_text(yaml.safe_dump(ext_authz_config(self.stack), sort_keys=False))
         if not EXT_AUTHZ.exists():
             raise StackError(f"{EXT_AUTHZ} is missing: run `make build` first")
         env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"))

@@ -196,3 +196,11 @@ def test_no_secret_appears_in_any_response_or_log(stack):
         text = log.read_text(errors="replace")
         for secret in secrets:
             assert secret not in text, f"secret found in {log.name}"
+
+
+def test_ext_authz_probes_answer(stack):
+    import urllib.request
+
+    for path, expected in (("/healthz", "ok"), ("/readyz", "ready")):
+        with urllib.request.urlopen(stack.authz_health_url + path, timeout=5) as r:
+            assert r.status == 200 and r.read().decode().startswith(expected), path

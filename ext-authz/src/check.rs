@@ -91,11 +91,6 @@ impl Checker {
         })
     }
 
-    /// The identity resolver (readiness and metrics look at its sources).
-    pub fn resolver(&self) -> &Resolver {
-        &self.resolver
-    }
-
     /// Decides on one request at `now`.
     pub fn check(&self, attrs: &HttpAttributes<'_>, now: SystemTime) -> Decision {
         let deny = |identity: Option<&str>, operation, error| Decision::Deny {

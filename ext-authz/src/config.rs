@@ -231,6 +231,21 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), (String, String)> {
+        let sources = &self.identity.sources;
+        if sources.is_empty() {
+            return Err((
+                "identity.sources".to_owned(),
+                "name at least one of principal, kubernetes, local_file; with none, every request is refused".to_owned(),
+            ));
+        }
+        for (i, source) in sources.iter().enumerate() {
+            if sources[..i].contains(source) {
+                return Err((
+                    format!("identity.sources[{i}]"),
+                    format!("{} is listed twice", source.as_str()),
+                ));
+            }
+        }
         let mut seen = BTreeMap::new();
         for (i, identity) in self.identities.iter().enumerate() {
             if seen.insert(identity.name.as_str(), i).is_some() {
@@ -336,6 +351,17 @@ rules:
         );
         let err = load(&format!("identity: {{sources: [principal, dns]}}\n{GOOD}")).unwrap_err();
         assert!(err.to_string().contains("dns"), "{err}");
+        let err = load(&format!("identity: {{sources: []}}\n{GOOD}")).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("identity.sources: name at least one"),
+            "{err}"
+        );
+        let err = load(&format!(
+            "identity: {{sources: [local_file, local_file]}}\n{GOOD}"
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("identity.sources[1]"), "{err}");
     }
 
     #[test]

@@ -149,9 +149,4 @@ impl Resolver {
         let who = address.map_or("an unknown address".to_owned(), |ip| ip.to_string());
         Err(Unresolved::Unknown(who))
     }
-
-    /// How many pods the Kubernetes source knows (0 without it).
-    pub fn pods_known(&self) -> usize {
-        self.pods.as_ref().map_or(0, kubernetes::PodIdentities::len)
-    }
 }
