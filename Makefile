@@ -8,6 +8,7 @@ VENV     := .venv
 PY       := $(VENV)/bin/python
 WASM     := target/wasm32-wasip1/release/s3mesh_wasm_filter.wasm
 AUTHZ    := target/debug/s3mesh-ext-authz
+S3SFS    := .tools/bin/s3s-fs
 RUST_SRC := $(shell find Cargo.toml Cargo.lock clippy.toml sigv4 s3-request wasm-filter ext-authz -type f \( -name '*.rs' -o -name '*.toml' -o -name Cargo.lock \) 2>/dev/null)
 
 .PHONY: help setup build run test test-rust test-wasm test-integration lint fmt clean .wasm-target bench-lb bench-expect
@@ -61,8 +62,13 @@ test-wasm: .wasm-target
 	CARGO_TARGET_WASM32_WASIP1_RUNNER="node --no-warnings $(CURDIR)/tools/wasi-runner.mjs" \
 	  cargo test --target wasm32-wasip1 -p s3mesh-sigv4 -p s3mesh-s3-request -p s3mesh-wasm-filter
 
-test-integration: setup build
+test-integration: setup build $(S3SFS)
 	$(PY) -m pytest tests -q
+
+# A second, independent SigV4-verifying store for the integration tests (pinned: newer releases
+# need a newer rustc than this machine's).
+$(S3SFS):
+	cargo install s3s-fs@0.14.1 --locked --features binary --root .tools
 
 ## Benchmarks (not part of `make test`) ------------------------------------------------------
 

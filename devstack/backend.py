@@ -26,6 +26,8 @@ os.environ.setdefault("INITIAL_NO_AUTH_ACTION_COUNT", "inf")
 os.environ.setdefault("MOTO_ALLOW_NONEXISTENT_REGION", "false")
 
 import boto3  # noqa: E402
+
+from devstack.credentials import write_secret  # noqa: E402
 from moto import settings  # noqa: E402
 from moto.moto_server.werkzeug_app import (  # noqa: E402
     DomainDispatcherApplication,
@@ -57,15 +59,6 @@ def bucket_policy(buckets):
             "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": resources}],
         }
     )
-
-
-def write_secret(directory: Path, access_key: str, secret_key: str):
-    directory.mkdir(parents=True, exist_ok=True)
-    os.chmod(directory, 0o700)
-    for name, value in (("access_key_id", access_key), ("secret_access_key", secret_key)):
-        path = directory / name
-        path.write_text(value + "\n")
-        os.chmod(path, 0o600)
 
 
 def set_up(endpoint: str, stack: dict, workdir: Path):

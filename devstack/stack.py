@@ -9,6 +9,8 @@ listen address is given.
 import json
 import os
 import re
+import secrets
+import socket
 import time
 import urllib.request
 from pathlib import Path
@@ -16,6 +18,7 @@ from string import Template
 
 import yaml
 
+from devstack.credentials import write_secret
 from devstack.processes import ProcessError, Supervisor
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,6 +27,8 @@ ENVOY_TEMPLATE = ROOT / "envoy" / "s3mesh.yaml"
 WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "s3mesh_wasm_filter.wasm"
 EXT_AUTHZ = Path(os.environ.get("S3MESH_EXT_AUTHZ_BIN", ROOT / "target" / "debug" / "s3mesh-ext-authz"))
 VENV_BIN = ROOT / ".venv" / "bin"
+#: The second signature-verifying store (installed by `make test`).
+S3S_FS = ROOT / ".tools" / "bin" / "s3s-fs"
 
 #: Classes every local identity gets on its own buckets (not bucket-admin).
 LOCAL_CLASSES = ["read", "write", "list", "delete", "multipart"]
@@ -114,7 +119,7 @@ class Stack:
     """The whole local stack. Use as a context manager, or call start() and stop()."""
 
     def __init__(self, workdir: Path, listen: str = "127.0.0.1:0", stack_file: Path = DEFAULT_STACK,
-                 post_overrides=None, extra_endpoints=(), concurrency: int = 2):
+                 post_overrides=None, extra_endpoints=(), concurrency: int = 2, backend: str = "moto"):
         self.workdir = Path(workdir)
         self.listen = listen
         self.stack = yaml.safe_load(Path(stack_file).read_text())
@@ -124,6 +129,8 @@ class Stack:
         #: Further cluster endpoints (tests: addresses where nothing listens).
         self.extra_endpoints = list(extra_endpoints)
         self.concurrency = concurrency
+        #: "moto" (per-key bucket permissions) or "s3s-fs" (one key; an independent SigV4 verifier).
+        self.backend = backend
         self.processes = Supervisor(self.workdir / "logs", cwd=ROOT)
         self.endpoints: list[str] = []
         self.authz_address = ""
@@ -159,11 +166,43 @@ class Stack:
         return self
 
     def start_backend(self):
+        if self.backend == "s3s-fs":
+            return self.start_s3s_fs()
         self.processes.spawn("backend", [str(VENV_BIN / "python"), "-m", "devstack.backend",
                                "--stack", str(self.stack_file), "--workdir", str(self.workdir)])
         state = self.workdir / "backend.json"
         wait_for("S3 backend", lambda: self.alive("backend") and state.exists(), 60, self.log("backend"))
         self.endpoints = json.loads(state.read_text())["endpoints"]
+
+    def start_s3s_fs(self):
+        """s3s-fs instances sharing one root directory: one store, several endpoints, one key
+        (so every identity signs with it; s3mesh's policy still decides who may do what)."""
+        if not S3S_FS.exists():
+            raise StackError(f"{S3S_FS} is missing: `make test` installs it")
+        root = self.workdir / "s3s-fs"
+        for bucket in self.stack["buckets"]:
+            (root / bucket).mkdir(parents=True, exist_ok=True)
+        access_key, secret_key = "s3meshlocal", secrets.token_hex(20)
+        for identity in self.stack["identities"]:
+            write_secret(self.workdir / "credentials" / identity["name"], access_key, secret_key)
+        for i in range(int(self.stack["endpoints"])):
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", 0))
+                port = probe.getsockname()[1]
+            name = f"backend-{i}"
+            self.processes.spawn(name, [S3S_FS, "--host", "127.0.0.1", "--port", port, "--access-key", access_key,
+                                        "--secret-key", secret_key, root])
+
+            def accepting(port=port, name=name):
+                self.alive(name)
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    return True
+                except OSError:
+                    return False
+
+            wait_for("s3s-fs", accepting, 30, self.log(name))
+            self.endpoints.append(f"127.0.0.1:{port}")
 
     def start_ext_authz(self):
         config = self.workdir / "ext-authz.yaml"
