@@ -6,6 +6,12 @@ use s3mesh_sigv4::Credentials;
 
 use crate::config::ConfigError;
 
+/// The files of a profile's directory: key id, secret, and the optional session token.
+pub const FILES: [&str; 3] = ["access_key_id", "secret_access_key", "session_token"];
+const ACCESS_KEY_ID: &str = FILES[0];
+const SECRET_ACCESS_KEY: &str = FILES[1];
+const SESSION_TOKEN: &str = FILES[2];
+
 /// Reads `access_key_id`, `secret_access_key` and the optional `session_token` from `dir`.
 /// Values are trimmed; errors name the file, never its content.
 pub fn load_dir(profile: &str, dir: &Path) -> Result<Credentials, ConfigError> {
@@ -28,8 +34,8 @@ pub fn load_dir(profile: &str, dir: &Path) -> Result<Credentials, ConfigError> {
         }
     };
     Ok(Credentials {
-        access_key_id: required("access_key_id")?,
-        secret_access_key: required("secret_access_key")?,
-        session_token: read("session_token")?.filter(|t| !t.is_empty()),
+        access_key_id: required(ACCESS_KEY_ID)?,
+        secret_access_key: required(SECRET_ACCESS_KEY)?,
+        session_token: read(SESSION_TOKEN)?.filter(|t| !t.is_empty()),
     })
 }

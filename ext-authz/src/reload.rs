@@ -53,7 +53,7 @@ fn fingerprint(path: &Path) -> u64 {
     std::fs::read(path).ok().hash(&mut h);
     if let Ok(config) = Config::load(path) {
         for profile in config.profiles.values() {
-            for name in ["access_key_id", "secret_access_key", "session_token"] {
+            for name in crate::credentials::FILES {
                 std::fs::read(profile.credentials_dir.join(name))
                     .ok()
                     .hash(&mut h);
