@@ -1,8 +1,6 @@
 //! Deny-by-default policy: identity selector × bucket × key prefix × operation class →
 //! credential profile.
 
-use std::collections::BTreeMap;
-
 use s3mesh_s3_request::{Operation, OperationClass, S3Request};
 
 use crate::config::{RuleSpec, SelectorSpec};
@@ -43,45 +41,25 @@ impl BucketPattern {
     }
 }
 
-#[derive(Debug, Clone)]
-struct Selector {
-    identities: Vec<String>,
-    namespaces: Vec<String>,
-    service_accounts: Vec<String>,
-    principals: Vec<String>,
-    labels: BTreeMap<String, String>,
-}
-
-impl Selector {
-    fn new(spec: &SelectorSpec) -> Self {
-        Self {
-            identities: spec.identities.clone(),
-            namespaces: spec.namespaces.clone(),
-            service_accounts: spec.service_accounts.clone(),
-            principals: spec.principals.clone(),
-            labels: spec.labels.clone(),
-        }
-    }
-
-    fn matches(&self, id: &Identity) -> bool {
-        let any = |list: &[String], value: Option<&str>| {
-            list.is_empty() || value.is_some_and(|v| list.iter().any(|l| l == v))
-        };
-        let service_account = match (&id.namespace, &id.service_account) {
-            (Some(ns), Some(sa)) => Some(format!("{ns}/{sa}")),
-            _ => None,
-        };
-        any(&self.identities, Some(&id.name))
-            && any(&self.namespaces, id.namespace.as_deref())
-            && any(&self.service_accounts, service_account.as_deref())
-            && any(&self.principals, id.principal.as_deref())
-            && self.labels.iter().all(|(k, v)| id.labels.get(k) == Some(v))
-    }
+/// Whether `spec` selects `id`: every field given must match (lists: any entry).
+fn selects(spec: &SelectorSpec, id: &Identity) -> bool {
+    let any = |list: &[String], value: Option<&str>| {
+        list.is_empty() || value.is_some_and(|v| list.iter().any(|l| l == v))
+    };
+    let service_account = match (&id.namespace, &id.service_account) {
+        (Some(ns), Some(sa)) => Some(format!("{ns}/{sa}")),
+        _ => None,
+    };
+    any(&spec.identities, Some(&id.name))
+        && any(&spec.namespaces, id.namespace.as_deref())
+        && any(&spec.service_accounts, service_account.as_deref())
+        && any(&spec.principals, id.principal.as_deref())
+        && spec.labels.iter().all(|(k, v)| id.labels.get(k) == Some(v))
 }
 
 #[derive(Debug, Clone)]
 struct Rule {
-    selector: Selector,
+    selector: SelectorSpec,
     buckets: Vec<BucketPattern>,
     prefixes: Vec<Vec<u8>>,
     classes: Vec<OperationClass>,
@@ -111,7 +89,7 @@ impl Rule {
     ) -> bool {
         self.classes.contains(&class)
             && self.buckets.iter().any(|b| b.matches(bucket))
-            && self.selector.matches(identity)
+            && selects(&self.selector, identity)
             && self.within_prefixes(scope)
     }
 
@@ -188,7 +166,7 @@ impl Policy {
         let rules = specs
             .iter()
             .map(|s| Rule {
-                selector: Selector::new(&s.selector),
+                selector: s.selector.clone(),
                 buckets: s.buckets.iter().map(|b| BucketPattern::parse(b)).collect(),
                 prefixes: s.prefixes.iter().map(|p| p.as_bytes().to_vec()).collect(),
                 classes: s.operations.iter().filter_map(|o| parse_class(o)).collect(),
