@@ -75,6 +75,13 @@ def render_envoy(listen: str, wasm: Path, s3_endpoints, authz: str, post_overrid
     )
 
 
+def free_port() -> int:
+    """A loopback port nothing listens on right now (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def wait_for(what: str, check, timeout: float, log: Path):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -186,9 +193,7 @@ class Stack:
         for identity in self.stack["identities"]:
             write_secret(self.workdir / "credentials" / identity["name"], access_key, secret_key)
         for i in range(int(self.stack["endpoints"])):
-            with socket.socket() as probe:
-                probe.bind(("127.0.0.1", 0))
-                port = probe.getsockname()[1]
+            port = free_port()
             name = f"backend-{i}"
             self.processes.spawn(name, [S3S_FS, "--host", "127.0.0.1", "--port", port, "--access-key", access_key,
                                         "--secret-key", secret_key, root])

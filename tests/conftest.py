@@ -17,7 +17,7 @@ from botocore.config import Config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from devstack.stack import Stack  # noqa: E402
+from devstack.stack import Stack, free_port  # noqa: E402
 
 LOCAL_DEV = "127.0.0.1"
 TEAM_A = "127.0.0.2"
@@ -65,9 +65,5 @@ def raw_request(url: str, method: str, path: str, source_ip: str = LOCAL_DEV, he
 
 
 def unused_address() -> str:
-    """A loopback address where nothing listens (bound, then released)."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"127.0.0.1:{s.getsockname()[1]}"
+    """A loopback address where nothing listens."""
+    return f"127.0.0.1:{free_port()}"
