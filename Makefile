@@ -11,13 +11,14 @@ AUTHZ    := target/debug/s3mesh-ext-authz
 S3SFS    := .tools/bin/s3s-fs
 RUST_SRC := $(shell find Cargo.toml Cargo.lock clippy.toml sigv4 s3-request wasm-filter ext-authz -type f \( -name '*.rs' -o -name '*.toml' -o -name Cargo.lock \) 2>/dev/null)
 
-.PHONY: help setup build run test test-rust test-wasm test-integration lint fmt clean .wasm-target bench-lb bench-expect
+.PHONY: help setup build run test test-rust test-wasm test-integration lint fmt clean crd .wasm-target bench-lb bench-expect
 
 help:
 	@echo "make run    - start the local stack (S3 store on 3 endpoints, ext-authz, Envoy) on \$${S3MESH_LISTEN:-127.0.0.1:8480}"
 	@echo "make test   - lint, unit tests (host and wasm), integration tests through real Envoy"
 	@echo "make build  - build the wasm filter and ext-authz"
 	@echo "make lint   - cargo fmt --check and clippy (host and wasm32-wasip1)"
+	@echo "make crd    - regenerate deploy/crds/ from the S3AccessPolicy Rust type"
 	@echo "make bench-lb - s3mesh's endpoint selection vs Envoy's balancers (about an hour; writes BENCHMARKS.md)"
 	@echo "make bench-expect - Expect: 100-continue uploads, Envoy answering 100 vs proxying it (2 min)"
 
@@ -43,6 +44,10 @@ $(WASM): $(RUST_SRC) | .wasm-target
 
 $(AUTHZ): $(RUST_SRC)
 	cargo build -p s3mesh-ext-authz
+
+# The policy CRD is generated from its Rust type; a unit test fails while the copy is stale.
+crd: $(AUTHZ)
+	$(AUTHZ) crd > deploy/crds/s3accesspolicy.yaml
 
 ## Run -------------------------------------------------------------------------------------------
 

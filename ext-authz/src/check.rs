@@ -7,8 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use s3mesh_s3_request::{RequestTarget, S3Error, S3Request};
 use s3mesh_sigv4::{AmzDate, Credentials};
 
-use crate::config::{Config, ConfigError, SigningConfig};
-use crate::credentials;
+use crate::config::{Config, RuleSpec, SigningConfig};
 use crate::identity::kubernetes::PodIdentities;
 use crate::identity::local_file::AddressIdentities;
 use crate::identity::{Resolver, Unresolved};
@@ -65,30 +64,27 @@ pub struct Checker {
 }
 
 impl Checker {
-    /// Builds a checker from a validated configuration, loading every profile's credentials.
-    /// `pods` is the running pod watch, required when the `kubernetes` source is on.
-    pub fn from_config(config: &Config, pods: Option<PodIdentities>) -> Result<Self, ConfigError> {
-        let profiles = config
-            .profiles
-            .iter()
-            .map(|(name, spec)| {
-                Ok((
-                    name.clone(),
-                    credentials::load_dir(name, &spec.credentials_dir)?,
-                ))
-            })
-            .collect::<Result<_, ConfigError>>()?;
-        Ok(Self {
+    /// Builds a checker from a validated configuration, the rules in force (the file's and
+    /// those of policy objects) and the loaded credential profiles. `pods` is the running pod
+    /// watch, required when the `kubernetes` source is on. A profile missing from `profiles`
+    /// answers its requests `503`.
+    pub fn new(
+        config: &Config,
+        rules: &[RuleSpec],
+        profiles: HashMap<String, Credentials>,
+        pods: Option<PodIdentities>,
+    ) -> Self {
+        Self {
             resolver: Resolver::new(
                 config.identity.sources.clone(),
                 config.identity.trust_domain.clone(),
                 AddressIdentities::new(&config.identities),
                 pods,
             ),
-            policy: Policy::new(&config.rules),
+            policy: Policy::new(rules),
             profiles,
             signing: config.signing.clone(),
-        })
+        }
     }
 
     /// Decides on one request at `now`.

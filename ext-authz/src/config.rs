@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::identity::Source;
@@ -31,6 +32,16 @@ pub enum ConfigError {
         /// serde's message, with line and column.
         message: String,
     },
+    /// A Kubernetes object (policy or Secret) that cannot be used.
+    #[error("{object}: {field}: {problem}")]
+    Object {
+        /// Kind and `namespace/name`, e.g. `S3AccessPolicy s3mesh-system/team-a`.
+        object: String,
+        /// Dotted path of the offending field, e.g. `spec.rules[0].profile`.
+        field: String,
+        /// What is wrong and how to fix it.
+        problem: String,
+    },
     /// The file parsed but says something inconsistent.
     #[error("{path}: {field}: {problem}")]
     Invalid {
@@ -53,13 +64,32 @@ pub struct Config {
     /// Which identity sources are on, in order.
     #[serde(default)]
     pub identity: IdentityConfig,
+    /// Policy objects and Secrets read through the Kubernetes API; absent: none are read.
+    /// Read at start-up; a change takes effect at the next restart.
+    #[serde(default)]
+    pub cluster: Option<ClusterConfig>,
     /// Callers known by their source address (the `local_file` source).
     #[serde(default)]
     pub identities: Vec<IdentitySpec>,
     /// Named credential profiles: which S3 key signs for a rule.
     pub profiles: BTreeMap<String, ProfileSpec>,
-    /// What each identity may do. Anything not granted is denied.
+    /// What each identity may do. Anything not granted is denied. With `cluster.policies`,
+    /// the rules of `S3AccessPolicy` objects follow these.
+    #[serde(default)]
     pub rules: Vec<RuleSpec>,
+}
+
+/// Where the cluster's policy objects and credential Secrets are read.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// The one namespace read (default: ext-authz's own, from its service account). Whoever can
+    /// write objects there can grant access, so keep it to the platform team.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// Read `S3AccessPolicy` objects from that namespace.
+    #[serde(default)]
+    pub policies: bool,
 }
 
 /// Signing scope settings.
@@ -144,17 +174,23 @@ pub struct IdentitySpec {
     pub source_cidrs: Vec<IpNet>,
 }
 
-/// Where a profile's credentials live: a directory shaped like a mounted Kubernetes Secret
-/// (files `access_key_id`, `secret_access_key` and optionally `session_token`).
+/// Where a profile's credentials live: exactly one of a directory or a Secret, either holding
+/// `access_key_id`, `secret_access_key` and optionally `session_token`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProfileSpec {
-    /// The directory; relative paths are taken from the configuration file's directory.
-    pub credentials_dir: PathBuf,
+    /// A directory of files (a mounted Secret, or plain files locally); relative paths are
+    /// taken from the configuration file's directory.
+    #[serde(default)]
+    pub credentials_dir: Option<PathBuf>,
+    /// A Secret in the `cluster` namespace, read through the API and watched, so a rotated key
+    /// applies without a restart or a kubelet sync delay.
+    #[serde(default)]
+    pub secret: Option<String>,
 }
 
 /// One grant.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RuleSpec {
     /// Which callers the rule applies to.
@@ -173,7 +209,7 @@ pub struct RuleSpec {
 }
 
 /// Identity selector: every field given must match (lists: any entry).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SelectorSpec {
     /// Identity names: local-file names, or `namespace/service-account`.
@@ -215,9 +251,13 @@ impl Config {
             message: e.to_string(),
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        for profile in config.profiles.values_mut() {
-            if profile.credentials_dir.is_relative() {
-                profile.credentials_dir = base.join(&profile.credentials_dir);
+        for dir in config
+            .profiles
+            .values_mut()
+            .filter_map(|p| p.credentials_dir.as_mut())
+        {
+            if dir.is_relative() {
+                *dir = base.join(&*dir);
             }
         }
         config
@@ -266,39 +306,68 @@ impl Config {
                 }
             }
         }
+        for (name, profile) in &self.profiles {
+            match (&profile.credentials_dir, &profile.secret) {
+                (Some(_), None) => {}
+                (None, Some(_)) if self.cluster.is_some() => {}
+                (None, Some(_)) => {
+                    return Err((
+                        format!("profiles.{name}.secret"),
+                        "Secrets are read through the Kubernetes API: add a `cluster:` section"
+                            .to_owned(),
+                    ))
+                }
+                _ => {
+                    return Err((
+                        format!("profiles.{name}"),
+                        "give exactly one of credentials_dir and secret".to_owned(),
+                    ))
+                }
+            }
+        }
         for (i, rule) in self.rules.iter().enumerate() {
-            if rule.selector.is_empty() {
-                return Err((format!("rules[{i}].match"), "selects nobody; name identities, namespaces, service_accounts, principals or labels".to_owned()));
-            }
-            for name in &rule.selector.identities {
-                // Names with a '/' are namespace/service-account identities from Kubernetes.
-                if !name.contains('/') && !seen.contains_key(name.as_str()) {
-                    return Err((
-                        format!("rules[{i}].match.identities"),
-                        format!("unknown identity {name:?}"),
-                    ));
-                }
-            }
-            if !self.profiles.contains_key(&rule.profile) {
+            self.validate_rule(rule)
+                .map_err(|(field, problem)| (format!("rules[{i}].{field}"), problem))?;
+        }
+        Ok(())
+    }
+
+    /// Checks one rule against this configuration's identities and profiles; the error's field
+    /// is relative to the rule. Rules from policy objects go through the same check.
+    pub fn validate_rule(&self, rule: &RuleSpec) -> Result<(), (String, String)> {
+        if rule.selector.is_empty() {
+            return Err(("match".to_owned(), "selects nobody; name identities, namespaces, service_accounts, principals or labels".to_owned()));
+        }
+        for name in &rule.selector.identities {
+            // Names with a '/' are namespace/service-account identities from Kubernetes.
+            if !name.contains('/') && !self.identities.iter().any(|i| &i.name == name) {
                 return Err((
-                    format!("rules[{i}].profile"),
-                    format!("unknown profile {:?}", rule.profile),
+                    "match.identities".to_owned(),
+                    format!("unknown identity {name:?}"),
                 ));
             }
-            for op in &rule.operations {
-                if crate::policy::parse_class(op).is_none() {
-                    return Err((
-                        format!("rules[{i}].operations"),
-                        format!("unknown class {op:?}; use read, write, list, delete, multipart or bucket-admin"),
-                    ));
-                }
-            }
-            if rule.buckets.is_empty() {
+        }
+        if !self.profiles.contains_key(&rule.profile) {
+            return Err((
+                "profile".to_owned(),
+                format!("unknown profile {:?}", rule.profile),
+            ));
+        }
+        for op in &rule.operations {
+            if crate::policy::parse_class(op).is_none() {
                 return Err((
-                    format!("rules[{i}].buckets"),
-                    "must name at least one bucket".to_owned(),
+                    "operations".to_owned(),
+                    format!(
+                        "unknown class {op:?}; use read, write, list, delete, multipart or bucket-admin"
+                    ),
                 ));
             }
+        }
+        if rule.buckets.is_empty() {
+            return Err((
+                "buckets".to_owned(),
+                "must name at least one bucket".to_owned(),
+            ));
         }
         Ok(())
     }
@@ -330,7 +399,11 @@ rules:
     #[test]
     fn loads_and_resolves_relative_credential_dirs() {
         let c = load(GOOD).unwrap();
-        assert!(c.profiles["pa"].credentials_dir.is_absolute());
+        assert!(c.profiles["pa"]
+            .credentials_dir
+            .as_ref()
+            .unwrap()
+            .is_absolute());
         assert_eq!(c.signing.region, "us-east-1");
     }
 
@@ -362,6 +435,34 @@ rules:
         ))
         .unwrap_err();
         assert!(err.to_string().contains("identity.sources[1]"), "{err}");
+    }
+
+    #[test]
+    fn a_profile_names_exactly_one_source_and_secrets_need_a_cluster() {
+        let err = load(&GOOD.replace(
+            "{credentials_dir: creds/a}",
+            "{credentials_dir: creds/a, secret: s}",
+        ))
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("profiles.pa: give exactly one of credentials_dir and secret"),
+            "{err}"
+        );
+        let secret = GOOD.replace("{credentials_dir: creds/a}", "{secret: s3-a}");
+        let err = load(&secret).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("profiles.pa.secret: Secrets are read through the Kubernetes API"),
+            "{err}"
+        );
+        let c = load(&format!("cluster: {{policies: true}}\n{secret}")).unwrap();
+        assert_eq!(c.profiles["pa"].secret.as_deref(), Some("s3-a"));
+        assert_eq!(
+            c.cluster.unwrap().namespace,
+            None,
+            "defaults to the pod's own"
+        );
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! `/healthz` (the process serves) and `/readyz` (it can decide) over plain HTTP, for
-//! Kubernetes probes. Readiness is refused until every identity source can answer (the first
-//! pod list has arrived); a pod watch that is failing afterwards leaves the service ready, with
-//! the last known pods, and says `degraded` with the reason, since refusing readiness would
-//! take every replica out at once and fail every request closed.
+//! Kubernetes probes. Readiness is refused until every watch (pods, policy objects, Secrets)
+//! has delivered its first full list; a watch that is failing afterwards leaves the service
+//! ready, with the last known objects, and says `degraded` with the reason, since refusing
+//! readiness would take every replica out at once and fail every request closed.
 
 use std::sync::Arc;
 
@@ -10,36 +10,78 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use crate::identity::kubernetes::PodIdentities;
+use crate::kubernetes::resources::ClusterResources;
+use crate::kubernetes::watch_state::WatchState;
+
+/// The Kubernetes watches readiness and metrics look at.
+#[derive(Debug, Clone, Default)]
+pub struct Watches {
+    /// The pod watch of the `kubernetes` identity source.
+    pub pods: Option<PodIdentities>,
+    /// The policy-object and Secret watches.
+    pub cluster: Option<ClusterResources>,
+}
+
+impl Watches {
+    /// Each running watch as `(kind, state, objects known)`.
+    pub fn each(&self) -> Vec<(&'static str, &WatchState, usize)> {
+        let mut all = Vec::new();
+        if let Some(pods) = &self.pods {
+            all.push(("pods", pods.state(), pods.len()));
+        }
+        if let Some(cluster) = &self.cluster {
+            if let Some(p) = cluster.policies() {
+                all.push(("s3accesspolicies", p.state(), p.len()));
+            }
+            if let Some(s) = cluster.secrets() {
+                all.push(("secrets", s.state(), s.len()));
+            }
+        }
+        all
+    }
+}
 
 /// Readiness as `(ready, text)`.
-pub fn readiness(pods: Option<&PodIdentities>) -> (bool, String) {
-    let Some(pods) = pods else {
-        return (true, "ready\n".to_owned());
-    };
-    let state = pods.state();
-    if !state.synced() {
+pub fn readiness(watches: &Watches) -> (bool, String) {
+    let all = watches.each();
+    if let Some((kind, _, _)) = all.iter().find(|(_, state, _)| !state.synced()) {
         return (
             false,
-            "not ready: the pod list has not been loaded yet\n".to_owned(),
+            format!("not ready: the {kind} list has not been loaded yet\n"),
         );
     }
-    match (state.connected(), state.last_error()) {
-        (false, Some(error)) => (
+    let known = all
+        .iter()
+        .map(|(kind, _, n)| format!("{n} {kind}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let failing: Vec<String> = all
+        .iter()
+        .filter(|(_, state, _)| !state.connected())
+        .filter_map(|(kind, state, _)| {
+            state
+                .last_error()
+                .map(|e| format!("{kind} watch failing ({e})"))
+        })
+        .collect();
+    if failing.is_empty() {
+        (true, format!("ready: {known} known\n"))
+    } else {
+        (
             true,
             format!(
-                "degraded: pod watch failing ({error}); serving {} known pods\n",
-                pods.len()
+                "degraded: {}; serving the last known {known}\n",
+                failing.join("; ")
             ),
-        ),
-        _ => (true, format!("ready: {} pods known\n", pods.len())),
+        )
     }
 }
 
 /// Serves the probes on `listener` until the process ends.
-pub async fn serve(listener: TcpListener, pods: Option<PodIdentities>) {
-    let pods = Arc::new(pods);
+pub async fn serve(listener: TcpListener, watches: Watches) {
+    let watches = Arc::new(watches);
     while let Ok((mut stream, _)) = listener.accept().await {
-        let pods = Arc::clone(&pods);
+        let watches = Arc::clone(&watches);
         tokio::spawn(async move {
             let mut buf = [0u8; 1024];
             let n = stream.read(&mut buf).await.unwrap_or(0);
@@ -47,7 +89,7 @@ pub async fn serve(listener: TcpListener, pods: Option<PodIdentities>) {
             let path = request.split_whitespace().nth(1).unwrap_or("/");
             let (ok, body) = match path {
                 "/healthz" => (true, "ok\n".to_owned()),
-                "/readyz" => readiness(pods.as_ref().as_ref()),
+                "/readyz" => readiness(&watches),
                 _ => (false, "not found\n".to_owned()),
             };
             let status = match (ok, path) {

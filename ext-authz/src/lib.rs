@@ -5,13 +5,15 @@
 //! ([`policy`]), and with which credentials ([`credentials`]). An allowed request comes back
 //! with SigV4 headers ([`signer`]) so that pods hold no S3 keys; a refused one with an S3 XML
 //! error. [`check`] is that decision as plain Rust; [`service`] is the gRPC shell around it;
-//! [`reload`] swaps in a changed configuration; [`health`] answers Kubernetes probes.
+//! [`reload`] swaps in a changed configuration, from the file and, in a cluster, from the
+//! policy objects and Secrets that [`kubernetes`] watches; [`health`] answers Kubernetes probes.
 
 pub mod check;
 pub mod config;
 pub mod credentials;
 pub mod health;
 pub mod identity;
+pub mod kubernetes;
 pub mod policy;
 pub mod reload;
 pub mod service;

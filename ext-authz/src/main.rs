@@ -1,5 +1,6 @@
 //! `s3mesh-ext-authz --config FILE [--listen ADDR] [--health-listen ADDR]`: the ext_authz gRPC
-//! server, with its probes and configuration reload.
+//! server, with its probes and configuration reload. `s3mesh-ext-authz crd` prints the
+//! `S3AccessPolicy` CustomResourceDefinition.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,15 +10,18 @@ use std::time::Duration;
 
 use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use s3mesh_ext_authz::config::Config;
+use s3mesh_ext_authz::health::{self, Watches};
 use s3mesh_ext_authz::identity::kubernetes::PodIdentities;
 use s3mesh_ext_authz::identity::Source;
-use s3mesh_ext_authz::reload::{self, Current};
+use s3mesh_ext_authz::kubernetes::policy_resource::crd_yaml;
+use s3mesh_ext_authz::kubernetes::resources::ClusterResources;
+use s3mesh_ext_authz::reload::{Current, Reloader};
 use s3mesh_ext_authz::service::{self, AuthzService};
-use s3mesh_ext_authz::{health, telemetry};
+use s3mesh_ext_authz::telemetry;
 
 const USAGE: &str =
     "usage: s3mesh-ext-authz --config FILE [--listen ADDR (default 127.0.0.1:9191)] \
-                     [--health-listen ADDR (default 127.0.0.1:9192)]";
+                     [--health-listen ADDR (default 127.0.0.1:9192)]\n       s3mesh-ext-authz crd";
 
 struct Args {
     config: PathBuf,
@@ -51,38 +55,52 @@ fn parse_args() -> Result<Args, String> {
     })
 }
 
-/// Starts the pod watch when the configuration asks for the `kubernetes` source.
-async fn pod_watch(config: &Config) -> Result<Option<PodIdentities>, String> {
-    if !config.identity.sources.contains(&Source::PodIp) {
-        return Ok(None);
+/// Starts the Kubernetes watches the configuration asks for: pods for the `kubernetes`
+/// identity source; policy objects and Secrets for a `cluster` section.
+async fn start_watches(config: &Config) -> Result<Watches, String> {
+    let pods_on = config.identity.sources.contains(&Source::PodIp);
+    if !pods_on && config.cluster.is_none() {
+        return Ok(Watches::default());
     }
     let client = kube::Client::try_default().await.map_err(|e| {
-        format!("the kubernetes identity source is on but no Kubernetes API is configured: {e}")
+        format!("the configuration reads from Kubernetes but no Kubernetes API is configured: {e}")
     })?;
-    Ok(Some(PodIdentities::spawn(
-        client,
-        config.identity.kubernetes.namespace.as_deref(),
-    )))
+    let pods = pods_on.then(|| {
+        PodIdentities::spawn(
+            client.clone(),
+            config.identity.kubernetes.namespace.as_deref(),
+        )
+    });
+    let cluster = config.cluster.as_ref().map(|cluster| {
+        let namespace = cluster
+            .namespace
+            .clone()
+            .unwrap_or_else(|| client.default_namespace().to_owned());
+        let secrets = config.profiles.values().any(|p| p.secret.is_some());
+        ClusterResources::spawn(client, &namespace, cluster.policies, secrets)
+    });
+    Ok(Watches { pods, cluster })
 }
 
 async fn run(args: Args) -> Result<(), String> {
     let config = Config::load(&args.config).map_err(|e| format!("configuration refused: {e}"))?;
-    let pods = pod_watch(&config).await?;
-    let checker = reload::load(&args.config, pods.clone())
+    let watches = start_watches(&config).await?;
+    let mut reloader = Reloader::new(
+        args.config.clone(),
+        watches.pods.clone(),
+        watches.cluster.clone(),
+    );
+    let checker = reloader
+        .build()
         .map_err(|e| format!("configuration refused: {e}"))?;
     let current = Arc::new(Current::new(checker));
-    tokio::spawn(reload::watch(
-        args.config.clone(),
-        pods.clone(),
-        Arc::clone(&current),
-        Duration::from_secs(2),
-    ));
+    tokio::spawn(reloader.watch(Arc::clone(&current), Duration::from_secs(2)));
 
     let health = tokio::net::TcpListener::bind(args.health_listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.health_listen))?;
     let health_addr = health.local_addr().map_or(args.health_listen, |a| a);
-    tokio::spawn(health::serve(health, pods));
+    tokio::spawn(health::serve(health, watches));
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -100,6 +118,18 @@ async fn run(args: Args) -> Result<(), String> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("crd") {
+        return match crd_yaml() {
+            Ok(yaml) => {
+                print!("{yaml}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("cannot render the CRD: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     telemetry::init();
     let args = match parse_args() {
         Ok(a) => a,

@@ -19,7 +19,7 @@ use envoy_types::pb::envoy::service::auth::v3::authorization_server::Authorizati
 use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
 use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest, CheckResponse};
 use s3mesh_ext_authz::identity::kubernetes::PodIdentities;
-use s3mesh_ext_authz::reload::{self, Current};
+use s3mesh_ext_authz::reload::{Current, Reloader};
 use s3mesh_ext_authz::service::AuthzService;
 use tonic::transport::Channel;
 
@@ -66,13 +66,9 @@ async fn serve(
     path: &Path,
     pods: Option<PodIdentities>,
 ) -> (AuthorizationClient<Channel>, Arc<Current>) {
-    let current = Arc::new(Current::new(reload::load(path, pods.clone()).unwrap()));
-    tokio::spawn(reload::watch(
-        path.to_owned(),
-        pods,
-        Arc::clone(&current),
-        Duration::from_millis(100),
-    ));
+    let mut reloader = Reloader::new(path.to_owned(), pods, None);
+    let current = Arc::new(Current::new(reloader.build().unwrap()));
+    tokio::spawn(reloader.watch(Arc::clone(&current), Duration::from_millis(100)));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let service = AuthorizationServer::new(AuthzService::new(Arc::clone(&current)));

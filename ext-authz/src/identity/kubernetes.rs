@@ -2,14 +2,12 @@
 //!
 //! Like a reflector, a (re-)list is collected aside and swapped in whole when it is complete, so
 //! a re-list never shows a half-empty index. While the API server is unreachable the watcher
-//! retries with backoff and the last known index keeps answering; [`WatchState`] says so for
+//! retries with backoff and the last known index keeps answering; its [`WatchState`] says so for
 //! readiness and metrics. Until the first full list has arrived nothing is answered.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
@@ -17,6 +15,7 @@ use kube::{Api, Client};
 
 use super::pods::{Miss, PodIndex, PodInfo};
 use super::Identity;
+use crate::kubernetes::watch_state::{drive, WatchState};
 
 /// Why a pod lookup found no identity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,43 +26,6 @@ pub enum Lookup {
     Ambiguous,
     /// The first full pod list has not arrived yet.
     NotSynced,
-}
-
-/// Health of the watch, for readiness and metrics.
-#[derive(Debug, Default)]
-pub struct WatchState {
-    synced: AtomicBool,
-    connected: AtomicBool,
-    lists: AtomicU64,
-    errors: AtomicU64,
-    last_error: RwLock<Option<String>>,
-}
-
-impl WatchState {
-    /// Whether the first full list has arrived.
-    pub fn synced(&self) -> bool {
-        self.synced.load(Ordering::Acquire)
-    }
-
-    /// Whether the last watch call succeeded.
-    pub fn connected(&self) -> bool {
-        self.connected.load(Ordering::Acquire)
-    }
-
-    /// Full lists applied so far (1 + re-lists).
-    pub fn lists(&self) -> u64 {
-        self.lists.load(Ordering::Acquire)
-    }
-
-    /// Watch errors so far.
-    pub fn errors(&self) -> u64 {
-        self.errors.load(Ordering::Acquire)
-    }
-
-    /// The last watch error, if the watch is currently failing.
-    pub fn last_error(&self) -> Option<String> {
-        self.last_error.read().ok().and_then(|e| e.clone())
-    }
 }
 
 /// Shared handle on the index and the watch state.
@@ -87,29 +49,13 @@ impl PodIdentities {
     }
 
     async fn run(self, api: Api<Pod>) {
-        let mut stream = watcher::watcher(api, watcher::Config::default())
-            .default_backoff()
-            .boxed();
+        let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
         let mut pending: Option<PodIndex> = None;
-        while let Some(event) = stream.next().await {
-            match event {
-                Ok(event) => {
-                    self.state.connected.store(true, Ordering::Release);
-                    if let Ok(mut e) = self.state.last_error.write() {
-                        *e = None;
-                    }
-                    self.handle(event, &mut pending);
-                }
-                Err(error) => {
-                    self.state.connected.store(false, Ordering::Release);
-                    self.state.errors.fetch_add(1, Ordering::AcqRel);
-                    tracing::warn!(%error, "pod watch failed; serving the last known pods");
-                    if let Ok(mut e) = self.state.last_error.write() {
-                        *e = Some(error.to_string());
-                    }
-                }
-            }
-        }
+        let state = Arc::clone(&self.state);
+        drive(stream, &state, "pods", |event| {
+            self.handle(event, &mut pending)
+        })
+        .await;
     }
 
     fn handle(&self, event: Event<Pod>, pending: &mut Option<PodIndex>) {
@@ -126,8 +72,7 @@ impl PodIdentities {
                     if let Ok(mut index) = self.index.write() {
                         *index = complete;
                     }
-                    self.state.lists.fetch_add(1, Ordering::AcqRel);
-                    self.state.synced.store(true, Ordering::Release);
+                    self.state.listed();
                     tracing::info!(pods, "pod list loaded");
                 }
             }
