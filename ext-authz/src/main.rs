@@ -82,6 +82,24 @@ async fn start_watches(config: &Config) -> Result<Watches, String> {
     Ok(Watches { pods, cluster })
 }
 
+/// SIGTERM (Kubernetes stopping the pod) or SIGINT (Ctrl-C): stop accepting, finish what is
+/// in flight, flush telemetry.
+async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+    tracing::info!("stopping");
+}
+
 async fn run(args: Args) -> Result<(), String> {
     let config = Config::load(&args.config).map_err(|e| format!("configuration refused: {e}"))?;
     let watches = start_watches(&config).await?;
@@ -94,12 +112,14 @@ async fn run(args: Args) -> Result<(), String> {
         .build()
         .map_err(|e| format!("configuration refused: {e}"))?;
     let current = Arc::new(Current::new(checker));
+    let reloader_refusals = reloader.refusals();
     tokio::spawn(reloader.watch(Arc::clone(&current), Duration::from_secs(2)));
 
     let health = tokio::net::TcpListener::bind(args.health_listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.health_listen))?;
     let health_addr = health.local_addr().map_or(args.health_listen, |a| a);
+    telemetry::register_gauges(watches.clone(), reloader_refusals);
     tokio::spawn(health::serve(health, watches));
 
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -109,9 +129,7 @@ async fn run(args: Args) -> Result<(), String> {
     tracing::info!(listen = %local, health = %health_addr, config = %args.config.display(), "s3mesh-ext-authz serving");
     tonic::transport::Server::builder()
         .add_service(AuthorizationServer::new(AuthzService::new(current)))
-        .serve_with_incoming_shutdown(service::incoming(listener), async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
+        .serve_with_incoming_shutdown(service::incoming(listener), stop_signal())
         .await
         .map_err(|e| format!("server failed: {e}"))
 }
@@ -130,7 +148,6 @@ async fn main() -> ExitCode {
             }
         };
     }
-    telemetry::init();
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => {
@@ -138,11 +155,14 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match run(args).await {
+    let telemetry = telemetry::init();
+    let code = match run(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(%error, "s3mesh-ext-authz stopped");
             ExitCode::FAILURE
         }
-    }
+    };
+    telemetry.shutdown();
+    code
 }

@@ -1,7 +1,7 @@
 //! The gRPC shell: Envoy's `Authorization/Check` in, a [`Decision`] out as a `CheckResponse`.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use envoy_types::ext_authz::v3::pb::{
     Address, Authorization, CheckRequest, CheckResponse, HeaderAppendAction, HttpStatusCode,
@@ -14,6 +14,7 @@ use tonic::{Request, Response, Status};
 
 use crate::check::{Decision, HttpAttributes};
 use crate::reload::Current;
+use crate::telemetry::{check_span, CheckMetrics};
 
 /// Accepted gRPC connections, with Nagle off: a check's answer is several small HTTP/2 frames,
 /// and with Nagle on, Envoy's delayed ACK held each answer back about 40 ms (measured: every
@@ -26,12 +27,16 @@ pub fn incoming(listener: tokio::net::TcpListener) -> tonic::transport::server::
 #[derive(Debug, Clone)]
 pub struct AuthzService {
     current: Arc<Current>,
+    metrics: CheckMetrics,
 }
 
 impl AuthzService {
     /// Serves decisions from whatever checker `current` holds at each request.
     pub fn new(current: Arc<Current>) -> Self {
-        Self { current }
+        Self {
+            current,
+            metrics: CheckMetrics::new(),
+        }
     }
 }
 
@@ -41,7 +46,8 @@ impl Authorization for AuthzService {
         &self,
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
-        let request = request.into_inner();
+        let started = Instant::now();
+        let (metadata, _, request) = request.into_parts();
         let attributes = request.attributes.as_ref();
         let Some(http) = attributes
             .and_then(|a| a.request.as_ref())
@@ -49,6 +55,8 @@ impl Authorization for AuthzService {
         else {
             // Not an HTTP check: nothing s3mesh can authorize.
             let error = S3Error::invalid_request("ext_authz check without HTTP attributes");
+            self.metrics
+                .record("deny", error.code, started.elapsed().as_secs_f64());
             return Ok(Response::new(denied(&error, "", "")));
         };
         let source = attributes
@@ -71,7 +79,37 @@ impl Authorization for AuthzService {
         };
         // Envoy's x-request-id also appears in its access log; the stream id is the fallback.
         let request_id = http.headers.get("x-request-id").unwrap_or(&http.id);
+        let span = check_span(&metadata, &http.headers);
+        let _entered = span.enter();
         let decision = self.current.get().check(&attrs, SystemTime::now());
+        let (verdict, reason) = match &decision {
+            Decision::Allow { .. } => ("allow", "granted"),
+            Decision::Deny { error, .. } => ("deny", error.code),
+        };
+        span.record("s3mesh.decision", verdict);
+        span.record("s3mesh.reason", reason);
+        match &decision {
+            Decision::Allow {
+                identity,
+                operation,
+                ..
+            } => {
+                span.record("s3mesh.identity", identity.as_str());
+                span.record("s3.operation", *operation);
+            }
+            Decision::Deny {
+                identity,
+                operation,
+                ..
+            } => {
+                if let Some(identity) = identity {
+                    span.record("s3mesh.identity", identity.as_str());
+                }
+                if let Some(operation) = operation {
+                    span.record("s3.operation", *operation);
+                }
+            }
+        }
         let response = match decision {
             Decision::Allow {
                 identity,
@@ -112,6 +150,8 @@ impl Authorization for AuthzService {
                 denied(&error, &http.path, request_id)
             }
         };
+        self.metrics
+            .record(verdict, reason, started.elapsed().as_secs_f64());
         Ok(Response::new(response))
     }
 }

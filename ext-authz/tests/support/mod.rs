@@ -2,4 +2,5 @@
 //! a different part of them.
 #![allow(dead_code)]
 
+pub mod authz_fixture;
 pub mod fake_api_server;
