@@ -5,6 +5,7 @@ Distinct loopback source addresses stand in for distinct pods: ext-authz identif
 the address Envoy saw the connection come from (devstack/stack.yaml maps them).
 """
 
+import os
 import http.client
 import sys
 from pathlib import Path
@@ -27,7 +28,16 @@ STRANGER = "127.0.0.9"
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory):
+    # ext-authz logs at trace level here, so the secret scan covers every log level.
+    os.environ.setdefault("RUST_LOG", "trace")
     with Stack(tmp_path_factory.mktemp("stack")) as s:
+        yield s
+
+
+@pytest.fixture(scope="session")
+def fs_stack(tmp_path_factory):
+    """The same stack on a second, independent SigV4 verifier: s3s-fs."""
+    with Stack(tmp_path_factory.mktemp("s3s-fs"), backend="s3s-fs") as s:
         yield s
 
 

@@ -8,18 +8,11 @@ import pytest
 from botocore.exceptions import ClientError
 
 from conftest import s3_client
-from devstack.stack import Stack
 from test_request_path import aws_cli
 
 # s3s-fs maps keys to file paths, so keys with "//" or "./" segments cannot round-trip there;
 # they are covered against moto.
 KEYS = ["plain.txt", "with space.txt", "plus+sign", "unicode-é€-ключ", "pct%2Fliteral", "nested/dir/file"]
-
-
-@pytest.fixture(scope="module")
-def fs_stack(tmp_path_factory):
-    with Stack(tmp_path_factory.mktemp("s3s-fs"), backend="s3s-fs") as s:
-        yield s
 
 
 @pytest.mark.parametrize("key", KEYS)

@@ -1,4 +1,4 @@
-//! Parts of s3mesh's benchmarks (`make bench-lb`), run on the benchmark machine only:
+//! Parts of s3mesh's benchmarks (`make bench-lb`, `make bench-authz`), run on the benchmark machine only:
 //! - `bench-backend`: several HTTP endpoints in one process whose service time is a sleep
 //!   behind a fixed number of service slots (so queueing is real), with scripted phases (slow,
 //!   stalling, failing fast) on a shared clock started by a control request;
@@ -7,6 +7,18 @@
 //!
 //! Both speak just enough HTTP/1.1 (`http1`) for that: content-length bodies, keep-alive,
 //! `Expect: 100-continue`.
+//!
+//! And for `make bench-authz`: `bench-authz-load`, a gRPC load generator for ext-authz's
+//! `Authorization/Check`, open loop at fixed rates or closed loop to saturation.
 
 pub mod http1;
 pub mod scenario;
+
+/// The `q` quantile of `sorted` (nearest rank); 0 when empty.
+pub fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}

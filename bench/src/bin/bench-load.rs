@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use s3mesh_bench::http1::{read_head, skip_body};
+use s3mesh_bench::percentile;
 use serde::Serialize;
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -146,14 +147,6 @@ struct Report {
     p999_ms: f64,
     max_ms: f64,
     seconds: Vec<Second>,
-}
-
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
 }
 
 fn is_error(status: u16) -> bool {
