@@ -12,7 +12,7 @@ use crate::identity::kubernetes::PodIdentities;
 use crate::identity::local_file::AddressIdentities;
 use crate::identity::{Resolver, Unresolved};
 use crate::policy::Policy;
-use crate::signer::{sign_request, HeaderChanges, OutgoingRequest};
+use crate::signer::{sign_request, ChunkSigning, HeaderChanges, OutgoingRequest};
 
 /// What Envoy told us about the request.
 #[derive(Debug, Clone, Copy)]
@@ -42,6 +42,8 @@ pub enum Decision {
         operation: &'static str,
         /// Signing headers.
         changes: HeaderChanges,
+        /// For chunk-signed uploads: what the `post` filter re-signs the chunks with.
+        chunk_signing: Option<ChunkSigning>,
     },
     /// Answer the client with this error.
     Deny {
@@ -157,10 +159,11 @@ impl Checker {
             &self.signing.service,
             AmzDate::from_unix_seconds(secs),
         ) {
-            Ok(changes) => Decision::Allow {
+            Ok(signed) => Decision::Allow {
                 identity: identity.name,
                 operation,
-                changes,
+                changes: signed.changes,
+                chunk_signing: signed.chunk_signing,
             },
             Err(error) => deny(Some(&identity.name), Some(operation), error),
         }

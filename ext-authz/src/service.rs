@@ -9,11 +9,14 @@ use envoy_types::ext_authz::v3::pb::{
 use envoy_types::ext_authz::v3::{
     CheckResponseExt, DeniedHttpResponseBuilder, OkHttpResponseBuilder,
 };
-use s3mesh_s3_request::S3Error;
+use envoy_types::pb::google::protobuf::value::Kind;
+use envoy_types::pb::google::protobuf::{Struct, Value};
+use s3mesh_s3_request::{chunk_signing, S3Error};
 use tonic::{Request, Response, Status};
 
 use crate::check::{Decision, HttpAttributes};
 use crate::reload::Current;
+use crate::signer::ChunkSigning;
 use crate::telemetry::{check_span, CheckMetrics};
 
 /// Accepted gRPC connections, with Nagle off: a check's answer is several small HTTP/2 frames,
@@ -115,8 +118,11 @@ impl Authorization for AuthzService {
                 identity,
                 operation,
                 changes,
+                chunk_signing,
             } => {
-                tracing::info!(%request_id, %identity, operation, decision = "allow", "check");
+                // Allowed requests are in Envoy's access log and the metrics; one log line
+                // each would cost more than the decision.
+                tracing::debug!(%request_id, %identity, operation, decision = "allow", "check");
                 let mut ok = OkHttpResponseBuilder::new();
                 for (name, value) in changes.set {
                     ok.add_header(
@@ -131,6 +137,7 @@ impl Authorization for AuthzService {
                 }
                 let mut response = CheckResponse::with_status(Status::ok("allowed"));
                 response.set_http_response(ok);
+                response.dynamic_metadata = chunk_signing.as_ref().map(chunk_metadata);
                 response
             }
             Decision::Deny {
@@ -153,6 +160,23 @@ impl Authorization for AuthzService {
         self.metrics
             .record(verdict, reason, started.elapsed().as_secs_f64());
         Ok(Response::new(response))
+    }
+}
+
+/// The re-signing material as ext_authz dynamic metadata, which Envoy keeps inside the proxy
+/// for the `post` filter (never sent upstream or to the client).
+fn chunk_metadata(chunks: &ChunkSigning) -> Struct {
+    let text = |s: &str| Value {
+        kind: Some(Kind::StringValue(s.to_owned())),
+    };
+    let fields = [
+        (chunk_signing::SEED_SIGNATURE, text(&chunks.seed)),
+        (chunk_signing::AMZ_DATE, text(&chunks.amz_date)),
+        (chunk_signing::SCOPE, text(&chunks.scope)),
+        (chunk_signing::SIGNING_KEY, text(&chunks.key.to_hex())),
+    ];
+    Struct {
+        fields: fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
     }
 }
 

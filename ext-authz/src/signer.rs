@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use s3mesh_s3_request::{RequestTarget, S3Error};
 use s3mesh_sigv4::payload::PayloadMode;
-use s3mesh_sigv4::{sign, AmzDate, Credentials, SigningParams};
+use s3mesh_sigv4::{sign, AmzDate, Credentials, Scope, SigningKey, SigningParams};
 
 /// Headers s3mesh sets (overwriting) and removes on an allowed request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,6 +17,30 @@ pub struct HeaderChanges {
     pub set: Vec<(&'static str, String)>,
     /// Removed before forwarding.
     pub remove: Vec<&'static str>,
+}
+
+/// What the `post` filter needs to re-sign the chunks of a chunk-signed upload: the chain
+/// starts at the new header signature. Holds a day-scoped signing key, never the secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkSigning {
+    /// The new header signature (the seed of the chunk chain).
+    pub seed: String,
+    /// `x-amz-date` of the re-signed request.
+    pub amz_date: String,
+    /// `date/region/service/aws4_request`.
+    pub scope: String,
+    /// The signing key for that scope.
+    pub key: SigningKey,
+}
+
+/// A signed request: the header changes, and for a chunk-signed upload what re-signing its
+/// chunks needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signed {
+    /// Header changes for Envoy.
+    pub changes: HeaderChanges,
+    /// Present for `STREAMING-AWS4-HMAC-SHA256-PAYLOAD[-TRAILER]`.
+    pub chunk_signing: Option<ChunkSigning>,
 }
 
 /// The request as Envoy will forward it.
@@ -52,27 +76,21 @@ pub fn sign_request(
     region: &str,
     service: &str,
     time: AmzDate,
-) -> Result<HeaderChanges, S3Error> {
+) -> Result<Signed, S3Error> {
     let mode = PayloadMode::from_header(
         request
             .headers
             .get("x-amz-content-sha256")
             .map(String::as_str),
     );
-    let payload_hash = match mode {
-        PayloadMode::StreamingSigned { .. } => {
-            return Err(S3Error::invalid_request(
-                "chunk-signed uploads (x-amz-content-sha256: STREAMING-AWS4-HMAC-SHA256-PAYLOAD) are \
-                 not supported yet; send the upload unsigned (AWS CLI: --no-sign-request; boto3: \
-                 signature_version=UNSIGNED) or with UNSIGNED-PAYLOAD",
-            ))
-        }
-        PayloadMode::Unsupported(v) => {
-            return Err(S3Error::invalid_request(format!(
-                "x-amz-content-sha256 {v:?} is neither a hex SHA-256 nor a payload mode s3mesh supports"
-            )))
-        }
-        other => other.signed_value().unwrap_or(s3mesh_sigv4::payload::UNSIGNED_PAYLOAD),
+    let Some(payload_hash) = mode.signed_value() else {
+        return Err(S3Error::invalid_request(format!(
+            "x-amz-content-sha256 {:?} is neither a hex SHA-256 nor a payload mode s3mesh supports",
+            request
+                .headers
+                .get("x-amz-content-sha256")
+                .map_or("", String::as_str)
+        )));
     };
     let amz_date = time.date_time();
     let mut signed: Vec<(&str, &str)> = request
@@ -112,7 +130,23 @@ pub fn sign_request(
         Some(token) => set.push(("x-amz-security-token", token.clone())),
         None => remove.push("x-amz-security-token"),
     }
-    Ok(HeaderChanges { set, remove })
+    let chunk_signing = matches!(mode, PayloadMode::StreamingSigned { .. }).then(|| {
+        let scope = Scope {
+            date: time.date(),
+            region: region.to_owned(),
+            service: service.to_owned(),
+        };
+        ChunkSigning {
+            seed: out.signature.clone(),
+            amz_date: amz_date.clone(),
+            scope: scope.to_string(),
+            key: SigningKey::derive(&credentials.secret_access_key, &scope),
+        }
+    });
+    Ok(Signed {
+        changes: HeaderChanges { set, remove },
+        chunk_signing,
+    })
 }
 
 #[cfg(test)]
@@ -135,6 +169,10 @@ mod tests {
     }
 
     fn run(h: &HashMap<String, String>, token: Option<&str>) -> Result<HeaderChanges, S3Error> {
+        sign(h, token).map(|s| s.changes)
+    }
+
+    fn sign(h: &HashMap<String, String>, token: Option<&str>) -> Result<Signed, S3Error> {
         let target = RequestTarget::canonicalize("/test.txt").unwrap();
         let req = OutgoingRequest {
             method: "GET",
@@ -191,10 +229,33 @@ mod tests {
     }
 
     #[test]
-    fn refuses_chunk_signed_uploads_naming_the_client_setting() {
-        let h = headers(&[("x-amz-content-sha256", "STREAMING-AWS4-HMAC-SHA256-PAYLOAD")]);
-        let err = run(&h, None).unwrap_err();
-        assert_eq!((err.status, err.code), (400, "InvalidRequest"));
-        assert!(err.message.contains("--no-sign-request"));
+    fn chunk_signed_uploads_keep_their_mode_and_hand_over_seed_date_scope_and_day_key() {
+        for mode in [
+            "STREAMING-AWS4-HMAC-SHA256-PAYLOAD",
+            "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER",
+        ] {
+            let h = headers(&[
+                ("x-amz-content-sha256", mode),
+                ("x-amz-decoded-content-length", "66560"),
+            ]);
+            let signed = sign(&h, None).unwrap();
+            let set: HashMap<_, _> = signed.changes.set.iter().cloned().collect();
+            assert_eq!(set["x-amz-content-sha256"], mode);
+            let chunks = signed.chunk_signing.expect("re-signing material");
+            assert!(set["authorization"].ends_with(&format!("Signature={}", chunks.seed)));
+            assert!(set["authorization"].contains("x-amz-decoded-content-length"));
+            assert_eq!(chunks.amz_date, "20130524T000000Z");
+            assert_eq!(chunks.scope, "20130524/us-east-1/s3/aws4_request");
+            let scope = Scope {
+                date: "20130524".into(),
+                region: "us-east-1".into(),
+                service: "s3".into(),
+            };
+            let secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+            assert_eq!(chunks.key, SigningKey::derive(secret, &scope));
+            assert!(!format!("{chunks:?}").contains(secret));
+        }
+        let plain = headers(&[("x-amz-content-sha256", "UNSIGNED-PAYLOAD")]);
+        assert_eq!(sign(&plain, None).unwrap().chunk_signing, None);
     }
 }

@@ -16,9 +16,11 @@ use envoy_types::pb::envoy::service::auth::v3::authorization_client::Authorizati
 use envoy_types::pb::envoy::service::auth::v3::authorization_server::AuthorizationServer;
 use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
 use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
+use envoy_types::pb::google::protobuf::value::Kind;
 use s3mesh_ext_authz::identity::kubernetes::PodIdentities;
 use s3mesh_ext_authz::reload::{Current, Reloader};
 use s3mesh_ext_authz::service::AuthzService;
+use s3mesh_s3_request::chunk_signing;
 use support::authz_fixture::{check, config_dir, LOCAL, SECRET, TOKEN};
 use tonic::transport::Channel;
 
@@ -197,16 +199,6 @@ async fn malformed_requests_are_client_errors() {
         body.contains("<Code>InvalidURI</Code>") && body.contains("pre"),
         "{body}"
     );
-    let chunked = [("x-amz-content-sha256", "STREAMING-AWS4-HMAC-SHA256-PAYLOAD")];
-    let (status, body) = denied(
-        &ask(
-            &mut client,
-            check("127.0.0.2", "", "PUT", "/team-a/k", &chunked),
-        )
-        .await,
-    );
-    assert_eq!(status, 400);
-    assert!(body.contains("<Code>InvalidRequest</Code>"), "{body}");
     let bogus = [("x-amz-content-sha256", "NOT-A-MODE")];
     let (status, _) = denied(
         &ask(
@@ -310,4 +302,47 @@ async fn a_policy_change_applies_without_restart_and_a_bad_one_keeps_the_last_go
         outcome(&ask(&mut client, put).await),
         Outcome::Allowed { .. }
     ));
+}
+
+#[tokio::test]
+async fn chunk_signed_uploads_carry_their_re_signing_material_in_dynamic_metadata_only() {
+    let (_dir, path) = config_dir(LOCAL);
+    let (mut client, _) = serve(&path, None).await;
+    let chunked = [
+        ("x-amz-content-sha256", "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"),
+        ("content-encoding", "aws-chunked"),
+        ("x-amz-decoded-content-length", "66560"),
+    ];
+    let response = ask(
+        &mut client,
+        check("127.0.0.2", "", "PUT", "/team-a/k", &chunked),
+    )
+    .await;
+    let Outcome::Allowed { set, .. } = outcome(&response) else {
+        panic!("chunk-signed upload refused");
+    };
+    let fields = &response.dynamic_metadata.as_ref().expect("metadata").fields;
+    let text = |name: &str| match fields.get(name).and_then(|v| v.kind.as_ref()) {
+        Some(Kind::StringValue(s)) => s.clone(),
+        other => panic!("{name}: {other:?}"),
+    };
+    let seed = text(chunk_signing::SEED_SIGNATURE);
+    assert!(set["authorization"]
+        .0
+        .ends_with(&format!("Signature={seed}")));
+    assert_eq!(
+        set["x-amz-content-sha256"].0,
+        "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"
+    );
+    assert_eq!(text(chunk_signing::AMZ_DATE), set["x-amz-date"].0);
+    assert!(text(chunk_signing::SCOPE).ends_with("/us-east-1/s3/aws4_request"));
+    assert_eq!(text(chunk_signing::SIGNING_KEY).len(), 64);
+    assert!(
+        !format!("{response:?}").contains(SECRET),
+        "the secret itself is never sent"
+    );
+
+    // Any other request carries no metadata.
+    let plain = ask(&mut client, check("127.0.0.2", "", "GET", "/team-a/k", &[])).await;
+    assert!(plain.dynamic_metadata.is_none());
 }

@@ -6,6 +6,7 @@
 //! specification; [`sign`] ties them together.
 
 pub mod amz_date;
+pub mod aws_chunked;
 pub mod canonical_request;
 pub mod payload;
 pub mod signature;

@@ -42,14 +42,17 @@ impl<'a> PayloadMode<'a> {
         }
     }
 
-    /// The value the re-signed request carries in `x-amz-content-sha256`, if it can be signed
-    /// by header alone.
+    /// The value the re-signed request carries in `x-amz-content-sha256` (and its canonical
+    /// request's payload hash); `None` for a mode s3mesh cannot sign. Chunk-signed bodies also
+    /// need their chunks re-signed ([`crate::aws_chunked`]).
     pub fn signed_value(&self) -> Option<&'a str> {
         match self {
             Self::Unsigned => Some(UNSIGNED_PAYLOAD),
             Self::Sha256(v) => Some(v),
             Self::StreamingUnsignedTrailer => Some(STREAMING_UNSIGNED_PAYLOAD_TRAILER),
-            Self::StreamingSigned { .. } | Self::Unsupported(_) => None,
+            Self::StreamingSigned { trailer: false } => Some(STREAMING_SIGNED_PAYLOAD),
+            Self::StreamingSigned { trailer: true } => Some(STREAMING_SIGNED_PAYLOAD_TRAILER),
+            Self::Unsupported(_) => None,
         }
     }
 }

@@ -51,6 +51,19 @@ impl SigningKey {
         Self(hmac_sha256(&k_service, b"aws4_request"))
     }
 
+    /// The key as hex, to hand to the component that re-signs chunks. Handle like a secret for
+    /// its day: it signs anything in its scope.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// The key from [`SigningKey::to_hex`]'s form; `None` unless 64 hex digits.
+    pub fn from_hex(text: &str) -> Option<Self> {
+        let mut key = [0u8; 32];
+        hex::decode_to_slice(text, &mut key).ok()?;
+        Some(Self(key))
+    }
+
     /// Hex HMAC-SHA256 of `string_to_sign`: a signature.
     pub fn sign(&self, string_to_sign: &str) -> String {
         hex::encode(hmac_sha256(&self.0, string_to_sign.as_bytes()))

@@ -6,12 +6,14 @@
 //!   request target into canonical encoding (so what ext_authz signs is what Envoy forwards),
 //!   and classifies the S3 operation;
 //! - role `post`, after ext_authz ([`endpoint`]): names the upstream endpoints to try, best
-//!   first, in `x-gateway-destination-endpoint` for Envoy's `override_host` load balancer.
+//!   first, in `x-gateway-destination-endpoint` for Envoy's `override_host` load balancer, and
+//!   re-signs the chunks of chunk-signed uploads ([`chunk_resign`]).
 //!
 //! Everything but `shell` is plain Rust that knows nothing of proxy-wasm; its tests run on the
 //! host and, compiled to `wasm32-wasip1`, under Node's WASI (`make test-wasm`). `shell` is the
 //! thin layer of host calls, compiled only into the wasm module.
 
+pub mod chunk_resign;
 pub mod config;
 pub mod endpoint;
 pub mod pre;

@@ -14,6 +14,7 @@ use std::time::UNIX_EPOCH;
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{ContextType, LogLevel};
+use s3mesh_s3_request::S3Error;
 
 use crate::config::{FilterConfig, PreConfig};
 use crate::endpoint::Selector;
@@ -27,6 +28,20 @@ proxy_wasm::main! {{
 }}
 
 /// Wall-clock milliseconds from the host (the only clock a wasm filter has).
+/// Answers the client with `error` as S3 XML; the request goes no further.
+fn send_s3_error(stream: &impl HttpContext, error: &S3Error, path: &str, request_id: &str) {
+    let resource = path.split('?').next().unwrap_or_default();
+    let body = error.to_xml(resource, request_id);
+    stream.send_http_response(
+        u32::from(error.status),
+        vec![
+            ("content-type", "application/xml"),
+            ("x-amz-request-id", request_id),
+        ],
+        Some(body.as_bytes()),
+    );
+}
+
 fn now_ms(context: &dyn Context) -> f64 {
     context
         .get_current_time()

@@ -1,4 +1,5 @@
-//! Role `post` in Envoy: names the endpoints for each request and learns from how it went.
+//! Role `post` in Envoy: names the endpoints for each request and learns from how it went, and
+//! re-signs the body of chunk-signed uploads as it streams through.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -6,10 +7,12 @@ use std::rc::Rc;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 use s3mesh_s3_request::headers::{ENDPOINT_HINT, INTERNAL_RESPONSE, OPERATION};
-use s3mesh_s3_request::Operation;
+use s3mesh_s3_request::{chunk_signing, Operation};
+use s3mesh_sigv4::aws_chunked::Resigner;
 
 use super::metrics::Metrics;
-use super::now_ms;
+use super::{now_ms, send_s3_error};
+use crate::chunk_resign;
 use crate::endpoint::outcome::{classify, Outcome};
 use crate::endpoint::{LatencyClass, Selector};
 
@@ -24,6 +27,9 @@ pub(super) struct PostStream {
     ttfb_ms: Option<f64>,
     retry_after: Option<String>,
     attempts: u32,
+    /// For a chunk-signed upload: the body re-signer, and the `:path` and `x-request-id` an
+    /// error names (request headers cannot be read once the body flows).
+    resigner: Option<(Resigner, String, String)>,
 }
 
 impl PostStream {
@@ -37,7 +43,28 @@ impl PostStream {
             ttfb_ms: None,
             retry_after: None,
             attempts: 1,
+            resigner: None,
         }
+    }
+
+    /// A string from ext_authz's dynamic metadata.
+    fn authz_metadata(&self, name: &str) -> Option<String> {
+        self.get_property(vec![
+            "metadata",
+            "filter_metadata",
+            chunk_signing::NAMESPACE,
+            name,
+        ])
+        .and_then(|b| String::from_utf8(b).ok())
+    }
+
+    /// `:path` and `x-request-id`, which an error names.
+    fn path_and_request_id(&self) -> (String, String) {
+        let path = self.get_http_request_header(":path").unwrap_or_default();
+        let request_id = self
+            .get_http_request_header("x-request-id")
+            .unwrap_or_default();
+        (path, request_id)
     }
 
     fn property_u64(&self, path: [&str; 2]) -> u64 {
@@ -51,6 +78,20 @@ impl Context for PostStream {}
 
 impl HttpContext for PostStream {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let mode = self.get_http_request_header("x-amz-content-sha256");
+        match chunk_resign::resigner(mode.as_deref(), |name| self.authz_metadata(name)) {
+            Ok(resigner) => {
+                self.resigner = resigner.map(|r| {
+                    let (path, request_id) = self.path_and_request_id();
+                    (r, path, request_id)
+                });
+            }
+            Err(error) => {
+                let (path, request_id) = self.path_and_request_id();
+                send_s3_error(self, &error, &path, &request_id);
+                return Action::Pause;
+            }
+        }
         let operation = self.get_http_request_header(OPERATION);
         self.set_http_request_header(OPERATION, None);
         self.operation = Operation::from_name(operation.as_deref().unwrap_or_default());
@@ -77,7 +118,28 @@ impl HttpContext for PostStream {
         Action::Continue
     }
 
-    fn on_http_request_body(&mut self, _body_size: usize, end_of_stream: bool) -> Action {
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if let Some((mut resigner, path, request_id)) = self.resigner.take() {
+            // Each callback sees the bytes that arrived since the last; they are replaced by
+            // whatever chunks are now complete and re-signed, the rest held until they are.
+            let input = self.get_http_request_body(0, body_size).unwrap_or_default();
+            let mut output = Vec::with_capacity(input.len() + resigner.held());
+            let framed = resigner
+                .push(&input, &mut output)
+                .and_then(|()| match end_of_stream {
+                    true => resigner.finish(),
+                    false => Ok(()),
+                });
+            if let Err(error) = framed {
+                // Answering now resets the upstream request: the store never completes an
+                // object from a half-rewritten body.
+                let error = chunk_resign::framing_error(&error);
+                send_s3_error(self, &error, &path, &request_id);
+                return Action::Pause;
+            }
+            self.set_http_request_body(0, body_size, &output);
+            self.resigner = Some((resigner, path, request_id));
+        }
         if end_of_stream {
             self.sent_ms = now_ms(self);
         }

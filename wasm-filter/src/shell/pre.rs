@@ -7,6 +7,7 @@ use proxy_wasm::types::Action;
 use s3mesh_s3_request::headers::OPERATION;
 
 use super::metrics::Metrics;
+use super::send_s3_error;
 use crate::config::PreConfig;
 use crate::pre::{self, RequestHead};
 
@@ -67,16 +68,7 @@ impl HttpContext for PreStream {
             Err(error) => {
                 self.metrics.pre_rejected.add(1);
                 let request_id = get("x-request-id").unwrap_or_default();
-                let resource = path.split('?').next().unwrap_or_default();
-                let body = error.to_xml(resource, request_id);
-                self.send_http_response(
-                    u32::from(error.status),
-                    vec![
-                        ("content-type", "application/xml"),
-                        ("x-amz-request-id", request_id),
-                    ],
-                    Some(body.as_bytes()),
-                );
+                send_s3_error(self, &error, path, request_id);
                 Action::Pause
             }
         }
