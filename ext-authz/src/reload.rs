@@ -175,7 +175,16 @@ impl Reloader {
                 profiles.insert(name.clone(), credentials::load_dir(name, dir)?);
                 continue;
             }
-            let (Some(secret), Some((namespace, objects))) = (&spec.secret, &secrets) else {
+            let Some(secret) = &spec.secret else {
+                continue;
+            };
+            let Some((namespace, objects)) = &secrets else {
+                // Added by a reload: the Secret watch starts with the process.
+                refusals.push(ConfigError::Object {
+                    object: format!("profile {name:?}"),
+                    field: "secret".to_owned(),
+                    problem: "Secrets are watched only if a profile used one at start-up; restart ext-authz to load it".to_owned(),
+                });
                 continue;
             };
             let label = format!("Secret {namespace}/{secret}");

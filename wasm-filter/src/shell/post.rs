@@ -7,7 +7,7 @@ use std::rc::Rc;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 use s3mesh_s3_request::headers::{ENDPOINT_HINT, INTERNAL_RESPONSE, OPERATION};
-use s3mesh_s3_request::{chunk_signing, Operation};
+use s3mesh_s3_request::{chunk_signing, Operation, OperationClass};
 use s3mesh_sigv4::aws_chunked::Resigner;
 
 use super::metrics::Metrics;
@@ -78,23 +78,30 @@ impl Context for PostStream {}
 
 impl HttpContext for PostStream {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let mode = self.get_http_request_header("x-amz-content-sha256");
-        match chunk_resign::resigner(mode.as_deref(), |name| self.authz_metadata(name)) {
-            Ok(resigner) => {
-                self.resigner = resigner.map(|r| {
-                    let (path, request_id) = self.path_and_request_id();
-                    (r, path, request_id)
-                });
-            }
-            Err(error) => {
-                let (path, request_id) = self.path_and_request_id();
-                send_s3_error(self, &error, &path, &request_id);
-                return Action::Pause;
-            }
-        }
         let operation = self.get_http_request_header(OPERATION);
         self.set_http_request_header(OPERATION, None);
         self.operation = Operation::from_name(operation.as_deref().unwrap_or_default());
+        // Reads and listings carry no body: no chunk signatures to re-sign.
+        let bodiless = matches!(
+            self.operation.class(),
+            Some(OperationClass::Read | OperationClass::List)
+        );
+        if !bodiless {
+            let mode = self.get_http_request_header("x-amz-content-sha256");
+            match chunk_resign::resigner(mode.as_deref(), |name| self.authz_metadata(name)) {
+                Ok(resigner) => {
+                    self.resigner = resigner.map(|r| {
+                        let (path, request_id) = self.path_and_request_id();
+                        (r, path, request_id)
+                    });
+                }
+                Err(error) => {
+                    let (path, request_id) = self.path_and_request_id();
+                    send_s3_error(self, &error, &path, &request_id);
+                    return Action::Pause;
+                }
+            }
+        }
         let now = now_ms(self);
         let metrics = &self.metrics;
         let hint = self
