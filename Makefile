@@ -12,7 +12,7 @@ S3SFS    := .tools/bin/s3s-fs
 MINIO_GO := .tools/bin/minio-go-client
 RUST_SRC := $(shell find Cargo.toml Cargo.lock clippy.toml sigv4 s3-request wasm-filter ext-authz -type f \( -name '*.rs' -o -name '*.toml' -o -name Cargo.lock \) 2>/dev/null)
 
-.PHONY: help setup build run test test-rust test-wasm test-integration lint fmt clean crd .wasm-target bench-lb bench-expect bench-authz bench-chunked
+.PHONY: help setup build run test test-rust test-wasm test-integration lint fmt clean crd deploy-render .wasm-target bench-lb bench-expect bench-authz bench-chunked
 
 help:
 	@echo "make run    - start the local stack (S3 store on 3 endpoints, ext-authz, Envoy) on \$${S3MESH_LISTEN:-127.0.0.1:8480}"
@@ -20,6 +20,7 @@ help:
 	@echo "make build  - build the wasm filter and ext-authz"
 	@echo "make lint   - cargo fmt --check and clippy (host and wasm32-wasip1)"
 	@echo "make crd    - regenerate deploy/crds/ from the S3AccessPolicy Rust type"
+	@echo "make deploy-render - regenerate deploy/manifests/ from deploy/values.example.yaml"
 	@echo "make bench-lb - s3mesh's endpoint selection vs Envoy's balancers (about an hour; writes BENCHMARKS.md)"
 	@echo "make bench-expect - Expect: 100-continue uploads, Envoy answering 100 vs proxying it (2 min)"
 	@echo "make bench-authz - ext-authz checks/s on one core and latency at fixed rates (4 min)"
@@ -51,6 +52,11 @@ $(AUTHZ): $(RUST_SRC)
 # The policy CRD is generated from its Rust type; a unit test fails while the copy is stale.
 crd: $(AUTHZ)
 	$(AUTHZ) crd > deploy/crds/s3accesspolicy.yaml
+
+# The manifests are rendered from envoy/s3mesh.yaml and deploy/values.example.yaml; a test fails
+# while the committed copy is stale.
+deploy-render: setup
+	$(PY) deploy/render.py
 
 ## Run -------------------------------------------------------------------------------------------
 

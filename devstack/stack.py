@@ -59,16 +59,18 @@ def ext_authz_config(stack: dict) -> dict:
     }
 
 
-def render_envoy(listen: str, wasm: Path, s3_endpoints, authz: str, post_overrides=None) -> str:
+def render_envoy(listen: str, wasm: Path, s3_endpoints, authz: str, post_overrides=None,
+                 pre_config=None) -> str:
     """Fills envoy/s3mesh.yaml. `post_overrides` replaces fields of the "post" filter's
-    configuration (tests use it to pin the hint or to feed a bad configuration)."""
+    configuration (tests use it to pin the hint or to feed a bad configuration); `pre_config`
+    replaces the local stack's "pre" configuration (deploy/render.py passes the cluster's)."""
     host, port = listen.rsplit(":", 1)
     post = {"role": "post", "endpoints": list(s3_endpoints), **(post_overrides or {})}
     return Template(ENVOY_TEMPLATE.read_text()).substitute(
         listen_host=host.strip("[]"),
         listen_port=port,
         wasm_path=str(wasm),
-        pre_config=json.dumps(PRE_CONFIG),
+        pre_config=json.dumps(pre_config or PRE_CONFIG),
         post_config=json.dumps(post),
         s3_lb_endpoints=json.dumps([socket_address(e) for e in s3_endpoints]),
         authz_lb_endpoints=json.dumps([socket_address(authz)]),
