@@ -318,3 +318,19 @@ def test_container_builds_name_what_the_build_produces():
     authz = (ROOT / "deploy" / "images" / "ext-authz.Containerfile").read_text()
     assert "cargo build --release --locked -p s3mesh-ext-authz" in authz
     assert "target/release/s3mesh-ext-authz" in authz
+
+
+def test_the_guide_names_what_the_manifests_contain():
+    import re
+
+    guide = (ROOT / "deploy" / "README.md").read_text()
+    for file in set(re.findall(r"my-manifests/([\w.-]+\.yaml)", guide)) | set(re.findall(r"`manifests/([\w.-]+\.yaml)`", guide)):
+        assert file in render.MODES, f"the guide names {file}, which render.py does not write"
+    (label, value), = VALUES["sidecar"]["selector"].items()
+    assert f"{label}={value}" in guide and f'{label}: "{value}"' in guide
+    services = {f"{o['metadata']['name']}.{o['metadata']['namespace']}.svc.cluster.local"
+                for _, o in all_objects() if o["kind"] == "Service"}
+    for host in re.findall(r"http://([\w.-]+\.svc\.cluster\.local)", guide):
+        assert host in services, f"the guide sends clients to {host}, which no manifest defines"
+    secret = next(o for _, o in all_objects() if o["kind"] == "Secret")["metadata"]["name"]
+    assert f"create secret generic {secret}" in guide
