@@ -41,7 +41,7 @@ PLAIN_PORT = 8080
 PLAIN_WASM = Path("/etc/s3mesh/wasm/plugin.wasm")
 #: Connection-manager settings s3mesh needs wherever it runs.
 HCM_KEYS = ["normalize_path", "merge_slashes", "path_with_escaped_slashes_action", "proxy_100_continue",
-            "stream_idle_timeout", "request_headers_timeout"]
+            "stream_idle_timeout", "request_headers_timeout", "local_reply_config"]
 #: Route settings s3mesh needs: store-sized timeouts and retries of requests the store did not act on.
 ROUTE_KEYS = ["timeout", "idle_timeout", "retry_policy"]
 LABELS = {"app.kubernetes.io/part-of": "s3mesh"}

@@ -211,7 +211,9 @@ class Stack:
             wait_for("s3s-fs", accepting, 30, self.log(name))
             self.endpoints.append(f"127.0.0.1:{port}")
 
-    def start_ext_authz(self):
+    def start_ext_authz(self, listen: str = "127.0.0.1:0"):
+        """Starts ext-authz on `listen` (a free port by default; its old address on a restart,
+        so that Envoy's cluster still points at it)."""
         config = self.workdir / "ext-authz.yaml"
         config.write_text(yaml.safe_dump(ext_authz_config(self.stack), sort_keys=False))
         if not EXT_AUTHZ.exists():
@@ -219,7 +221,7 @@ class Stack:
         env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"))
         log = self.log("ext-authz")
         offset = log.stat().st_size if log.exists() else 0
-        self.processes.spawn("ext-authz", [str(EXT_AUTHZ), "--config", str(config), "--listen", "127.0.0.1:0",
+        self.processes.spawn("ext-authz", [str(EXT_AUTHZ), "--config", str(config), "--listen", listen,
                                              "--health-listen", "127.0.0.1:0"], env=env)
 
         def listening():
