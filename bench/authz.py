@@ -14,13 +14,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.report import RESULTS, write_section  # noqa: E402
+from bench.procfs import cpu_seconds  # noqa: E402
 from devstack.credentials import write_secret  # noqa: E402
 from devstack.processes import Supervisor  # noqa: E402
 from devstack.stack import free_port, wait_for  # noqa: E402
@@ -41,13 +41,6 @@ profiles:
 rules:
   - {match: {identities: [team-a]}, buckets: [team-a], operations: [read, write, list], profile: team-a}
 """
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of `pid` so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = int(fields[11]) + int(fields[12])
-    return ticks / 100.0
 
 
 def run_load(workdir: Path, target: str, authz_pid: int, **mode) -> dict:

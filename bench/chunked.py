@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.report import RESULTS, write_section  # noqa: E402
+from bench.procfs import cpu_seconds, rss_mb  # noqa: E402
 from devstack.processes import Supervisor  # noqa: E402
 from devstack.stack import WASM, Stack, render_envoy, start_envoy, wait_for  # noqa: E402
 
@@ -37,18 +38,6 @@ BIG = 4 * 1024 * 1024 * 1024
 CHUNK = 64 * 1024
 BLOCK = bytes(range(256)) * (CHUNK // 256)
 GOAL = 0.8
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / 100.0
 
 
 def upload(listener: str, mode: str, size: int) -> float:

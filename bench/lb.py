@@ -20,7 +20,6 @@ balancing" section of BENCHMARKS.md.
 
 import argparse
 import json
-import os
 import signal
 import statistics
 import subprocess
@@ -34,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.report import RESULTS, write_section  # noqa: E402
+from bench.procfs import cpu_seconds, rss_mb  # noqa: E402
 from devstack.processes import Supervisor  # noqa: E402
 from devstack.stack import WASM, render_envoy, start_envoy, wait_for  # noqa: E402
 
@@ -83,18 +83,6 @@ def envoy_config(config: str, endpoints: list[str], retry: bool) -> dict:
     if not retry:
         del hcm["route_config"]["virtual_hosts"][0]["routes"][0]["route"]["retry_policy"]
     return cfg
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def scaled(obj, k: float):

@@ -10,7 +10,6 @@ import socket
 import threading
 import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import yaml
@@ -89,6 +88,7 @@ def test_an_endpoint_killed_under_load_costs_few_requests_and_traffic_moves(fres
     after = load.since(killed)
     statuses = Counter(s for s, _ in after)
     failed = sum(n for s, n in statuses.items() if s != 200)
+    print(f"endpoint killed: {len(after)} requests after the kill, outcomes {dict(statuses)}")
     # GETs are retried on connect failure (once, to the hint's next endpoint): almost none fail.
     assert failed <= max(2, len(after) // 100), statuses
     late = load.since(killed + 1.0)

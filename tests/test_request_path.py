@@ -7,7 +7,7 @@ import subprocess
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import LOCAL_DEV, STRANGER, TEAM_A, TEAM_B, raw_request, s3_client
+from conftest import STRANGER, TEAM_A, TEAM_B, raw_request, s3_client
 from devstack.stack import VENV_BIN
 
 KEYS = [

@@ -246,7 +246,13 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        let mut config: Config = serde_yaml::from_str(&text).map_err(|e| ConfigError::Parse {
+        Self::from_yaml(&text, path)
+    }
+
+    /// Parses and validates `text` as the file at `path` (which names it in errors and anchors
+    /// relative credential directories).
+    pub fn from_yaml(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let mut config: Config = serde_yaml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
             message: e.to_string(),
         })?;
