@@ -128,13 +128,17 @@ class Stack:
     """The whole local stack. Use as a context manager, or call start() and stop()."""
 
     def __init__(self, workdir: Path, listen: str = "127.0.0.1:0", stack_file: Path = DEFAULT_STACK,
-                 post_overrides=None, extra_endpoints=(), concurrency: int = 2, backend: str = "moto"):
+                 post_overrides=None, extra_endpoints=(), concurrency: int = 2, backend: str = "moto",
+                 envoy_patch=None):
         self.workdir = Path(workdir)
         self.listen = listen
         self.stack = yaml.safe_load(Path(stack_file).read_text())
         self.stack_file = Path(stack_file)
         #: dict, or a function of the store's endpoints returning one.
         self.post_overrides = post_overrides
+        #: A function that edits the parsed Envoy configuration before it is written (tests:
+        #: shorter timeouts).
+        self.envoy_patch = envoy_patch
         #: Further cluster endpoints (tests: addresses where nothing listens).
         self.extra_endpoints = list(extra_endpoints)
         self.concurrency = concurrency
@@ -238,8 +242,13 @@ class Stack:
         overrides = self.post_overrides
         if callable(overrides):
             overrides = overrides(self.endpoints)
-        config.write_text(render_envoy(self.listen, WASM, self.endpoints + self.extra_endpoints,
-                                       self.authz_address, overrides))
+        rendered = render_envoy(self.listen, WASM, self.endpoints + self.extra_endpoints, self.authz_address,
+                                overrides)
+        if self.envoy_patch:
+            parsed = yaml.safe_load(rendered)
+            self.envoy_patch(parsed)
+            rendered = yaml.safe_dump(parsed)
+        config.write_text(rendered)
         self.admin_url, address = start_envoy(self.processes, config, self.workdir, self.concurrency)
         self.url = f"http://{address}"
 

@@ -133,6 +133,34 @@ def test_a_client_that_stops_reading_a_large_get_does_not_affect_others(fresh_st
         stalled.close()
 
 
+def test_a_stalled_readers_upstream_connection_is_released_by_the_idle_timeout(tmp_path):
+    # The product waits 60 s (the route's idle_timeout); the same configuration with 2 s here.
+    def short_idle_timeout(config):
+        hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        hcm["route_config"]["virtual_hosts"][0]["routes"][0]["route"]["idle_timeout"] = "2s"
+
+    with Stack(tmp_path / "stack", envoy_patch=short_idle_timeout) as stack:
+        s3_client(stack.url).put_object(Bucket="demo", Key="big", Body=os.urandom(32 * 1024 * 1024))
+        stats = stack.stats
+        host, port = stack.url.removeprefix("http://").split(":")
+        stalled = socket.create_connection((host, int(port)), source_address=(LOCAL_DEV, 0))
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.sendall(f"GET /demo/big HTTP/1.1\r\nhost: {host}:{port}\r\n\r\n".encode())
+        stalled.recv(1024)
+        try:
+            started = time.monotonic()
+            while stats().get("http.s3mesh.downstream_rq_idle_timeout", 0) == 0:
+                assert time.monotonic() - started < 15, "the stalled stream was never timed out"
+                time.sleep(0.2)
+            released_after = time.monotonic() - started
+            assert released_after < 6, released_after
+            time.sleep(0.5)
+            assert stats().get("cluster.s3.upstream_rq_active", 0) == 0, "the upstream request is still open"
+            print(f"stalled reader released after {released_after:.1f} s")
+        finally:
+            stalled.close()
+
+
 def test_an_interrupted_multipart_upload_resumes_and_holds_exactly_what_was_sent(fresh_stack):
     stack = fresh_stack
     s3 = s3_client(stack.url)
