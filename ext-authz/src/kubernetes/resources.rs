@@ -161,10 +161,4 @@ impl ClusterResources {
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.generation.subscribe()
     }
-
-    /// Whether every watch has delivered its first full list.
-    pub fn synced(&self) -> bool {
-        self.policies.as_ref().is_none_or(|c| c.state().synced())
-            && self.secrets.as_ref().is_none_or(|c| c.state().synced())
-    }
 }

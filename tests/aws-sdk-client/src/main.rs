@@ -236,7 +236,7 @@ impl Run {
         Ok(whole)
     }
 
-    async fn presign_config(&self) -> Result<PresigningConfig, String> {
+    fn presign_config(&self) -> Result<PresigningConfig, String> {
         PresigningConfig::expires_in(Duration::from_secs(300)).map_err(|e| fail("presign", e))
     }
 
@@ -246,7 +246,7 @@ impl Run {
             .put_object()
             .bucket(&self.bucket)
             .key(key)
-            .presigned(self.presign_config().await?)
+            .presigned(self.presign_config()?)
             .await
             .map_err(|e| fail("presign PUT", e))?;
         let (status, _) = send_raw(&put, body).await?;
@@ -258,7 +258,7 @@ impl Run {
             .get_object()
             .bucket(&self.bucket)
             .key(key)
-            .presigned(self.presign_config().await?)
+            .presigned(self.presign_config()?)
             .await
             .map_err(|e| fail("presign GET", e))?;
         let (status, got) = send_raw(&get, b"").await?;
