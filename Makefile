@@ -12,7 +12,7 @@ S3SFS    := .tools/bin/s3s-fs
 MINIO_GO := .tools/bin/minio-go-client
 RUST_SRC := $(shell find Cargo.toml Cargo.lock clippy.toml sigv4 s3-request wasm-filter ext-authz -type f \( -name '*.rs' -o -name '*.toml' -o -name Cargo.lock \) 2>/dev/null)
 
-.PHONY: help setup build run test test-rust test-wasm test-integration lint fmt clean crd deploy-render .wasm-target bench-lb bench-expect bench-authz bench-chunked soak fuzz
+.PHONY: help setup build run test test-rust test-wasm test-integration lint fmt clean crd deploy-render .wasm-target bench-lb bench-expect bench-authz bench-chunked soak fuzz bench-overhead
 
 help:
 	@echo "make run    - start the local stack (S3 store on 3 endpoints, ext-authz, Envoy) on \$${S3MESH_LISTEN:-127.0.0.1:8480}"
@@ -24,6 +24,7 @@ help:
 	@echo "make bench-lb - s3mesh's endpoint selection vs Envoy's balancers (about an hour; writes BENCHMARKS.md)"
 	@echo "make bench-expect - Expect: 100-continue uploads, Envoy answering 100 vs proxying it (2 min)"
 	@echo "make bench-authz - ext-authz checks/s on one core and latency at fixed rates (4 min)"
+	@echo "make bench-overhead - s3mesh vs plain Envoy vs aws_request_signing, and each part alone (10 min)"
 	@echo "make fuzz   - every cargo-fuzz target for FUZZ_SECONDS (default 60) each; nightly toolchain"
 	@echo "make soak   - the full stack for 10 min at a fixed rate and mix: errors, memory, descriptors"
 	@echo "make bench-chunked - chunk-signed uploads re-signed vs UNSIGNED-PAYLOAD, and memory over a 4 GiB upload"
@@ -121,6 +122,10 @@ soak: setup build $(VENV)/.installed-bench
 bench-chunked: setup build
 	cargo build --release -p s3mesh-bench
 	$(PY) bench/chunked.py
+
+bench-overhead: setup build $(VENV)/.installed-bench
+	cargo build --release -p s3mesh-ext-authz -p s3mesh-bench
+	$(PY) bench/overhead.py
 
 bench-authz: setup $(VENV)/.installed-bench
 	cargo build --release -p s3mesh-ext-authz -p s3mesh-bench

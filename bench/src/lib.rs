@@ -12,6 +12,7 @@
 //! `Authorization/Check`, open loop at fixed rates or closed loop to saturation.
 
 pub mod http1;
+pub mod pacer;
 pub mod scenario;
 
 /// The `q` quantile of `sorted` (nearest rank); 0 when empty.

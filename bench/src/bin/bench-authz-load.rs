@@ -184,24 +184,7 @@ async fn run(args: Args) -> Result<(), String> {
     let to = from + Duration::from_secs_f64(args.duration_s);
     match (args.rate, args.saturate) {
         (Some(rate), _) => {
-            // The pacer is an OS thread that sleeps to each due time (hrtimer precision, tens
-            // of µs; tokio's timer wheel has 1 ms granularity) and hands the check over.
-            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-            std::thread::spawn(move || {
-                for n in 0u64.. {
-                    let due = start + Duration::from_secs_f64(n as f64 / rate);
-                    if due >= to {
-                        return;
-                    }
-                    let now = Instant::now();
-                    if due > now {
-                        std::thread::sleep(due - now);
-                    }
-                    if tx.send((n, due)).is_err() {
-                        return;
-                    }
-                }
-            });
+            let mut rx = s3mesh_bench::pacer::spawn(start, rate, to);
             let mut tasks = Vec::new();
             while let Some((n, due)) = rx.recv().await {
                 let mut client = clients[n as usize % clients.len()].clone();

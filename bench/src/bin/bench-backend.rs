@@ -71,7 +71,11 @@ async fn serve(
                     return Ok(());
                 };
                 let service = elapsed_ms().map_or(spec.service_ms, |t| spec.service_ms_at(t));
-                tokio::time::sleep(Duration::from_secs_f64(service / 1000.0)).await;
+                // A zero service time answers at once (a zero sleep would wait for the timer's
+                // next 1 ms tick).
+                if service > 0.0 {
+                    tokio::time::sleep(Duration::from_secs_f64(service / 1000.0)).await;
+                }
                 let hold = elapsed_ms().map_or(0.0, |t| spec.stall_remaining_ms(t));
                 if hold > 0.0 {
                     tokio::time::sleep(Duration::from_secs_f64(hold / 1000.0)).await;

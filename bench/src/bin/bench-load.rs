@@ -1,10 +1,11 @@
 //! `bench-load --target HOST:PORT --path /b/k --rate R --duration-s D --warmup-s W --out FILE
-//! [--control HOST:PORT] [--timeout-ms T]`: open-loop GET load at a fixed rate.
+//! [--control HOST:PORT] [--timeout-ms T] [--closed N]`: open-loop GET load at a fixed rate, or
+//! with `--closed N` a closed loop over N connections for the maximum rate.
 //!
-//! Request `i` is due at `start + i/rate` and is sent then, on an idle keep-alive connection or
-//! a new one, whatever happened to earlier requests; its latency runs from that intended time
-//! to the last byte of the response (so queueing anywhere is counted, coordinated omission is
-//! not possible). Writes percentiles over the measured window (after the warm-up) and
+//! Request `i` is due at `start + i/rate` and is sent then (paced by [`s3mesh_bench::pacer`]),
+//! on an idle keep-alive connection or a new one, whatever happened to earlier requests; its
+//! latency runs from that intended time to the last byte of the response (so queueing anywhere
+//! is counted, coordinated omission is not possible). Writes percentiles over the measured window (after the warm-up) and
 //! per-second counts by serving endpoint (`x-bench-endpoint`) as JSON.
 
 use std::collections::BTreeMap;
@@ -26,6 +27,9 @@ struct Args {
     out: String,
     control: Option<String>,
     timeout_ms: u64,
+    /// Closed loop instead: this many connections, each sending its next request when the last
+    /// is answered (for the maximum rate; its latencies are not open-loop figures).
+    closed: Option<usize>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -38,6 +42,7 @@ fn parse_args() -> Result<Args, String> {
         out: "load.json".into(),
         control: None,
         timeout_ms: 10_000,
+        closed: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -52,6 +57,7 @@ fn parse_args() -> Result<Args, String> {
             "--out" => a.out = v,
             "--control" => a.control = Some(v),
             "--timeout-ms" => a.timeout_ms = num(&v)? as u64,
+            "--closed" => a.closed = Some(num(&v)? as usize),
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
@@ -209,25 +215,22 @@ async fn start_clock(control: &str) -> std::io::Result<()> {
     exchange(&mut conn, request).await.map(|_| ())
 }
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = parse_args()?;
-    let request: Arc<[u8]> = format!("GET {} HTTP/1.1\r\nhost: bench.local\r\n\r\n", args.path)
-        .into_bytes()
-        .into();
-    let target: Arc<str> = args.target.clone().into();
+type Shared<T> = Arc<Mutex<Vec<T>>>;
+
+/// Open loop: each request at its due time, whatever happened to earlier ones.
+async fn open_loop(
+    args: &Args,
+    start: Instant,
+    end: Instant,
+    pool: Shared<Conn>,
+    target: Arc<str>,
+    request: Arc<[u8]>,
+    records: Shared<Record>,
+) {
     let timeout = Duration::from_millis(args.timeout_ms);
-    let pool = Arc::new(Mutex::new(Vec::new()));
-    let records = Arc::new(Mutex::new(Vec::new()));
-    if let Some(control) = &args.control {
-        start_clock(control).await?;
-    }
-    let start = Instant::now();
-    let total = (args.rate * args.duration_s) as u64;
+    let mut due_times = s3mesh_bench::pacer::spawn(start, args.rate, end);
     let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..total {
-        let intended = start + Duration::from_secs_f64(i as f64 / args.rate);
-        tokio::time::sleep_until(intended.into()).await;
+    while let Some((_, intended)) = due_times.recv().await {
         let (pool, target, request, records) = (
             Arc::clone(&pool),
             Arc::clone(&target),
@@ -249,12 +252,100 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         while tasks.try_join_next().is_some() {}
     }
     while tasks.join_next().await.is_some() {}
+}
+
+/// Closed loop: `connections` senders, each sending its next request when the last is answered.
+async fn closed_loop(
+    args: &Args,
+    connections: usize,
+    start: Instant,
+    end: Instant,
+    target: Arc<str>,
+    request: Arc<[u8]>,
+    records: Shared<Record>,
+) {
+    let timeout = Duration::from_millis(args.timeout_ms);
+    let mut loops = tokio::task::JoinSet::new();
+    for _ in 0..connections {
+        // A pool of its own, so each sender keeps one connection.
+        let pool: Shared<Conn> = Arc::new(Mutex::new(Vec::new()));
+        let (target, request, records) = (
+            Arc::clone(&target),
+            Arc::clone(&request),
+            Arc::clone(&records),
+        );
+        loops.spawn(async move {
+            while Instant::now() < end {
+                let sent = Instant::now();
+                let (status, endpoint) = one(
+                    Arc::clone(&pool),
+                    Arc::clone(&target),
+                    Arc::clone(&request),
+                    timeout,
+                )
+                .await;
+                let record = Record {
+                    intended_s: (sent - start).as_secs_f64(),
+                    latency_ms: sent.elapsed().as_secs_f64() * 1000.0,
+                    status,
+                    endpoint,
+                };
+                if let Ok(mut r) = records.lock() {
+                    r.push(record);
+                }
+            }
+        });
+    }
+    while loops.join_next().await.is_some() {}
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = parse_args()?;
+    let request: Arc<[u8]> = format!("GET {} HTTP/1.1\r\nhost: bench.local\r\n\r\n", args.path)
+        .into_bytes()
+        .into();
+    let target: Arc<str> = args.target.clone().into();
+    let records = Arc::new(Mutex::new(Vec::new()));
+    if let Some(control) = &args.control {
+        start_clock(control).await?;
+    }
+    let start = Instant::now();
+    let end = start + Duration::from_secs_f64(args.duration_s);
+    match args.closed {
+        Some(connections) => {
+            closed_loop(
+                &args,
+                connections,
+                start,
+                end,
+                target,
+                request,
+                Arc::clone(&records),
+            )
+            .await
+        }
+        None => {
+            let pool = Arc::new(Mutex::new(Vec::new()));
+            open_loop(
+                &args,
+                start,
+                end,
+                pool,
+                target,
+                request,
+                Arc::clone(&records),
+            )
+            .await;
+        }
+    }
     let records = records.lock().map(|r| r.clone()).unwrap_or_default();
     let report = report(&args, &records);
     std::fs::write(&args.out, serde_json::to_vec_pretty(&report)?)?;
     println!(
-        "sent {} p50 {:.2} ms p99 {:.2} ms p99.9 {:.2} ms errors {:.4}%",
+        "sent {} ok/s {:.0} p50 {:.2} ms p99 {:.2} ms p99.9 {:.2} ms errors {:.4}%",
         report.sent,
+        report.ok_per_s,
         report.p50_ms,
         report.p99_ms,
         report.p999_ms,
