@@ -26,12 +26,12 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.backend import start_backend  # noqa: E402
 from bench.report import RESULTS, write_section  # noqa: E402
 from bench.procfs import cpu_seconds, rss_mb  # noqa: E402
 from devstack.processes import Supervisor  # noqa: E402
-from devstack.stack import WASM, Stack, render_envoy, start_envoy, wait_for  # noqa: E402
+from devstack.stack import WASM, Stack, render_envoy, start_envoy  # noqa: E402
 
-BIN = ROOT / "target" / "release"
 SIZE = 256 * 1024 * 1024
 REPETITIONS = 5
 BIG = 4 * 1024 * 1024 * 1024
@@ -94,13 +94,8 @@ def main():
         workdir = Path(tmp)
         procs = Supervisor(workdir / "logs")
         try:
-            (workdir / "spec.json").write_text(json.dumps([{"service_ms": 0, "slots": 64}]))
-            ready = workdir / "backend.out"
-            with open(ready, "wb") as out:
-                procs.spawn("backend", [BIN / "bench-backend", "--spec", workdir / "spec.json"], stdout=out)
-            line = wait_for("bench-backend", lambda: procs.alive("backend") and ready.read_text().strip(), 10,
-                            procs.log("backend"))
-            config = yaml.safe_load(render_envoy("127.0.0.1:0", WASM, line.split()[1:], stack.authz_address))
+            endpoints = start_backend(procs, workdir, [{"service_ms": 0, "slots": 64}])
+            config = yaml.safe_load(render_envoy("127.0.0.1:0", WASM, endpoints, stack.authz_address))
             config_path = workdir / "envoy.json"
             config_path.write_text(json.dumps(config))
             _, listener = start_envoy(procs, config_path, workdir, concurrency=1)

@@ -32,10 +32,11 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.backend import start_backend  # noqa: E402
 from bench.report import RESULTS, write_section  # noqa: E402
 from bench.procfs import cpu_seconds, rss_mb  # noqa: E402
 from devstack.processes import Supervisor  # noqa: E402
-from devstack.stack import WASM, render_envoy, start_envoy, wait_for  # noqa: E402
+from devstack.stack import WASM, render_envoy, start_envoy  # noqa: E402
 
 BIN = ROOT / "target" / "release"
 CONFIGS = ["round_robin", "least_request", "s3mesh", "noop_least_request"]
@@ -104,13 +105,7 @@ def trial(workdir: Path, scenario: str, config: str, time_scale: float) -> dict:
     try:
         spec = [{"service_ms": SERVICE_MS, "slots": SLOTS} for _ in range(ENDPOINTS)]
         spec[0].update(scaled(degraded, time_scale))
-        (workdir / "spec.json").write_text(json.dumps(spec))
-        ready = workdir / "backend.out"
-        with open(ready, "wb") as out:
-            procs.spawn("backend", [BIN / "bench-backend", "--spec", workdir / "spec.json"], stdout=out)
-        line = wait_for("bench-backend", lambda: procs.alive("backend") and ready.read_text().strip(), 10,
-                        procs.log("backend"))
-        endpoints = line.split()[1:]
+        endpoints = start_backend(procs, workdir, spec)
         config_path = workdir / "envoy.json"
         config_path.write_text(json.dumps(envoy_config(config, endpoints, retry)))
         _, listener = start_envoy(procs, config_path, workdir, concurrency=1)

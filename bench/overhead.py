@@ -35,10 +35,11 @@ sys.path.insert(0, str(ROOT))
 # The stack's ext-authz is the release build here (devstack reads this when imported).
 os.environ.setdefault("S3MESH_EXT_AUTHZ_BIN", str(ROOT / "target" / "release" / "s3mesh-ext-authz"))
 
+from bench.backend import start_backend  # noqa: E402
 from bench.procfs import cpu_seconds, rss_mb  # noqa: E402
 from bench.report import RESULTS, write_section  # noqa: E402
 from devstack.processes import Supervisor  # noqa: E402
-from devstack.stack import WASM, Stack, render_envoy, start_envoy, wait_for  # noqa: E402
+from devstack.stack import WASM, Stack, render_envoy, start_envoy  # noqa: E402
 
 BIN = ROOT / "target" / "release"
 REPETITIONS = 5
@@ -124,14 +125,8 @@ def main():
         workdir = Path(tmp)
         procs = Supervisor(workdir / "logs")
         try:
-            (workdir / "spec.json").write_text(json.dumps([{"service_ms": 0, "slots": 1024}]))
-            ready = workdir / "backend.out"
-            with open(ready, "wb") as out:
-                procs.spawn("backend", ["taskset", "-c", "0", BIN / "bench-backend", "--spec", workdir / "spec.json"],
-                            stdout=out)
-            line = wait_for("bench-backend", lambda: procs.alive("backend") and ready.read_text().strip(), 10,
-                            procs.log("backend"))
-            backend = line.split()[1]
+            (backend,) = start_backend(procs, workdir, [{"service_ms": 0, "slots": 1024}],
+                                       prefix=["taskset", "-c", "0"])
             authz_pid = stack.processes.procs["ext-authz"].pid
             subprocess.run(["taskset", "-a", "-p", "-c", "0", str(authz_pid)], check=True, capture_output=True)
             calibration = trial(workdir, "plain", backend, stack.authz_address, authz_pid, None)
