@@ -217,82 +217,62 @@ async fn start_clock(control: &str) -> std::io::Result<()> {
 
 type Shared<T> = Arc<Mutex<Vec<T>>>;
 
-/// Open loop: each request at its due time, whatever happened to earlier ones.
-async fn open_loop(
-    args: &Args,
-    start: Instant,
-    end: Instant,
-    pool: Shared<Conn>,
+/// What every request shares: where it goes, what it says, and where its record goes.
+#[derive(Clone)]
+struct Sender {
     target: Arc<str>,
     request: Arc<[u8]>,
+    timeout: Duration,
+    start: Instant,
     records: Shared<Record>,
-) {
-    let timeout = Duration::from_millis(args.timeout_ms);
-    let mut due_times = s3mesh_bench::pacer::spawn(start, args.rate, end);
+}
+
+impl Sender {
+    /// Sends one request over `pool` and records it, its latency counted from `from` (its due
+    /// time in the open loop, its send time in the closed loop).
+    async fn send(&self, pool: Shared<Conn>, from: Instant) {
+        let (status, endpoint) = one(
+            pool,
+            Arc::clone(&self.target),
+            Arc::clone(&self.request),
+            self.timeout,
+        )
+        .await;
+        let record = Record {
+            intended_s: (from - self.start).as_secs_f64(),
+            latency_ms: from.elapsed().as_secs_f64() * 1000.0,
+            status,
+            endpoint,
+        };
+        if let Ok(mut r) = self.records.lock() {
+            r.push(record);
+        }
+    }
+}
+
+/// Open loop: each request at its due time, whatever happened to earlier ones.
+async fn open_loop(sender: &Sender, rate: f64, end: Instant) {
+    let pool: Shared<Conn> = Arc::new(Mutex::new(Vec::new()));
+    let mut due_times = s3mesh_bench::pacer::spawn(sender.start, rate, end);
     let mut tasks = tokio::task::JoinSet::new();
-    while let Some((_, intended)) = due_times.recv().await {
-        let (pool, target, request, records) = (
-            Arc::clone(&pool),
-            Arc::clone(&target),
-            Arc::clone(&request),
-            Arc::clone(&records),
-        );
-        tasks.spawn(async move {
-            let (status, endpoint) = one(pool, target, request, timeout).await;
-            let record = Record {
-                intended_s: (intended - start).as_secs_f64(),
-                latency_ms: intended.elapsed().as_secs_f64() * 1000.0,
-                status,
-                endpoint,
-            };
-            if let Ok(mut r) = records.lock() {
-                r.push(record);
-            }
-        });
+    while let Some((_, due)) = due_times.recv().await {
+        let (sender, pool) = (sender.clone(), Arc::clone(&pool));
+        tasks.spawn(async move { sender.send(pool, due).await });
         while tasks.try_join_next().is_some() {}
     }
     while tasks.join_next().await.is_some() {}
 }
 
 /// Closed loop: `connections` senders, each sending its next request when the last is answered.
-async fn closed_loop(
-    args: &Args,
-    connections: usize,
-    start: Instant,
-    end: Instant,
-    target: Arc<str>,
-    request: Arc<[u8]>,
-    records: Shared<Record>,
-) {
-    let timeout = Duration::from_millis(args.timeout_ms);
+async fn closed_loop(sender: &Sender, connections: usize, end: Instant) {
     let mut loops = tokio::task::JoinSet::new();
     for _ in 0..connections {
         // A pool of its own, so each sender keeps one connection.
         let pool: Shared<Conn> = Arc::new(Mutex::new(Vec::new()));
-        let (target, request, records) = (
-            Arc::clone(&target),
-            Arc::clone(&request),
-            Arc::clone(&records),
-        );
+        let sender = sender.clone();
         loops.spawn(async move {
             while Instant::now() < end {
-                let sent = Instant::now();
-                let (status, endpoint) = one(
-                    Arc::clone(&pool),
-                    Arc::clone(&target),
-                    Arc::clone(&request),
-                    timeout,
-                )
-                .await;
-                let record = Record {
-                    intended_s: (sent - start).as_secs_f64(),
-                    latency_ms: sent.elapsed().as_secs_f64() * 1000.0,
-                    status,
-                    endpoint,
-                };
-                if let Ok(mut r) = records.lock() {
-                    r.push(record);
-                }
+                sender.send(Arc::clone(&pool), Instant::now()).await;
             }
         });
     }
@@ -305,39 +285,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let request: Arc<[u8]> = format!("GET {} HTTP/1.1\r\nhost: bench.local\r\n\r\n", args.path)
         .into_bytes()
         .into();
-    let target: Arc<str> = args.target.clone().into();
     let records = Arc::new(Mutex::new(Vec::new()));
     if let Some(control) = &args.control {
         start_clock(control).await?;
     }
     let start = Instant::now();
     let end = start + Duration::from_secs_f64(args.duration_s);
+    let sender = Sender {
+        target: args.target.clone().into(),
+        request,
+        timeout: Duration::from_millis(args.timeout_ms),
+        start,
+        records: Arc::clone(&records),
+    };
     match args.closed {
-        Some(connections) => {
-            closed_loop(
-                &args,
-                connections,
-                start,
-                end,
-                target,
-                request,
-                Arc::clone(&records),
-            )
-            .await
-        }
-        None => {
-            let pool = Arc::new(Mutex::new(Vec::new()));
-            open_loop(
-                &args,
-                start,
-                end,
-                pool,
-                target,
-                request,
-                Arc::clone(&records),
-            )
-            .await;
-        }
+        Some(connections) => closed_loop(&sender, connections, end).await,
+        None => open_loop(&sender, args.rate, end).await,
     }
     let records = records.lock().map(|r| r.clone()).unwrap_or_default();
     let report = report(&args, &records);
