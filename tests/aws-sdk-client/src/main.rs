@@ -101,6 +101,11 @@ fn fail(what: &str, error: impl std::fmt::Display) -> String {
     format!("{what}: {error}")
 }
 
+/// An SDK error with its whole chain of causes (the service's code and message included).
+fn sdk_fail(what: &str, error: impl std::error::Error) -> String {
+    fail(what, aws_sdk_s3::error::DisplayErrorContext(error))
+}
+
 /// Compares, naming the check.
 fn same(what: &str, got: &[u8], want: &[u8]) -> Result<(), String> {
     if got == want {
@@ -131,12 +136,7 @@ impl Run {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| {
-                fail(
-                    &format!("PutObject {key:?}"),
-                    aws_sdk_s3::error::DisplayErrorContext(e),
-                )
-            })
+            .map_err(|e| sdk_fail(&format!("PutObject {key:?}"), e))
     }
 
     async fn get(&self, key: &str, range: Option<&str>) -> Result<Vec<u8>, String> {
@@ -148,12 +148,7 @@ impl Run {
             .set_range(range.map(str::to_owned))
             .send()
             .await
-            .map_err(|e| {
-                fail(
-                    &format!("GetObject {key:?}"),
-                    aws_sdk_s3::error::DisplayErrorContext(e),
-                )
-            })?;
+            .map_err(|e| sdk_fail(&format!("GetObject {key:?}"), e))?;
         let bytes = output
             .body
             .collect()
@@ -178,12 +173,7 @@ impl Run {
             .checksum_algorithm(ChecksumAlgorithm::Crc32)
             .send()
             .await
-            .map_err(|e| {
-                fail(
-                    "CreateMultipartUpload",
-                    aws_sdk_s3::error::DisplayErrorContext(e),
-                )
-            })?;
+            .map_err(|e| sdk_fail("CreateMultipartUpload", e))?;
         let id = upload.upload_id().unwrap_or_default().to_owned();
         let parts = [pattern(5 * 1024 * 1024, 1), pattern(1024 * 1024 + 7, 2)];
         let mut completed = Vec::new();
@@ -199,12 +189,7 @@ impl Run {
                 .body(ByteStream::from(body.clone()))
                 .send()
                 .await
-                .map_err(|e| {
-                    fail(
-                        &format!("UploadPart {number}"),
-                        aws_sdk_s3::error::DisplayErrorContext(e),
-                    )
-                })?;
+                .map_err(|e| sdk_fail(&format!("UploadPart {number}"), e))?;
             completed.push(
                 CompletedPart::builder()
                     .part_number(number)
@@ -224,12 +209,7 @@ impl Run {
             )
             .send()
             .await
-            .map_err(|e| {
-                fail(
-                    "CompleteMultipartUpload",
-                    aws_sdk_s3::error::DisplayErrorContext(e),
-                )
-            })?;
+            .map_err(|e| sdk_fail("CompleteMultipartUpload", e))?;
         let whole = parts.concat();
         same("multipart", &self.get(key, None).await?, &whole)?;
         self.passed.push("multipart".to_owned());
@@ -393,7 +373,7 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
         .copy_source(format!("{}/{p}small", run.bucket))
         .send()
         .await
-        .map_err(|e| fail("CopyObject", aws_sdk_s3::error::DisplayErrorContext(e)))?;
+        .map_err(|e| sdk_fail("CopyObject", e))?;
     same(
         "copy",
         &run.get(&format!("{p}copy"), None).await?,
@@ -409,7 +389,7 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
         .prefix(&p)
         .send()
         .await
-        .map_err(|e| fail("ListObjectsV2", aws_sdk_s3::error::DisplayErrorContext(e)))?;
+        .map_err(|e| sdk_fail("ListObjectsV2", e))?;
     let keys: Vec<String> = listed
         .contents()
         .iter()
@@ -428,12 +408,7 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
             .key(key)
             .send()
             .await
-            .map_err(|e| {
-                fail(
-                    &format!("DeleteObject {key:?}"),
-                    aws_sdk_s3::error::DisplayErrorContext(e),
-                )
-            })?;
+            .map_err(|e| sdk_fail(&format!("DeleteObject {key:?}"), e))?;
     }
     run.passed.push("delete".to_owned());
     let modes = modes.0.lock().map(|m| m.clone()).unwrap_or_default();
