@@ -1,18 +1,21 @@
-//! One authorization decision, from Envoy's view of a request to header changes or an S3 error.
+//! One authorization decision, from Envoy's view of a request to header changes or an S3 error,
+//! and one grant, from Envoy's view of a caller to that caller's policy and day keys.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use s3mesh_s3_request::{RequestTarget, S3Error, S3Request};
+use s3mesh_access::decision::{canonical_target, decide, Request};
+use s3mesh_access::grant::{Grant, GrantRequest, GrantResponse, Refusal};
+use s3mesh_access::signing::{ChunkSigning, HeaderChanges, ProfileKey};
+use s3mesh_s3_request::S3Error;
 use s3mesh_sigv4::{AmzDate, Credentials};
 
-use crate::config::{Config, RuleSpec, SigningConfig};
+use crate::config::{Config, GrantsConfig, RuleSpec, SigningConfig};
 use crate::identity::kubernetes::PodIdentities;
 use crate::identity::local_file::AddressIdentities;
-use crate::identity::{Resolver, Unresolved};
+use crate::identity::{Identity, Resolver, Unresolved};
 use crate::policy::Policy;
-use crate::signer::{sign_request, ChunkSigning, HeaderChanges, OutgoingRequest};
 
 /// What Envoy told us about the request.
 #[derive(Debug, Clone, Copy)]
@@ -63,6 +66,7 @@ pub struct Checker {
     policy: Policy,
     profiles: HashMap<String, Credentials>,
     signing: SigningConfig,
+    grants: GrantsConfig,
 }
 
 impl Checker {
@@ -86,6 +90,7 @@ impl Checker {
             policy: Policy::new(rules),
             profiles,
             signing: config.signing.clone(),
+            grants: config.grants.clone(),
         }
     }
 
@@ -96,76 +101,107 @@ impl Checker {
             operation,
             error,
         };
-        let target = match RequestTarget::canonicalize(attrs.path) {
+        let target = match canonical_target(attrs.path) {
             Ok(t) => t,
             Err(e) => return deny(None, None, e),
         };
-        if target.to_string() != attrs.path {
-            // The "pre" filter canonicalizes before ext_authz; without it the signature would
-            // not cover what Envoy forwards.
-            return deny(
-                None,
-                None,
-                S3Error::invalid_uri(
-                    "the request target is not canonically encoded; the s3mesh \"pre\" filter must run before ext_authz",
-                ),
-            );
-        }
-        let identity = match self.resolver.resolve(attrs.principal, attrs.source) {
+        let identity = match self.identify(attrs.principal, attrs.source) {
             Ok(identity) => identity,
-            Err(unresolved) => {
-                let error = match &unresolved {
-                    Unresolved::NotReady(_) => S3Error::service_unavailable(unresolved.to_string()),
-                    Unresolved::Unknown(_) | Unresolved::Refused(_) => {
-                        S3Error::access_denied(unresolved.to_string())
-                    }
-                };
-                return deny(None, None, error);
-            }
+            Err(error) => return deny(None, None, error),
         };
-        let copy_source = attrs.headers.get("x-amz-copy-source").map(String::as_str);
-        let request = S3Request::classify(attrs.method, &target, copy_source);
-        let operation = request.operation.as_str();
-        let profile = match self.policy.authorize(&identity, &request) {
-            Ok(p) => p,
-            Err(denial) => {
-                return deny(
-                    Some(&identity.name),
-                    Some(operation),
-                    S3Error::access_denied(denial.to_string()),
-                )
-            }
-        };
-        let Some(credentials) = self.profiles.get(profile) else {
-            return deny(
-                Some(&identity.name),
-                Some(operation),
-                S3Error::service_unavailable(format!(
-                    "credential profile {profile:?} is not loaded"
-                )),
-            );
-        };
-        let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let outgoing = OutgoingRequest {
+        let headers: Vec<(&str, &str)> = attrs
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        let request = Request {
             method: attrs.method,
             host: attrs.host,
-            target: &target,
-            headers: attrs.headers,
+            path: attrs.path,
+            headers: &headers,
         };
-        match sign_request(
-            &outgoing,
+        let time = amz_date(now);
+        let key_of = |profile: &str| self.profile_key(profile, time.date());
+        match decide(
+            &identity.name,
+            self.policy.rules_for(&identity),
+            key_of,
+            &request,
+            &target,
+            time,
+        ) {
+            Ok(allowed) => Decision::Allow {
+                identity: identity.name,
+                operation: allowed.operation,
+                changes: allowed.signed.changes,
+                chunk_signing: allowed.signed.chunk_signing,
+            },
+            Err(refused) => deny(Some(&identity.name), refused.operation, refused.error),
+        }
+    }
+
+    /// Issues a grant to the caller Envoy saw, with keys for the day the filter asked for (its
+    /// own clock), or for today when that day is not yesterday, today or tomorrow here.
+    pub fn grant(&self, request: &GrantRequest, now: SystemTime) -> GrantResponse {
+        let identity = match self.identify(request.principal.as_deref(), request.source) {
+            Ok(identity) => identity,
+            Err(error) => return GrantResponse::Refused(Refusal::from_error(&error)),
+        };
+        let today = amz_date(now).date();
+        let day = |offset: i64| {
+            let secs = unix_seconds(now).saturating_add_signed(offset * 86_400);
+            AmzDate::from_unix_seconds(secs).date()
+        };
+        let date = if [day(-1), today.clone(), day(1)].contains(&request.date) {
+            request.date.clone()
+        } else {
+            today
+        };
+        let rules = self.policy.permissions_for(&identity);
+        let named: BTreeSet<&str> = rules.iter().map(|r| r.profile.as_str()).collect();
+        let profiles = named
+            .into_iter()
+            .filter_map(|p| Some((p.to_owned(), self.profile_key(p, date.clone())?)))
+            .collect();
+        GrantResponse::Granted(Grant {
+            identity: identity.name,
+            ttl_ms: self.grants.ttl_seconds * 1000,
+            rules,
+            profiles,
+        })
+    }
+
+    fn identify(
+        &self,
+        principal: Option<&str>,
+        source: Option<IpAddr>,
+    ) -> Result<Identity, S3Error> {
+        self.resolver
+            .resolve(principal, source)
+            .map_err(|unresolved| match &unresolved {
+                Unresolved::NotReady(_) => S3Error::service_unavailable(unresolved.to_string()),
+                Unresolved::Unknown(_) | Unresolved::Refused(_) => {
+                    S3Error::access_denied(unresolved.to_string())
+                }
+            })
+    }
+
+    /// The key of `profile` for `date`, if its credentials are loaded.
+    fn profile_key(&self, profile: &str, date: String) -> Option<ProfileKey> {
+        let credentials = self.profiles.get(profile)?;
+        Some(ProfileKey::derive(
             credentials,
             &self.signing.region,
             &self.signing.service,
-            AmzDate::from_unix_seconds(secs),
-        ) {
-            Ok(signed) => Decision::Allow {
-                identity: identity.name,
-                operation,
-                changes: signed.changes,
-                chunk_signing: signed.chunk_signing,
-            },
-            Err(error) => deny(Some(&identity.name), Some(operation), error),
-        }
+            date,
+        ))
     }
+}
+
+fn unix_seconds(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn amz_date(time: SystemTime) -> AmzDate {
+    AmzDate::from_unix_seconds(unix_seconds(time))
 }

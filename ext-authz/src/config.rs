@@ -11,6 +11,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use s3mesh_access::rules::Permission;
+
 use crate::identity::Source;
 
 /// Why a configuration file was refused.
@@ -64,6 +66,9 @@ pub struct Config {
     /// Which identity sources are on, in order.
     #[serde(default)]
     pub identity: IdentityConfig,
+    /// Grants for the filter's fast path.
+    #[serde(default)]
+    pub grants: GrantsConfig,
     /// Policy objects and Secrets read through the Kubernetes API; absent: none are read.
     /// Read at start-up; a change takes effect at the next restart.
     #[serde(default)]
@@ -90,6 +95,31 @@ pub struct ClusterConfig {
     /// Read `S3AccessPolicy` objects from that namespace.
     #[serde(default)]
     pub policies: bool,
+}
+
+/// Grants: a caller's policy and day keys, handed to the filter for a short time.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantsConfig {
+    /// How long the filter may use a grant before asking again: the bound within which a
+    /// change of policy, credentials or a caller's identity reaches every Envoy.
+    #[serde(default = "default_grant_ttl_seconds")]
+    pub ttl_seconds: u64,
+}
+
+/// The longest grant lifetime accepted: revocation must stay a matter of minutes at most.
+pub const MAX_GRANT_TTL_SECONDS: u64 = 300;
+
+impl Default for GrantsConfig {
+    fn default() -> Self {
+        Self {
+            ttl_seconds: default_grant_ttl_seconds(),
+        }
+    }
+}
+
+fn default_grant_ttl_seconds() -> u64 {
+    5
 }
 
 /// Signing scope settings.
@@ -208,6 +238,18 @@ pub struct RuleSpec {
     pub profile: String,
 }
 
+impl RuleSpec {
+    /// What the rule permits, without its selector.
+    pub fn permission(&self) -> Permission {
+        Permission {
+            buckets: self.buckets.clone(),
+            prefixes: self.prefixes.clone(),
+            operations: self.operations.clone(),
+            profile: self.profile.clone(),
+        }
+    }
+}
+
 /// Identity selector: every field given must match (lists: any entry).
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -277,6 +319,12 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), (String, String)> {
+        if !(1..=MAX_GRANT_TTL_SECONDS).contains(&self.grants.ttl_seconds) {
+            return Err((
+                "grants.ttl_seconds".to_owned(),
+                format!("must be between 1 and {MAX_GRANT_TTL_SECONDS}"),
+            ));
+        }
         let sources = &self.identity.sources;
         if sources.is_empty() {
             return Err((
@@ -360,7 +408,7 @@ impl Config {
             ));
         }
         for op in &rule.operations {
-            if crate::policy::parse_class(op).is_none() {
+            if s3mesh_access::rules::parse_class(op).is_none() {
                 return Err((
                     "operations".to_owned(),
                     format!(

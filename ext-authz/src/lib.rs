@@ -3,7 +3,7 @@
 //!
 //! For every S3 request Envoy asks: who is calling ([`identity`]), may they do this
 //! ([`policy`]), and with which credentials ([`credentials`]). An allowed request comes back
-//! with SigV4 headers ([`signer`]) so that pods hold no S3 keys; a refused one with an S3 XML
+//! with SigV4 headers ([`s3mesh_access::signing`]) so that pods hold no S3 keys; a refused one with an S3 XML
 //! error. [`check`] is that decision as plain Rust; [`service`] is the gRPC shell around it;
 //! [`reload`] swaps in a changed configuration, from the file and, in a cluster, from the
 //! policy objects and Secrets that [`kubernetes`] watches; [`health`] answers Kubernetes probes.
@@ -17,5 +17,4 @@ pub mod kubernetes;
 pub mod policy;
 pub mod reload;
 pub mod service;
-pub mod signer;
 pub mod telemetry;

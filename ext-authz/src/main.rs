@@ -8,7 +8,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use s3mesh_ext_authz::config::Config;
 use s3mesh_ext_authz::health::{self, Watches};
 use s3mesh_ext_authz::identity::kubernetes::PodIdentities;
@@ -16,7 +15,7 @@ use s3mesh_ext_authz::identity::Source;
 use s3mesh_ext_authz::kubernetes::policy_resource::crd_yaml;
 use s3mesh_ext_authz::kubernetes::resources::ClusterResources;
 use s3mesh_ext_authz::reload::{Current, Reloader};
-use s3mesh_ext_authz::service::{self, AuthzService};
+use s3mesh_ext_authz::service;
 use s3mesh_ext_authz::telemetry;
 
 const USAGE: &str =
@@ -128,7 +127,7 @@ async fn run(args: Args) -> Result<(), String> {
     let local = listener.local_addr().map_or(args.listen, |a| a);
     tracing::info!(listen = %local, health = %health_addr, config = %args.config.display(), "s3mesh-ext-authz serving");
     tonic::transport::Server::builder()
-        .add_service(AuthorizationServer::new(AuthzService::new(current)))
+        .add_routes(service::routes(current))
         .serve_with_incoming_shutdown(service::incoming(listener), stop_signal())
         .await
         .map_err(|e| format!("server failed: {e}"))

@@ -1,22 +1,28 @@
-//! The gRPC shell: Envoy's `Authorization/Check` in, a [`Decision`] out as a `CheckResponse`.
+//! The network shell: Envoy's `Authorization/Check` in, a [`Decision`] out as a
+//! `CheckResponse`; and on the same port the filter's grant requests
+//! ([`s3mesh_access::grant`]), JSON over HTTP/2.
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderName, StatusCode};
 use envoy_types::ext_authz::v3::pb::{
-    Address, Authorization, CheckRequest, CheckResponse, HeaderAppendAction, HttpStatusCode,
+    Address, Authorization, AuthorizationServer, CheckRequest, CheckResponse, HeaderAppendAction,
+    HttpStatusCode,
 };
 use envoy_types::ext_authz::v3::{
     CheckResponseExt, DeniedHttpResponseBuilder, OkHttpResponseBuilder,
 };
 use envoy_types::pb::google::protobuf::value::Kind;
 use envoy_types::pb::google::protobuf::{Struct, Value};
+use s3mesh_access::grant::{GrantRequest, GrantResponse, ISSUE_PATH};
+use s3mesh_access::signing::ChunkSigning;
 use s3mesh_s3_request::{chunk_signing, S3Error};
 use tonic::{Request, Response, Status};
 
 use crate::check::{Decision, HttpAttributes};
 use crate::reload::Current;
-use crate::signer::ChunkSigning;
 use crate::telemetry::{check_span, CheckMetrics};
 
 /// Accepted gRPC connections, with Nagle off: a check's answer is several small HTTP/2 frames,
@@ -160,6 +166,61 @@ impl Authorization for AuthzService {
         self.metrics
             .record(verdict, reason, started.elapsed().as_secs_f64());
         Ok(Response::new(response))
+    }
+}
+
+/// The gRPC service and the grant route, on one port.
+pub fn routes(current: Arc<Current>) -> tonic::service::Routes {
+    let grants = Arc::clone(&current);
+    let router = tonic::service::Routes::new(AuthorizationServer::new(AuthzService::new(current)))
+        .into_axum_router()
+        .route(
+            ISSUE_PATH,
+            axum::routing::post(move |body: axum::body::Bytes| {
+                let current = Arc::clone(&grants);
+                async move { issue_grant(&current, &body) }
+            }),
+        );
+    tonic::service::Routes::from(router)
+}
+
+/// Answers one grant request: `200` with a [`GrantResponse`] (granted or refused), `400` for a
+/// request that is not a [`GrantRequest`].
+fn issue_grant(
+    current: &Current,
+    body: &[u8],
+) -> (StatusCode, [(HeaderName, &'static str); 1], Vec<u8>) {
+    let json = [(CONTENT_TYPE, "application/json")];
+    let request: GrantRequest = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(e) => {
+            let message = format!("not a grant request: {e}");
+            return (StatusCode::BAD_REQUEST, json, message.into_bytes());
+        }
+    };
+    let response = current.get().grant(&request, SystemTime::now());
+    match &response {
+        GrantResponse::Granted(grant) => tracing::debug!(
+            identity = %grant.identity,
+            rules = grant.rules.len(),
+            ttl_ms = grant.ttl_ms,
+            "grant issued"
+        ),
+        GrantResponse::Refused(refusal) => tracing::info!(
+            principal = request.principal.as_deref().unwrap_or("-"),
+            source = ?request.source,
+            status = refusal.status,
+            reason = %refusal.message,
+            "grant refused"
+        ),
+    }
+    match serde_json::to_vec(&response) {
+        Ok(bytes) => (StatusCode::OK, json, bytes),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json,
+            format!("cannot encode the grant: {e}").into_bytes(),
+        ),
     }
 }
 

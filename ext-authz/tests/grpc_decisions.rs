@@ -13,13 +13,11 @@ use std::time::Duration;
 
 use envoy_types::pb::envoy::config::core::v3::header_value_option::HeaderAppendAction;
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
-use envoy_types::pb::envoy::service::auth::v3::authorization_server::AuthorizationServer;
 use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
 use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use envoy_types::pb::google::protobuf::value::Kind;
 use s3mesh_ext_authz::identity::kubernetes::PodIdentities;
 use s3mesh_ext_authz::reload::{Current, Reloader};
-use s3mesh_ext_authz::service::AuthzService;
 use s3mesh_s3_request::chunk_signing;
 use support::authz_fixture::{check, config_dir, LOCAL, SECRET, TOKEN};
 use tonic::transport::Channel;
@@ -33,10 +31,9 @@ async fn serve(
     tokio::spawn(reloader.watch(Arc::clone(&current), Duration::from_millis(100)));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let service = AuthorizationServer::new(AuthzService::new(Arc::clone(&current)));
     tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(service)
+            .add_routes(s3mesh_ext_authz::service::routes(Arc::clone(&current)))
             .serve_with_incoming(s3mesh_ext_authz::service::incoming(listener)),
     );
     let client = AuthorizationClient::connect(format!("http://{addr}"))

@@ -15,5 +15,5 @@ pub mod uri_encoding;
 
 pub use amz_date::AmzDate;
 pub use canonical_request::CanonicalRequest;
-pub use signature::{sign, Credentials, SignedRequest, SigningParams};
+pub use signature::{sign, sign_with_key, Credentials, SignedRequest, SigningParams};
 pub use signing_key::{Scope, SigningKey};

@@ -75,23 +75,41 @@ pub fn sign(
     credentials: &Credentials,
     params: &SigningParams<'_>,
 ) -> Result<SignedRequest, DecodeError> {
-    let canonical = CanonicalRequest::new(method, path, query, headers, payload_hash)?;
     let scope = Scope {
         date: params.time.date(),
         region: params.region.to_owned(),
         service: params.service.to_owned(),
     };
     let key = SigningKey::derive(&credentials.secret_access_key, &scope);
-    let signature = key.sign(&string_to_sign(&params.time, &scope, &canonical.hash()));
-    Ok(SignedRequest {
+    let request = CanonicalRequest::new(method, path, query, headers, payload_hash)?;
+    Ok(sign_with_key(
+        &request,
+        &credentials.access_key_id,
+        &key,
+        &scope,
+        &params.time,
+    ))
+}
+
+/// Signs a canonical request with a day-scoped key for `scope`, which must be the key of
+/// `time`'s date: how a holder of the key but not the secret (the wasm filter with a grant)
+/// signs.
+pub fn sign_with_key(
+    request: &CanonicalRequest,
+    access_key_id: &str,
+    key: &SigningKey,
+    scope: &Scope,
+    time: &AmzDate,
+) -> SignedRequest {
+    let signature = key.sign(&string_to_sign(time, scope, &request.hash()));
+    SignedRequest {
         authorization: format!(
-            "{ALGORITHM} Credential={}/{scope},SignedHeaders={},Signature={signature}",
-            credentials.access_key_id,
-            canonical.signed_headers()
+            "{ALGORITHM} Credential={access_key_id}/{scope},SignedHeaders={},Signature={signature}",
+            request.signed_headers()
         ),
         signature,
-        amz_date: params.time.date_time(),
-    })
+        amz_date: time.date_time(),
+    }
 }
 
 #[cfg(test)]

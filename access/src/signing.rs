@@ -1,14 +1,93 @@
-//! The header changes that turn a request into one signed with a profile's key.
+//! The header changes that turn a request into one signed for a credential profile, with that
+//! profile's day-scoped key.
 //!
 //! SigV4 covers exactly what Envoy forwards: `host`, every `x-amz-*` header the request carries,
 //! and `content-type`/`content-md5` when present. Headers Envoy adds later (`x-forwarded-*`,
 //! `x-envoy-*`, tracing) are never signed.
 
-use std::collections::HashMap;
+use serde::{Deserialize, Serialize};
 
 use s3mesh_s3_request::{RequestTarget, S3Error};
 use s3mesh_sigv4::payload::PayloadMode;
-use s3mesh_sigv4::{sign, AmzDate, Credentials, Scope, SigningKey, SigningParams};
+use s3mesh_sigv4::{sign_with_key, AmzDate, CanonicalRequest, Credentials, Scope, SigningKey};
+
+/// What signs for one credential profile on one day: the access key id, the session token, the
+/// scope and the day-scoped key, never the secret. ext-authz derives it; a grant carries it to
+/// the filter. `Debug` redacts the key and the token.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileKey {
+    /// Access key id: goes into the `Authorization` header in clear.
+    pub access_key_id: String,
+    /// STS session token, sent (and signed) as `x-amz-security-token` when present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_token: Option<String>,
+    /// Region the store expects.
+    pub region: String,
+    /// Signing name of the service, `s3`.
+    pub service: String,
+    /// `YYYYMMDD`: the day the key signs for.
+    pub date: String,
+    /// The signing key for `date/region/service`, hex on the wire.
+    #[serde(with = "key_hex")]
+    pub key: SigningKey,
+}
+
+mod key_hex {
+    use s3mesh_sigv4::SigningKey;
+    use serde::{de, Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(key: &SigningKey, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&key.to_hex())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SigningKey, D::Error> {
+        let text = String::deserialize(d)?;
+        SigningKey::from_hex(&text).ok_or_else(|| de::Error::custom("not a 64-digit hex key"))
+    }
+}
+
+impl std::fmt::Debug for ProfileKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProfileKey")
+            .field("access_key_id", &self.access_key_id)
+            .field(
+                "session_token",
+                &self.session_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("scope", &self.scope().to_string())
+            .field("key", &self.key)
+            .finish()
+    }
+}
+
+impl ProfileKey {
+    /// Derives the key of `credentials` for `date` (`YYYYMMDD`).
+    pub fn derive(credentials: &Credentials, region: &str, service: &str, date: String) -> Self {
+        let scope = Scope {
+            date,
+            region: region.to_owned(),
+            service: service.to_owned(),
+        };
+        Self {
+            access_key_id: credentials.access_key_id.clone(),
+            session_token: credentials.session_token.clone(),
+            key: SigningKey::derive(&credentials.secret_access_key, &scope),
+            region: scope.region,
+            service: scope.service,
+            date: scope.date,
+        }
+    }
+
+    /// `date/region/service/aws4_request`.
+    pub fn scope(&self) -> Scope {
+        Scope {
+            date: self.date.clone(),
+            region: self.region.clone(),
+            service: self.service.clone(),
+        }
+    }
+}
 
 /// Headers s3mesh sets (overwriting) and removes on an allowed request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,8 +98,8 @@ pub struct HeaderChanges {
     pub remove: Vec<&'static str>,
 }
 
-/// What the `post` filter needs to re-sign the chunks of a chunk-signed upload: the chain
-/// starts at the new header signature. Holds a day-scoped signing key, never the secret.
+/// What re-signing the chunks of a chunk-signed upload needs: the chain starts at the new header
+/// signature. Holds a day-scoped signing key, never the secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChunkSigning {
     /// The new header signature (the seed of the chunk chain).
@@ -52,8 +131,18 @@ pub struct OutgoingRequest<'a> {
     pub host: &'a str,
     /// The canonical request target.
     pub target: &'a RequestTarget,
-    /// Request headers, lower-case names (Envoy joins repeated ones with `,`).
-    pub headers: &'a HashMap<String, String>,
+    /// Request headers, lower-case names; a repeated name may appear once per value.
+    pub headers: &'a [(&'a str, &'a str)],
+}
+
+impl OutgoingRequest<'_> {
+    /// The first value of header `name`.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| *v)
+    }
 }
 
 /// Headers the signer owns: whatever the client sent for them is replaced or removed.
@@ -69,27 +158,25 @@ fn is_signed(name: &str) -> bool {
         && !OWNED.contains(&name)
 }
 
-/// Signs `request` with `credentials`, returning the header changes Envoy must apply.
+/// Signs `request` at `time` with `key`, returning the header changes Envoy must apply. `key`
+/// must be the key of `time`'s day.
 pub fn sign_request(
     request: &OutgoingRequest<'_>,
-    credentials: &Credentials,
-    region: &str,
-    service: &str,
+    key: &ProfileKey,
     time: AmzDate,
 ) -> Result<Signed, S3Error> {
-    let mode = PayloadMode::from_header(
-        request
-            .headers
-            .get("x-amz-content-sha256")
-            .map(String::as_str),
-    );
+    if key.date != time.date() {
+        return Err(S3Error::service_unavailable(format!(
+            "s3mesh holds a signing key for {}, not for {}; retry",
+            key.date,
+            time.date()
+        )));
+    }
+    let mode = PayloadMode::from_header(request.header("x-amz-content-sha256"));
     let Some(payload_hash) = mode.signed_value() else {
         return Err(S3Error::invalid_request(format!(
             "x-amz-content-sha256 {:?} is neither a hex SHA-256 nor a payload mode s3mesh supports",
-            request
-                .headers
-                .get("x-amz-content-sha256")
-                .map_or("", String::as_str)
+            request.header("x-amz-content-sha256").unwrap_or_default()
         )));
     };
     let amz_date = time.date_time();
@@ -97,51 +184,39 @@ pub fn sign_request(
         .headers
         .iter()
         .filter(|(name, _)| is_signed(name))
-        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .copied()
         .collect();
     signed.push(("host", request.host));
     signed.push(("x-amz-date", &amz_date));
     signed.push(("x-amz-content-sha256", payload_hash));
-    if let Some(token) = &credentials.session_token {
+    if let Some(token) = &key.session_token {
         signed.push(("x-amz-security-token", token));
     }
-    let params = SigningParams {
-        region,
-        service,
-        time,
-    };
-    let out = sign(
+    let canonical = CanonicalRequest::new(
         request.method,
         &request.target.path,
         &request.target.query,
         &signed,
         payload_hash,
-        credentials,
-        &params,
     )
     .map_err(|e| S3Error::invalid_uri(format!("cannot sign the request target: {e}")))?;
+    let scope = key.scope();
+    let out = sign_with_key(&canonical, &key.access_key_id, &key.key, &scope, &time);
     let mut set = vec![
         ("authorization", out.authorization),
         ("x-amz-date", out.amz_date),
         ("x-amz-content-sha256", payload_hash.to_owned()),
     ];
     let mut remove = Vec::new();
-    match &credentials.session_token {
+    match &key.session_token {
         Some(token) => set.push(("x-amz-security-token", token.clone())),
         None => remove.push("x-amz-security-token"),
     }
-    let chunk_signing = matches!(mode, PayloadMode::StreamingSigned { .. }).then(|| {
-        let scope = Scope {
-            date: time.date(),
-            region: region.to_owned(),
-            service: service.to_owned(),
-        };
-        ChunkSigning {
-            seed: out.signature.clone(),
-            amz_date: amz_date.clone(),
-            scope: scope.to_string(),
-            key: SigningKey::derive(&credentials.secret_access_key, &scope),
-        }
+    let chunk_signing = matches!(mode, PayloadMode::StreamingSigned { .. }).then(|| ChunkSigning {
+        seed: out.signature,
+        amz_date,
+        scope: scope.to_string(),
+        key: key.key.clone(),
     });
     Ok(Signed {
         changes: HeaderChanges { set, remove },
@@ -152,6 +227,7 @@ pub fn sign_request(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
 
     fn creds(token: Option<&str>) -> Credentials {
         Credentials {
@@ -161,18 +237,15 @@ mod tests {
         }
     }
 
-    fn headers(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
-    fn run(h: &HashMap<String, String>, token: Option<&str>) -> Result<HeaderChanges, S3Error> {
+    fn run(h: &[(&str, &str)], token: Option<&str>) -> Result<HeaderChanges, S3Error> {
         sign(h, token).map(|s| s.changes)
     }
 
-    fn sign(h: &HashMap<String, String>, token: Option<&str>) -> Result<Signed, S3Error> {
+    fn key(token: Option<&str>) -> ProfileKey {
+        ProfileKey::derive(&creds(token), "us-east-1", "s3", "20130524".into())
+    }
+
+    fn sign(h: &[(&str, &str)], token: Option<&str>) -> Result<Signed, S3Error> {
         let target = RequestTarget::canonicalize("/test.txt").unwrap();
         let req = OutgoingRequest {
             method: "GET",
@@ -180,18 +253,12 @@ mod tests {
             target: &target,
             headers: h,
         };
-        sign_request(
-            &req,
-            &creds(token),
-            "us-east-1",
-            "s3",
-            AmzDate::from_unix_seconds(1_369_353_600),
-        )
+        sign_request(&req, &key(token), AmzDate::from_unix_seconds(1_369_353_600))
     }
 
     #[test]
     fn signs_host_date_and_the_client_payload_hash() {
-        let h = headers(&[("x-amz-content-sha256", s3mesh_sigv4::payload::EMPTY_SHA256)]);
+        let h = [("x-amz-content-sha256", s3mesh_sigv4::payload::EMPTY_SHA256)];
         let changes = run(&h, None).unwrap();
         let auth = &changes.set[0].1;
         assert!(
@@ -203,13 +270,13 @@ mod tests {
 
     #[test]
     fn signs_unsigned_requests_as_unsigned_payload_and_ignores_client_credentials() {
-        let h = headers(&[
+        let h = [
             ("authorization", "AWS4-HMAC-SHA256 Credential=evil"),
             ("x-amz-date", "19990101T000000Z"),
             ("x-amz-meta-a", "1"),
             ("content-type", "text/plain"),
             ("x-forwarded-for", "1.2.3.4"),
-        ]);
+        ];
         let changes = run(&h, Some("tok")).unwrap();
         let get = |n: &str| {
             changes
@@ -234,10 +301,10 @@ mod tests {
             "STREAMING-AWS4-HMAC-SHA256-PAYLOAD",
             "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER",
         ] {
-            let h = headers(&[
+            let h = [
                 ("x-amz-content-sha256", mode),
                 ("x-amz-decoded-content-length", "66560"),
-            ]);
+            ];
             let signed = sign(&h, None).unwrap();
             let set: HashMap<_, _> = signed.changes.set.iter().cloned().collect();
             assert_eq!(set["x-amz-content-sha256"], mode);
@@ -255,7 +322,7 @@ mod tests {
             assert_eq!(chunks.key, SigningKey::derive(secret, &scope));
             assert!(!format!("{chunks:?}").contains(secret));
         }
-        let plain = headers(&[("x-amz-content-sha256", "UNSIGNED-PAYLOAD")]);
+        let plain = [("x-amz-content-sha256", "UNSIGNED-PAYLOAD")];
         assert_eq!(sign(&plain, None).unwrap().chunk_signing, None);
     }
 }
