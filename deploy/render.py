@@ -1,7 +1,7 @@
 """Renders s3mesh's Kubernetes and Istio manifests: `python deploy/render.py --values FILE --out DIR`.
 
 One source of truth: every Envoy setting here (the two wasm filters and their configuration,
-ext_authz, the connection-manager settings, the route's timeouts and retries, the
+ext_authz in the per-request mode, the connection-manager settings, the route's timeouts and retries, the
 `override_host` balancing) is taken from the product's `envoy/s3mesh.yaml`, rendered by the same
 function that renders the local stack of `make run` (`devstack.stack.render_envoy`). Nothing is
 restated here, so the cluster and the local stack cannot drift apart; tests/test_deploy.py
@@ -40,7 +40,7 @@ PLAIN_PORT = 8080
 #: Where the plain-Kubernetes Envoy finds the module (an image volume of the wasm OCI artifact).
 PLAIN_WASM = Path("/etc/s3mesh/wasm/plugin.wasm")
 #: Connection-manager settings s3mesh needs wherever it runs.
-HCM_KEYS = ["normalize_path", "merge_slashes", "path_with_escaped_slashes_action", "proxy_100_continue",
+HCM_KEYS = ["use_remote_address", "normalize_path", "merge_slashes", "path_with_escaped_slashes_action", "proxy_100_continue",
             "stream_idle_timeout", "request_headers_timeout", "local_reply_config"]
 #: Route settings s3mesh needs: store-sized timeouts and retries of requests the store did not act on.
 ROUTE_KEYS = ["timeout", "idle_timeout", "retry_policy"]
@@ -52,21 +52,37 @@ def pre_config(values: dict) -> dict:
 
 
 def product(values: dict, wasm: Path, authz_cluster: str) -> dict:
-    """The product's Envoy configuration for this deployment, as `make run` renders it."""
+    """The product's Envoy configuration for this deployment, as `make run` renders it, in the
+    values' authorization mode, with ext-authz reached through `authz_cluster`."""
     rendered = render_envoy(f"0.0.0.0:{PLAIN_PORT}", wasm, values["store"]["endpoints"], "127.0.0.1:9191",
-                            pre_config=pre_config(values))
+                            pre_config=pre_config(values), authorization=authorization(values))
     config = yaml.safe_load(rendered)
     hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
     filters = {f["name"]: f for f in hcm["http_filters"]}
-    filters[EXT_AUTHZ]["typed_config"]["grpc_service"]["envoy_grpc"]["cluster_name"] = authz_cluster
+    if EXT_AUTHZ in filters:
+        filters[EXT_AUTHZ]["typed_config"]["grpc_service"]["envoy_grpc"]["cluster_name"] = authz_cluster
+    post_config = filters["s3mesh.post"]["typed_config"]["config"]["configuration"]
+    post = json.loads(post_config["value"])
+    if "grants" in post:
+        post["grants"].update(cluster=authz_cluster, authority=authz_host(values))
+        post_config["value"] = json.dumps(post)
     return {"config": config, "hcm": hcm, "filters": filters, "clusters": clusters,
             "vhost": hcm["route_config"]["virtual_hosts"][0]}
 
 
+def authorization(values: dict) -> str:
+    """"grant" (the filter signs with grants from ext-authz) or "ext_authz" (every request checked)."""
+    return values.get("authorization", "grant")
+
+
+def authz_host(values: dict) -> str:
+    return f"s3mesh-ext-authz.{values['namespace']}.svc.cluster.local"
+
+
 def authz_cluster_name(values: dict) -> str:
     """Istio's name for the outbound cluster of the ext-authz Service."""
-    return f"outbound|{AUTHZ_PORT}||s3mesh-ext-authz.{values['namespace']}.svc.cluster.local"
+    return f"outbound|{AUTHZ_PORT}||{authz_host(values)}"
 
 
 def ecds_wasm(filter_def: dict, values: dict) -> dict:
@@ -101,12 +117,13 @@ def mesh_patches(values: dict, context: str, port: int, vhost_name: str | None) 
     for wasm_filter in (pre, post):
         patches.append({"applyTo": "EXTENSION_CONFIG", "match": {"context": context},
                         "patch": {"operation": "ADD", "value": ecds_wasm(wasm_filter, values)}})
-    authz = copy.deepcopy(p["filters"][EXT_AUTHZ])
+    # In grant mode there is no ext_authz filter: the "post" filter asks ext-authz for grants.
+    authz = [copy.deepcopy(p["filters"][EXT_AUTHZ])] if EXT_AUTHZ in p["filters"] else []
     inserted = [
         {"name": pre["typed_config"]["config"]["name"],
          "config_discovery": {"config_source": {"ads": {}, "initial_fetch_timeout": "0s"},
                               "type_urls": [WASM_TYPE]}},
-        authz,
+        *authz,
         {"name": post["typed_config"]["config"]["name"],
          "config_discovery": {"config_source": {"ads": {}, "initial_fetch_timeout": "0s"},
                               "type_urls": [WASM_TYPE]}},
@@ -143,6 +160,9 @@ def ext_authz_manifests(values: dict) -> list:
         # The mTLS principal where there is one (gateway mode), else the caller's pod IP.
         "identity": {"sources": ["principal", "kubernetes"], "trust_domain": "cluster.local"},
         "cluster": {"policies": True},
+        # How long the filter may use a grant: the bound within which a policy, credential or
+        # identity change reaches every Envoy in grant mode.
+        "grants": {"ttl_seconds": 5},
         "profiles": {"team-a": {"secret": "s3-team-a"}},
         "rules": [],
     }
@@ -273,8 +293,7 @@ def plain_envoy_config(values: dict) -> dict:
     for cluster in config["static_resources"]["clusters"]:
         if cluster["name"] == authz:
             cluster["type"] = "STRICT_DNS"
-            address = {"address": f"s3mesh-ext-authz.{values['namespace']}.svc.cluster.local",
-                       "port_value": AUTHZ_PORT}
+            address = {"address": authz_host(values), "port_value": AUTHZ_PORT}
             cluster["load_assignment"]["endpoints"] = [
                 {"lb_endpoints": [{"endpoint": {"address": {"socket_address": address}}}]}]
     return config
@@ -316,7 +335,8 @@ def plain(values: dict) -> list:
 
 def wasmplugin(values: dict) -> list:
     """The two filters as WasmPlugins (sidecar mode): Istio pulls the OCI artifact itself.
-    ext_authz and the cluster and connection-manager settings still come from the EnvoyFilter."""
+    The cluster and connection-manager settings (and ext_authz, in the per-request mode) still
+    come from the EnvoyFilter."""
     p = product(values, Path("/unused"), authz_cluster_name(values))
     plugins = []
     for role, phase, priority in (("pre", "AUTHN", 10), ("post", "AUTHZ", -10)):

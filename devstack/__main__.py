@@ -8,7 +8,7 @@ import sys
 import threading
 from pathlib import Path
 
-from devstack.stack import ROOT, Stack, StackError
+from devstack.stack import AUTHORIZATION_MODES, ROOT, Stack, StackError
 
 
 def port_free(listen: str) -> bool:
@@ -26,6 +26,10 @@ def main() -> int:
     parser.add_argument("command", choices=["run"])
     parser.add_argument("--listen", default=os.environ.get("S3MESH_LISTEN", "127.0.0.1:8480"))
     parser.add_argument("--workdir", type=Path, default=ROOT / ".run")
+    parser.add_argument("--authorization", choices=AUTHORIZATION_MODES,
+                        default=os.environ.get("S3MESH_AUTHORIZATION", "grant"),
+                        help="grant: the filter signs with short-lived grants (default); "
+                             "ext_authz: ext-authz checks every request")
     args = parser.parse_args()
     if not port_free(args.listen):
         print(f"s3mesh: {args.listen} is in use; set S3MESH_LISTEN=host:port to listen elsewhere", file=sys.stderr)
@@ -33,7 +37,7 @@ def main() -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    stack = Stack(args.workdir, listen=args.listen)
+    stack = Stack(args.workdir, listen=args.listen, authorization=args.authorization)
     try:
         stack.start()
     except StackError as e:
@@ -41,9 +45,9 @@ def main() -> int:
         return 1
     print(f"""
 s3mesh is serving S3 on {stack.url}  (store endpoints: {', '.join(stack.endpoints)})
-Envoy admin: {stack.admin_url}   logs: {args.workdir / 'logs'}
+Envoy admin: {stack.admin_url}   logs: {args.workdir / 'logs'}   authorization: {args.authorization}
 
-Try it from another shell -- no S3 credentials needed, ext-authz signs for you:
+Try it from another shell -- no S3 credentials needed, s3mesh signs for you:
   echo hello > /tmp/hello.txt
   .venv/bin/aws --no-sign-request --endpoint-url {stack.url} s3 cp /tmp/hello.txt s3://demo/
   .venv/bin/aws --no-sign-request --endpoint-url {stack.url} s3 ls s3://demo/

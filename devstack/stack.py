@@ -45,10 +45,12 @@ def socket_address(addr: str) -> dict:
     return {"endpoint": {"address": {"socket_address": {"address": host.strip("[]"), "port_value": int(port)}}}}
 
 
-def ext_authz_config(stack: dict) -> dict:
+def ext_authz_config(stack: dict, grant_ttl_seconds: int | None = None) -> dict:
     """s3mesh's policy for the stack: each identity, by its address, gets its own buckets."""
+    grants = {"grants": {"ttl_seconds": grant_ttl_seconds}} if grant_ttl_seconds else {}
     return {
         "signing": {"region": stack["region"]},
+        **grants,
         "identities": [{"name": i["name"], "source_cidrs": [i["source"]]} for i in stack["identities"]],
         "profiles": {i["name"]: {"credentials_dir": f"credentials/{i['name']}"} for i in stack["identities"]},
         "rules": [
@@ -59,14 +61,26 @@ def ext_authz_config(stack: dict) -> dict:
     }
 
 
+#: How requests are authorized: "grant" (the default: the "post" filter decides and signs with
+#: short-lived grants from ext-authz) or "ext_authz" (Envoy's ext_authz filter asks ext-authz on
+#: every request).
+AUTHORIZATION_MODES = ("grant", "ext_authz")
+EXT_AUTHZ_FILTER = "envoy.filters.http.ext_authz"
+
+
 def render_envoy(listen: str, wasm: Path, s3_endpoints, authz: str, post_overrides=None,
-                 pre_config=None) -> str:
+                 pre_config=None, authorization: str = "grant") -> str:
     """Fills envoy/s3mesh.yaml. `post_overrides` replaces fields of the "post" filter's
     configuration (tests use it to pin the hint or to feed a bad configuration); `pre_config`
-    replaces the local stack's "pre" configuration (deploy/render.py passes the cluster's)."""
+    replaces the local stack's "pre" configuration (deploy/render.py passes the cluster's).
+    In `authorization` mode "grant" the ext_authz filter leaves the chain and the "post" filter
+    asks ext-authz's cluster for grants instead."""
+    if authorization not in AUTHORIZATION_MODES:
+        raise ValueError(f"authorization must be one of {AUTHORIZATION_MODES}, not {authorization!r}")
     host, port = listen.rsplit(":", 1)
-    post = {"role": "post", "endpoints": list(s3_endpoints), **(post_overrides or {})}
-    return Template(ENVOY_TEMPLATE.read_text()).substitute(
+    grants = {"grants": {"cluster": "s3mesh_ext_authz"}} if authorization == "grant" else {}
+    post = {"role": "post", "endpoints": list(s3_endpoints), **grants, **(post_overrides or {})}
+    rendered = Template(ENVOY_TEMPLATE.read_text()).substitute(
         listen_host=host.strip("[]"),
         listen_port=port,
         wasm_path=str(wasm),
@@ -75,6 +89,12 @@ def render_envoy(listen: str, wasm: Path, s3_endpoints, authz: str, post_overrid
         s3_lb_endpoints=json.dumps([socket_address(e) for e in s3_endpoints]),
         authz_lb_endpoints=json.dumps([socket_address(authz)]),
     )
+    if authorization == "ext_authz":
+        return rendered
+    config = yaml.safe_load(rendered)
+    hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] != EXT_AUTHZ_FILTER]
+    return yaml.safe_dump(config, sort_keys=False)
 
 
 def free_port() -> int:
@@ -129,8 +149,12 @@ class Stack:
 
     def __init__(self, workdir: Path, listen: str = "127.0.0.1:0", stack_file: Path = DEFAULT_STACK,
                  post_overrides=None, extra_endpoints=(), concurrency: int = 2, backend: str = "moto",
-                 envoy_patch=None):
+                 envoy_patch=None, authorization: str = "grant", grant_ttl_seconds: int | None = None):
         self.workdir = Path(workdir)
+        #: One of AUTHORIZATION_MODES.
+        self.authorization = authorization
+        #: ext-authz's grant lifetime (its default when None): the revocation bound.
+        self.grant_ttl_seconds = grant_ttl_seconds
         self.listen = listen
         self.stack = yaml.safe_load(Path(stack_file).read_text())
         self.stack_file = Path(stack_file)
@@ -219,7 +243,7 @@ class Stack:
         """Starts ext-authz on `listen` (a free port by default; its old address on a restart,
         so that Envoy's cluster still points at it)."""
         config = self.workdir / "ext-authz.yaml"
-        config.write_text(yaml.safe_dump(ext_authz_config(self.stack), sort_keys=False))
+        config.write_text(yaml.safe_dump(ext_authz_config(self.stack, self.grant_ttl_seconds), sort_keys=False))
         if not EXT_AUTHZ.exists():
             raise StackError(f"{EXT_AUTHZ} is missing: run `make build` first")
         env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"))
@@ -243,7 +267,7 @@ class Stack:
         if callable(overrides):
             overrides = overrides(self.endpoints)
         rendered = render_envoy(self.listen, WASM, self.endpoints + self.extra_endpoints, self.authz_address,
-                                overrides)
+                                overrides, authorization=self.authorization)
         if self.envoy_patch:
             parsed = yaml.safe_load(rendered)
             self.envoy_patch(parsed)

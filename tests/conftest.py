@@ -18,7 +18,7 @@ from botocore.config import Config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from devstack.stack import Stack, free_port  # noqa: E402
+from devstack.stack import AUTHORIZATION_MODES, Stack, free_port  # noqa: E402
 
 LOCAL_DEV = "127.0.0.1"
 TEAM_A = "127.0.0.2"
@@ -26,18 +26,24 @@ TEAM_B = "127.0.0.3"
 STRANGER = "127.0.0.9"
 
 
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory):
+#: Every end-to-end test runs in both authorization modes: with grants (the default) and with
+#: ext_authz checking every request.
+MODES = AUTHORIZATION_MODES
+
+
+@pytest.fixture(scope="session", params=MODES)
+def stack(request, tmp_path_factory):
     # ext-authz logs at trace level here, so the secret scan covers every log level.
     os.environ.setdefault("RUST_LOG", "trace")
-    with Stack(tmp_path_factory.mktemp("stack")) as s:
+    with Stack(tmp_path_factory.mktemp(f"stack-{request.param}"), authorization=request.param) as s:
         yield s
 
 
-@pytest.fixture(scope="session")
-def fs_stack(tmp_path_factory):
+@pytest.fixture(scope="session", params=MODES)
+def fs_stack(request, tmp_path_factory):
     """The same stack on a second, independent SigV4 verifier: s3s-fs."""
-    with Stack(tmp_path_factory.mktemp("s3s-fs"), backend="s3s-fs") as s:
+    with Stack(tmp_path_factory.mktemp(f"s3s-fs-{request.param}"), backend="s3s-fs",
+               authorization=request.param) as s:
         yield s
 
 

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from deploy import render  # noqa: E402
-from devstack.stack import VENV_BIN, WASM, render_envoy  # noqa: E402
+from devstack.stack import AUTHORIZATION_MODES, VENV_BIN, WASM, render_envoy  # noqa: E402
 
 MANIFESTS = ROOT / "deploy" / "manifests"
 ISTIO_CRDS = ROOT.parent / "shared" / "schemas" / "istio-crd-all.gen.yaml"
@@ -145,29 +145,55 @@ def test_ext_authz_runs_locked_down_with_least_privilege():
     assert all(set(rule["verbs"]) == {"get", "list", "watch"} for rule in role["rules"])
 
 
-def test_one_source_of_truth_the_filters_in_the_cluster_are_the_local_stacks():
+def manifests(file: str, mode: str) -> list[dict]:
+    """The objects of `file` rendered in authorization `mode` (the committed ones are the
+    example values' mode, checked above to be what the render script writes)."""
+    return render.MODES[file]({**VALUES, "authorization": mode})
+
+
+def chain(mode: str, sep: str) -> list[str]:
+    """The HTTP filters s3mesh puts in a listener, in order."""
+    authz = [render.EXT_AUTHZ] if mode == "ext_authz" else []
+    return [f"s3mesh{sep}pre", *authz, f"s3mesh{sep}post", render.ROUTER]
+
+
+def test_the_example_values_ship_grant_mode():
+    assert render.authorization(VALUES) == "grant"
+
+
+@pytest.mark.parametrize("mode", AUTHORIZATION_MODES)
+def test_one_source_of_truth_the_filters_in_the_cluster_are_the_local_stacks(mode):
     local = yaml.safe_load(render_envoy("127.0.0.1:0", WASM, VALUES["store"]["endpoints"], "127.0.0.1:9191",
-                                        pre_config=render.pre_config(VALUES)))
+                                        pre_config=render.pre_config(VALUES), authorization=mode))
     hcm = local["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     local_filters = {f["name"]: f for f in hcm["http_filters"]}
-    patches = objects("istio-sidecar.yaml")[0]["spec"]["configPatches"]
+    patches = manifests("istio-sidecar.yaml", mode)[0]["spec"]["configPatches"]
     ecds = {p["patch"]["value"]["name"]: p["patch"]["value"]["typed_config"]
             for p in patches if p["applyTo"] == "EXTENSION_CONFIG"}
     for role in ("pre", "post"):
         mine, theirs = copy.deepcopy(ecds[f"s3mesh-{role}"]), copy.deepcopy(local_filters[f"s3mesh.{role}"]["typed_config"])
         for config in (mine, theirs):
             del config["config"]["vm_config"]["code"]  # a file locally, a URL and digest in the mesh
+        settings = json.loads(theirs["config"]["configuration"]["value"])
+        if "grants" in settings:  # ext-authz by its mesh name
+            settings["grants"].update(cluster=render.authz_cluster_name(VALUES), authority=render.authz_host(VALUES))
+            theirs["config"]["configuration"]["value"] = json.dumps(settings)
         assert mine == theirs
+        if role == "post":
+            assert ("grants" in settings) == (mode == "grant")
     inserted = [p["patch"]["value"] for p in patches if p["applyTo"] == "HTTP_FILTER"]
-    authz = next(f for f in inserted if f["name"] == render.EXT_AUTHZ)
-    expected = copy.deepcopy(local_filters[render.EXT_AUTHZ])
-    expected["typed_config"]["grpc_service"]["envoy_grpc"]["cluster_name"] = render.authz_cluster_name(VALUES)
-    assert authz == expected
+    authz = [f for f in inserted if f["name"] == render.EXT_AUTHZ]
+    if mode == "ext_authz":
+        expected = copy.deepcopy(local_filters[render.EXT_AUTHZ])
+        expected["typed_config"]["grpc_service"]["envoy_grpc"]["cluster_name"] = render.authz_cluster_name(VALUES)
+        assert authz == [expected]
+    else:
+        assert authz == [] and render.EXT_AUTHZ not in local_filters
     merged = next(p for p in patches if p["applyTo"] == "NETWORK_FILTER")["patch"]["value"]["typed_config"]
     assert {k: merged[k] for k in render.HCM_KEYS} == {k: hcm[k] for k in render.HCM_KEYS}
     cluster = next(p for p in patches if p["applyTo"] == "CLUSTER")["patch"]["value"]
     assert cluster["load_balancing_policy"] == local["static_resources"]["clusters"][0]["load_balancing_policy"]
-    plain = json.loads(next(o for o in objects("plain.yaml") if o["kind"] == "ConfigMap")["data"]["envoy.json"])
+    plain = json.loads(next(o for o in manifests("plain.yaml", mode) if o["kind"] == "ConfigMap")["data"]["envoy.json"])
     plain_hcm = plain["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     assert [f["name"] for f in plain_hcm["http_filters"]] == [f["name"] for f in hcm["http_filters"]]
 
@@ -276,39 +302,43 @@ def envoy_validates(config: dict, tmp_path: Path, name: str) -> list[str]:
             ["typed_config"]["http_filters"]]
 
 
-def test_envoy_accepts_the_sidecar_mode_as_istio_would_patch_it(tmp_path):
+@pytest.mark.parametrize("mode", AUTHORIZATION_MODES)
+def test_envoy_accepts_the_sidecar_mode_as_istio_would_patch_it(tmp_path, mode):
     store = VALUES["store"]
     vhosts = [f"{store['host']}:{store['port']}", f"other.team-b.svc.cluster.local:{store['port']}"]
     base = istio_proxy(store["port"], vhosts, render.authz_cluster_name(VALUES))
-    patched = apply_patches(base, objects("istio-sidecar.yaml")[0], "SIDECAR_OUTBOUND")
-    assert envoy_validates(patched, tmp_path, "sidecar") == ["s3mesh-pre", render.EXT_AUTHZ, "s3mesh-post", render.ROUTER]
+    patched = apply_patches(base, manifests("istio-sidecar.yaml", mode)[0], "SIDECAR_OUTBOUND")
+    assert envoy_validates(patched, tmp_path, "sidecar") == chain(mode, "-")
     hcm = patched["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     s3_vhost, other = hcm["route_config"]["virtual_hosts"]
     assert s3_vhost["include_attempt_count_in_response"] and s3_vhost["routes"][0]["route"]["retry_policy"]
     assert "retry_policy" not in other["routes"][0]["route"], "route settings only on the store's host"
     assert hcm["normalize_path"] is False and hcm["proxy_100_continue"] is True
+    assert hcm["use_remote_address"] is True, "the caller's address must be the connection's, not a header's"
 
 
-def test_envoy_accepts_the_gateway_mode_as_istio_would_patch_it(tmp_path):
+@pytest.mark.parametrize("mode", AUTHORIZATION_MODES)
+def test_envoy_accepts_the_gateway_mode_as_istio_would_patch_it(tmp_path, mode):
     store = VALUES["store"]
-    gateway = next(o for o in objects("istio-gateway.yaml") if o["kind"] == "EnvoyFilter")
+    gateway = next(o for o in manifests("istio-gateway.yaml", mode) if o["kind"] == "EnvoyFilter")
     base = istio_proxy(VALUES["gateway"]["port"], [f"{store['host']}:{store['port']}"], render.authz_cluster_name(VALUES))
     # A gateway routes to the store's cluster by its service port, not the listener's.
     base["static_resources"]["clusters"][0]["name"] = f"outbound|{store['port']}||{store['host']}"
     route = base["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]
     route["virtual_hosts"][0]["routes"][0]["route"]["cluster"] = f"outbound|{store['port']}||{store['host']}"
     patched = apply_patches(base, gateway, "GATEWAY")
-    assert envoy_validates(patched, tmp_path, "gateway") == ["s3mesh-pre", render.EXT_AUTHZ, "s3mesh-post", render.ROUTER]
+    assert envoy_validates(patched, tmp_path, "gateway") == chain(mode, "-")
 
 
-def test_envoy_accepts_the_plain_kubernetes_envoy(tmp_path):
-    config = json.loads(next(o for o in objects("plain.yaml") if o["kind"] == "ConfigMap")["data"]["envoy.json"])
+@pytest.mark.parametrize("mode", AUTHORIZATION_MODES)
+def test_envoy_accepts_the_plain_kubernetes_envoy(tmp_path, mode):
+    config = json.loads(next(o for o in manifests("plain.yaml", mode) if o["kind"] == "ConfigMap")["data"]["envoy.json"])
     for f in config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]:
         code = f["typed_config"].get("config", {}).get("vm_config", {}).get("code")
         if code:
             assert code == {"local": {"filename": str(render.PLAIN_WASM)}}
             code["local"]["filename"] = str(WASM)  # the image volume's file, here the local build
-    assert envoy_validates(config, tmp_path, "plain") == ["s3mesh.pre", render.EXT_AUTHZ, "s3mesh.post", render.ROUTER]
+    assert envoy_validates(config, tmp_path, "plain") == chain(mode, ".")
 
 
 def test_container_builds_name_what_the_build_produces():

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from conftest import LOCAL_DEV, raw_request, s3_client
-from devstack.stack import Stack
+from devstack.stack import AUTHORIZATION_MODES, Stack
 
 
 @pytest.fixture
@@ -56,26 +56,37 @@ class Load:
         return [(s, b) for started, s, b in self.outcomes if start <= started < end]
 
 
-def test_ext_authz_down_fails_closed_and_traffic_recovers_without_restarting_envoy(fresh_stack):
-    stack = fresh_stack
-    s3_client(stack.url).put_object(Bucket="demo", Key="k", Body=b"v")
-    envoy_pid = stack.processes.procs["envoy"].pid
-    with Load(stack, "/demo/k") as load:
-        time.sleep(1)
-        stack.processes.kill("ext-authz")
-        down = time.monotonic()
-        time.sleep(2)
-        restarting = time.monotonic()
-        stack.start_ext_authz(listen=stack.authz_address)
-        back = time.monotonic()
-        time.sleep(2)
-    while_down = load.between(down + 0.2, restarting)
-    assert while_down and all(status == 503 for status, _ in while_down), Counter(s for s, _ in while_down)
-    for _, body in while_down:
-        assert b"<Code>ServiceUnavailable</Code>" in body and b"authorization service" in body, body
-    after = load.between(back + 1.0)
-    assert after and all(status == 200 for status, _ in after), Counter(s for s, _ in after)
-    assert stack.processes.procs["envoy"].pid == envoy_pid, "Envoy was not restarted"
+GRANT_TTL_S = 2
+
+
+@pytest.mark.parametrize("mode", AUTHORIZATION_MODES)
+def test_ext_authz_down_fails_closed_and_traffic_recovers_without_restarting_envoy(tmp_path, mode):
+    """Per request, every request fails closed at once; with grants, callers keep the grant
+    they hold until it expires (at most the grant lifetime), then fail closed the same way."""
+    with Stack(tmp_path / "stack", authorization=mode, grant_ttl_seconds=GRANT_TTL_S) as stack:
+        s3_client(stack.url).put_object(Bucket="demo", Key="k", Body=b"v")
+        envoy_pid = stack.processes.procs["envoy"].pid
+        held_s = GRANT_TTL_S if mode == "grant" else 0
+        with Load(stack, "/demo/k") as load:
+            time.sleep(1)
+            stack.processes.kill("ext-authz")
+            down = time.monotonic()
+            time.sleep(held_s + 2)
+            restarting = time.monotonic()
+            stack.start_ext_authz(listen=stack.authz_address)
+            back = time.monotonic()
+            time.sleep(2)
+        # A grant fetched just before the kill serves until it expires, never longer.
+        while_held = load.between(down, down + held_s + 0.2)
+        assert all(status in (200, 503) for status, _ in while_held), Counter(s for s, _ in while_held)
+        while_down = load.between(down + held_s + 0.2, restarting)
+        assert while_down and all(status == 503 for status, _ in while_down), Counter(s for s, _ in while_down)
+        said = b"authorization service" if mode == "ext_authz" else b"could not get a grant from ext-authz"
+        for _, body in while_down:
+            assert b"<Code>ServiceUnavailable</Code>" in body and said in body, body
+        after = load.between(back + 1.0)
+        assert after and all(status == 200 for status, _ in after), Counter(s for s, _ in after)
+        assert stack.processes.procs["envoy"].pid == envoy_pid, "Envoy was not restarted"
 
 
 def test_an_endpoint_killed_under_load_costs_few_requests_and_traffic_moves(fresh_stack):

@@ -1,9 +1,11 @@
-//! Chunk-signed uploads in the `post` role: once ext_authz has replaced the header signature,
-//! every `chunk-signature=` in the `aws-chunked` body (and the trailer signature) must chain
-//! from the new one. ext-authz hands over the material in dynamic metadata
-//! ([`s3mesh_s3_request::chunk_signing`]); [`s3mesh_sigv4::aws_chunked::Resigner`] rewrites
-//! the body as it streams, holding at most one chunk.
+//! Chunk-signed uploads in the `post` role: once the header signature is replaced, every
+//! `chunk-signature=` in the `aws-chunked` body (and the trailer signature) must chain from the
+//! new one. Per request, ext-authz hands over the material in dynamic metadata
+//! ([`s3mesh_s3_request::chunk_signing`]); in grant mode the filter signed the headers itself
+//! and has it at hand. [`s3mesh_sigv4::aws_chunked::Resigner`] rewrites the body as it streams,
+//! holding at most one chunk.
 
+use s3mesh_access::signing::ChunkSigning;
 use s3mesh_s3_request::{chunk_signing, S3Error};
 use s3mesh_sigv4::aws_chunked::{ChunkSigner, FramingError, Resigner};
 use s3mesh_sigv4::payload::PayloadMode;
@@ -34,8 +36,32 @@ pub fn resigner(
     let key = material(chunk_signing::SIGNING_KEY)
         .and_then(|k| SigningKey::from_hex(&k))
         .ok_or_else(|| missing("signing key"))?;
-    let signer = ChunkSigner::new(key, &amz_date, &scope, &seed);
-    Ok(Some(Resigner::new(signer, trailer, MAX_CHUNK_BYTES)))
+    let signing = ChunkSigning {
+        seed,
+        amz_date,
+        scope,
+        key,
+    };
+    Ok(Some(build(&signing, trailer)))
+}
+
+/// Grant mode: a re-signer from the filter's own header signature, for a request whose
+/// `x-amz-content-sha256` is `mode`.
+pub fn own_resigner(mode: Option<&str>, signing: &ChunkSigning) -> Option<Resigner> {
+    match PayloadMode::from_header(mode) {
+        PayloadMode::StreamingSigned { trailer } => Some(build(signing, trailer)),
+        _ => None,
+    }
+}
+
+fn build(signing: &ChunkSigning, trailer: bool) -> Resigner {
+    let signer = ChunkSigner::new(
+        signing.key.clone(),
+        &signing.amz_date,
+        &signing.scope,
+        &signing.seed,
+    );
+    Resigner::new(signer, trailer, MAX_CHUNK_BYTES)
 }
 
 /// The client's error for a body that is not well-formed aws-chunked.

@@ -28,7 +28,7 @@ pub enum ConfigError {
 pub enum FilterConfig {
     /// Before ext_authz: request hygiene.
     Pre(PreConfig),
-    /// After ext_authz: endpoint hints.
+    /// After ext_authz (or, in grant mode, instead of it): endpoint hints and signing.
     Post(PostConfig),
 }
 
@@ -72,6 +72,32 @@ pub struct PostConfig {
     /// Longest cooldown, whatever `Retry-After` says.
     #[serde(default = "default_max_cooldown_ms")]
     pub max_cooldown_ms: f64,
+    /// Grant mode: this filter decides and signs with grants from ext-authz, and Envoy's
+    /// ext_authz filter is left out of the chain. Absent: ext_authz runs before this filter and
+    /// signs every request.
+    #[serde(default)]
+    pub grants: Option<GrantsConfig>,
+}
+
+/// Where and how grants are asked for.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantsConfig {
+    /// The Envoy cluster of ext-authz (HTTP/2, the one ext_authz would use).
+    pub cluster: String,
+    /// `:authority` of grant requests.
+    #[serde(default = "default_grant_authority")]
+    pub authority: String,
+    /// How long a request waits for its grant before failing closed with `503`.
+    #[serde(default = "default_grant_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_grant_authority() -> String {
+    "s3mesh-ext-authz".to_owned()
+}
+fn default_grant_timeout_ms() -> u64 {
+    1_000
 }
 
 fn default_unhinted_share() -> f64 {
@@ -155,6 +181,17 @@ impl PostConfig {
                 "must be between 0.0 and 1.0".into(),
             ));
         }
+        if let Some(grants) = &self.grants {
+            if grants.cluster.is_empty() {
+                return Err(invalid("grants.cluster", "name ext-authz's cluster".into()));
+            }
+            if !(1..=60_000).contains(&grants.timeout_ms) {
+                return Err(invalid(
+                    "grants.timeout_ms",
+                    "must be between 1 and 60000".into(),
+                ));
+            }
+        }
         let durations = [
             ("decay_ms", self.decay_ms),
             ("recovery_ms", self.recovery_ms),
@@ -191,11 +228,24 @@ mod tests {
         };
         assert_eq!(post.unhinted_share, 0.005);
         assert!(post.remote_endpoints.is_empty());
+        assert_eq!(post.grants, None);
+        let granting =
+            br#"{"role":"post","endpoints":["127.0.0.1:1"],"grants":{"cluster":"ext_authz"}}"#;
+        let Ok(FilterConfig::Post(post)) = FilterConfig::parse(granting) else {
+            panic!("post expected")
+        };
+        let grants = post.grants.unwrap();
+        assert_eq!(
+            (grants.authority.as_str(), grants.timeout_ms),
+            ("s3mesh-ext-authz", 1_000)
+        );
     }
 
     #[test]
     fn refusals_name_the_field() {
-        let cases: [(&[u8], &str); 8] = [
+        let cases: [(&[u8], &str); 10] = [
+            (br#"{"role":"post","endpoints":["127.0.0.1:1"],"grants":{"cluster":""}}"#, "grants.cluster"),
+            (br#"{"role":"post","endpoints":["127.0.0.1:1"],"grants":{"cluster":"x","timeout_ms":0}}"#, "grants.timeout_ms"),
             (br#"{"role":"pre","virtual_host_domains":["*.s3.local"]}"#, "virtual_host_domains[0]"),
             (br#"{"role":"post","endpoints":["127.0.0.1:1"],"remote_endpoints":["127.0.0.1:1"]}"#, "remote_endpoints[0]"),
             (br#"{"role":"post","endpoints":["127.0.0.1:1"],"decay_ms":0}"#, "decay_ms"),

@@ -16,6 +16,7 @@
 pub mod chunk_resign;
 pub mod config;
 pub mod endpoint;
+pub mod grants;
 pub mod pre;
 
 // Only Envoy provides the host functions the shell imports: not in test binaries.

@@ -1,11 +1,14 @@
 //! `bench-load --target HOST:PORT --path /b/k --rate R --duration-s D --warmup-s W --out FILE
-//! [--control HOST:PORT] [--timeout-ms T] [--closed N]`: open-loop GET load at a fixed rate, or
-//! with `--closed N` a closed loop over N connections for the maximum rate.
+//! [--control HOST:PORT] [--timeout-ms T] [--connections N] [--closed N]`: open-loop GET load
+//! at a fixed rate, or with `--closed N` a closed loop over N connections for the maximum rate.
 //!
 //! Request `i` is due at `start + i/rate` and is sent then (paced by [`s3mesh_bench::pacer`]),
 //! on an idle keep-alive connection or a new one, whatever happened to earlier requests; its
 //! latency runs from that intended time to the last byte of the response (so queueing anywhere
-//! is counted, coordinated omission is not possible). Writes percentiles over the measured window (after the warm-up) and
+//! is counted, coordinated omission is not possible). At most `--connections` (default 64) are
+//! open at once: when all are busy, a due request waits its turn (first come, first served)
+//! and the wait counts in its latency, instead of the generator opening ever more connections
+//! as the target slows (which costs the generator, and the target, more than the requests). Writes percentiles over the measured window (after the warm-up) and
 //! per-second counts by serving endpoint (`x-bench-endpoint`) as JSON.
 
 use std::collections::BTreeMap;
@@ -27,6 +30,8 @@ struct Args {
     out: String,
     control: Option<String>,
     timeout_ms: u64,
+    /// Open loop: at most this many connections.
+    connections: usize,
     /// Closed loop instead: this many connections, each sending its next request when the last
     /// is answered (for the maximum rate; its latencies are not open-loop figures).
     closed: Option<usize>,
@@ -42,6 +47,7 @@ fn parse_args() -> Result<Args, String> {
         out: "load.json".into(),
         control: None,
         timeout_ms: 10_000,
+        connections: 64,
         closed: None,
     };
     let mut it = std::env::args().skip(1);
@@ -57,6 +63,7 @@ fn parse_args() -> Result<Args, String> {
             "--out" => a.out = v,
             "--control" => a.control = Some(v),
             "--timeout-ms" => a.timeout_ms = num(&v)? as u64,
+            "--connections" => a.connections = (num(&v)? as usize).max(1),
             "--closed" => a.closed = Some(num(&v)? as usize),
             _ => return Err(format!("unknown flag {flag}")),
         }
@@ -250,14 +257,22 @@ impl Sender {
     }
 }
 
-/// Open loop: each request at its due time, whatever happened to earlier ones.
-async fn open_loop(sender: &Sender, rate: f64, end: Instant) {
+/// Open loop: each request at its due time, whatever happened to earlier ones, on at most
+/// `connections` connections.
+async fn open_loop(sender: &Sender, rate: f64, connections: usize, end: Instant) {
     let pool: Shared<Conn> = Arc::new(Mutex::new(Vec::new()));
+    let slots = Arc::new(tokio::sync::Semaphore::new(connections));
     let mut due_times = s3mesh_bench::pacer::spawn(sender.start, rate, end);
     let mut tasks = tokio::task::JoinSet::new();
     while let Some((_, due)) = due_times.recv().await {
-        let (sender, pool) = (sender.clone(), Arc::clone(&pool));
-        tasks.spawn(async move { sender.send(pool, due).await });
+        let (sender, pool, slots) = (sender.clone(), Arc::clone(&pool), Arc::clone(&slots));
+        tasks.spawn(async move {
+            // The semaphore is fair: requests get a connection in the order they were due.
+            let Ok(_slot) = slots.acquire_owned().await else {
+                return;
+            };
+            sender.send(pool, due).await
+        });
         while tasks.try_join_next().is_some() {}
     }
     while tasks.join_next().await.is_some() {}
@@ -300,7 +315,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     match args.closed {
         Some(connections) => closed_loop(&sender, connections, end).await,
-        None => open_loop(&sender, args.rate, end).await,
+        None => open_loop(&sender, args.rate, args.connections, end).await,
     }
     let records = records.lock().map(|r| r.clone()).unwrap_or_default();
     let report = report(&args, &records);

@@ -64,6 +64,9 @@ pub(super) struct Metrics {
     pub(super) pre_stripped_headers: Metric,
     pub(super) post_unhinted: Metric,
     pub(super) discovered_endpoints: Metric,
+    pub(super) grants_fetched: Metric,
+    pub(super) grant_failures: Metric,
+    pub(super) grant_denied: Metric,
     endpoints: RefCell<HashMap<String, Rc<EndpointMetrics>>>,
     operations: RefCell<HashMap<&'static str, Rc<OperationMetrics>>>,
 }
@@ -76,6 +79,9 @@ impl Metrics {
             pre_stripped_headers: counter("s3mesh_pre_stripped_headers_total"),
             post_unhinted: counter("s3mesh_post_unhinted_total"),
             discovered_endpoints: counter("s3mesh_endpoints_discovered_total"),
+            grants_fetched: counter("s3mesh_grants_fetched_total"),
+            grant_failures: counter("s3mesh_grant_failures_total"),
+            grant_denied: counter("s3mesh_grant_denied_total"),
             endpoints: RefCell::default(),
             operations: RefCell::default(),
         }

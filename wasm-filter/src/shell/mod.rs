@@ -19,6 +19,7 @@ use s3mesh_s3_request::S3Error;
 use crate::config::{FilterConfig, PreConfig};
 use crate::endpoint::Selector;
 use metrics::Metrics;
+use post::Granting;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -52,7 +53,7 @@ fn now_ms(context: &dyn Context) -> f64 {
 /// What a configured root hands to its streams.
 enum Role {
     Pre(Rc<PreConfig>),
-    Post(Rc<RefCell<Selector>>),
+    Post(Rc<RefCell<Selector>>, Option<Rc<Granting>>),
 }
 
 struct Root {
@@ -71,7 +72,11 @@ impl RootContext for Root {
             Ok(FilterConfig::Post(post)) => {
                 let seed =
                     (now_ms(self) * 1000.0) as u64 ^ u64::from(self.context_id).rotate_left(32);
-                Role::Post(Rc::new(RefCell::new(Selector::new(&post, seed))))
+                let granting = post
+                    .grants
+                    .clone()
+                    .map(|config| Rc::new(Granting::new(config)));
+                Role::Post(Rc::new(RefCell::new(Selector::new(&post, seed))), granting)
             }
             Err(e) => {
                 log::error!("{e}");
@@ -79,7 +84,7 @@ impl RootContext for Root {
             }
         };
         let metrics = Rc::new(Metrics::define());
-        if let Role::Post(selector) = &role {
+        if let Role::Post(selector, _) = &role {
             for address in selector.borrow().addresses() {
                 metrics.endpoint(address);
             }
@@ -93,8 +98,9 @@ impl RootContext for Root {
         let metrics = Rc::clone(self.metrics.as_ref()?);
         match self.role.as_ref()? {
             Role::Pre(config) => Some(Box::new(pre::PreStream::new(Rc::clone(config), metrics))),
-            Role::Post(selector) => Some(Box::new(post::PostStream::new(
+            Role::Post(selector, granting) => Some(Box::new(post::PostStream::new(
                 Rc::clone(selector),
+                granting.clone(),
                 metrics,
             ))),
         }

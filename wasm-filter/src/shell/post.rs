@@ -1,23 +1,48 @@
-//! Role `post` in Envoy: names the endpoints for each request and learns from how it went, and
-//! re-signs the body of chunk-signed uploads as it streams through.
+//! Role `post` in Envoy: in grant mode decides and signs each request with its caller's grant;
+//! names the endpoints for each request and learns from how it went; re-signs the body of
+//! chunk-signed uploads as it streams through.
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::time::Duration;
 
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
+use s3mesh_access::decision::Request;
+use s3mesh_access::grant::{CompiledGrant, ISSUE_PATH};
 use s3mesh_s3_request::headers::{ENDPOINT_HINT, INTERNAL_RESPONSE, OPERATION};
-use s3mesh_s3_request::{chunk_signing, Operation, OperationClass};
+use s3mesh_s3_request::{chunk_signing, Operation, OperationClass, S3Error};
 use s3mesh_sigv4::aws_chunked::Resigner;
+use s3mesh_sigv4::AmzDate;
 
 use super::metrics::Metrics;
 use super::{now_ms, send_s3_error};
 use crate::chunk_resign;
+use crate::config::GrantsConfig;
 use crate::endpoint::outcome::{classify, Outcome};
 use crate::endpoint::{LatencyClass, Selector};
+use crate::grants::{decode_record, encode_record, read_answer, Answer, Caller, GrantCache};
+
+/// Grant mode of one worker: where grants come from and the ones it holds.
+pub(super) struct Granting {
+    config: GrantsConfig,
+    cache: RefCell<GrantCache>,
+}
+
+impl Granting {
+    pub(super) fn new(config: GrantsConfig) -> Self {
+        Self {
+            config,
+            cache: RefCell::default(),
+        }
+    }
+}
 
 pub(super) struct PostStream {
     selector: Rc<RefCell<Selector>>,
+    granting: Option<Rc<Granting>>,
+    /// The caller whose grant this stream waits for.
+    waiting_for: Option<Caller>,
     metrics: Rc<Metrics>,
     operation: Operation,
     /// The endpoint named first, whose in-flight gauge this stream holds.
@@ -33,9 +58,15 @@ pub(super) struct PostStream {
 }
 
 impl PostStream {
-    pub(super) fn new(selector: Rc<RefCell<Selector>>, metrics: Rc<Metrics>) -> Self {
+    pub(super) fn new(
+        selector: Rc<RefCell<Selector>>,
+        granting: Option<Rc<Granting>>,
+        metrics: Rc<Metrics>,
+    ) -> Self {
         Self {
             selector,
+            granting,
+            waiting_for: None,
             metrics,
             operation: Operation::Unknown,
             first: None,
@@ -74,19 +105,155 @@ impl PostStream {
     }
 }
 
-impl Context for PostStream {}
+impl PostStream {
+    /// A property as text; absent or empty is `None`.
+    fn property_text(&self, path: &[&str]) -> Option<String> {
+        self.get_property(path.to_vec())
+            .and_then(|b| String::from_utf8(b).ok())
+            .filter(|s| !s.is_empty())
+    }
 
-impl HttpContext for PostStream {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let operation = self.get_http_request_header(OPERATION);
-        self.set_http_request_header(OPERATION, None);
-        self.operation = Operation::from_name(operation.as_deref().unwrap_or_default());
+    /// The caller as Envoy saw the connection: the peer certificate's principal the way
+    /// ext_authz names it (URI SAN, else DNS SAN, else subject), and the source address.
+    fn caller(&self) -> Caller {
+        let mtls = self
+            .get_property(vec!["connection", "mtls"])
+            .is_some_and(|b| b.first() == Some(&1));
+        let principal = mtls
+            .then(|| {
+                self.property_text(&["connection", "uri_san_peer_certificate"])
+                    .or_else(|| self.property_text(&["connection", "dns_san_peer_certificate"]))
+                    .or_else(|| self.property_text(&["connection", "subject_peer_certificate"]))
+            })
+            .flatten();
+        Caller::new(
+            principal,
+            self.property_text(&["source", "address"]).as_deref(),
+        )
+    }
+
+    /// The caller's grant from the other workers, if one is there and usable; a stale one is
+    /// emptied so that shared memory does not keep it.
+    fn shared_grant(
+        &self,
+        granting: &Granting,
+        caller: &Caller,
+        now: u64,
+        date: &str,
+    ) -> Option<Rc<CompiledGrant>> {
+        let key = caller.shared_key();
+        let (bytes, cas) = self.get_shared_data(&key);
+        let bytes = bytes.filter(|b| !b.is_empty())?;
+        let Some(held) = decode_record(&bytes, now, date) else {
+            let _ = self.set_shared_data(&key, Some(&[]), cas);
+            return None;
+        };
+        let grant = Rc::clone(&held.grant);
+        granting
+            .cache
+            .borrow_mut()
+            .insert(caller.clone(), held, now);
+        Some(grant)
+    }
+
+    /// Asks ext-authz for `caller`'s grant; the request waits.
+    fn ask_for_grant(&mut self, granting: &Granting, caller: Caller, date: String) -> Action {
+        let body = caller.grant_request(date);
+        let config = &granting.config;
+        let headers = vec![
+            (":method", "POST"),
+            (":path", ISSUE_PATH),
+            (":authority", config.authority.as_str()),
+            ("content-type", "application/json"),
+        ];
+        let timeout = Duration::from_millis(config.timeout_ms);
+        match self.dispatch_http_call(&config.cluster, headers, Some(&body), vec![], timeout) {
+            Ok(_) => {
+                self.waiting_for = Some(caller);
+                Action::Pause
+            }
+            Err(status) => {
+                self.metrics.grant_failures.add(1);
+                let error = S3Error::service_unavailable(format!(
+                    "s3mesh could not ask ext-authz for a grant (cluster {:?}: {status:?}); check the filter's grants.cluster",
+                    config.cluster
+                ));
+                log::warn!("{}", error.message);
+                self.refuse(&error);
+                Action::Pause
+            }
+        }
+    }
+
+    /// Decides on the request with `grant` and, when allowed, signs it. `false`: refused, and
+    /// the client has its answer.
+    fn sign_with(&mut self, grant: &CompiledGrant, now: u64) -> bool {
+        let headers = self.get_http_request_headers();
+        let get = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map_or("", |(_, v)| v.as_str())
+        };
+        let pairs: Vec<(&str, &str)> = headers
+            .iter()
+            .filter(|(n, _)| !n.starts_with(':'))
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        let request = Request {
+            method: get(":method"),
+            host: get(":authority"),
+            path: get(":path"),
+            headers: &pairs,
+        };
+        match grant.decide(&request, AmzDate::from_unix_seconds(now / 1000)) {
+            Ok(allowed) => {
+                let signed = allowed.signed;
+                for (name, value) in &signed.changes.set {
+                    self.set_http_request_header(name, Some(value));
+                }
+                for name in &signed.changes.remove {
+                    self.set_http_request_header(name, None);
+                }
+                if let Some(signing) = &signed.chunk_signing {
+                    let mode = headers
+                        .iter()
+                        .find(|(n, _)| n == "x-amz-content-sha256")
+                        .map(|(_, v)| v.as_str());
+                    self.resigner = chunk_resign::own_resigner(mode, signing)
+                        .map(|r| (r, get(":path").to_owned(), get("x-request-id").to_owned()));
+                }
+                true
+            }
+            Err(refused) => {
+                self.metrics.grant_denied.add(1);
+                log::info!(
+                    "denied: request {} identity {} operation {}: {}",
+                    get("x-request-id"),
+                    grant.identity(),
+                    refused.operation.unwrap_or("-"),
+                    refused.error.message
+                );
+                send_s3_error(self, &refused.error, get(":path"), get("x-request-id"));
+                false
+            }
+        }
+    }
+
+    /// Answers the client with `error` now.
+    fn refuse(&self, error: &S3Error) {
+        let (path, request_id) = self.path_and_request_id();
+        send_s3_error(self, error, &path, &request_id);
+    }
+
+    /// After authorization: the chunk re-signer when ext_authz signed, then the endpoint hint.
+    fn route(&mut self) -> Action {
         // Reads and listings carry no body: no chunk signatures to re-sign.
         let bodiless = matches!(
             self.operation.class(),
             Some(OperationClass::Read | OperationClass::List)
         );
-        if !bodiless {
+        if self.granting.is_none() && !bodiless {
             let mode = self.get_http_request_header("x-amz-content-sha256");
             match chunk_resign::resigner(mode.as_deref(), |name| self.authz_metadata(name)) {
                 Ok(resigner) => {
@@ -96,8 +263,7 @@ impl HttpContext for PostStream {
                     });
                 }
                 Err(error) => {
-                    let (path, request_id) = self.path_and_request_id();
-                    send_s3_error(self, &error, &path, &request_id);
+                    self.refuse(&error);
                     return Action::Pause;
                 }
             }
@@ -123,6 +289,71 @@ impl HttpContext for PostStream {
         // Replaces (or removes) any copy that got this far: the hint is trusted routing input.
         self.set_http_request_header(ENDPOINT_HINT, hint.value.as_deref());
         Action::Continue
+    }
+}
+
+impl Context for PostStream {
+    fn on_http_call_response(
+        &mut self,
+        _token: u32,
+        _headers: usize,
+        body_size: usize,
+        _trailers: usize,
+    ) {
+        let (Some(caller), Some(granting)) = (self.waiting_for.take(), self.granting.clone())
+        else {
+            return;
+        };
+        let status = self.get_http_call_response_header(":status");
+        let body = self
+            .get_http_call_response_body(0, body_size)
+            .unwrap_or_default();
+        let now = now_ms(self) as u64;
+        match read_answer(status.as_deref(), &body, now) {
+            Ok(Answer::Granted { held, json }) => {
+                self.metrics.grants_fetched.add(1);
+                let record = encode_record(held.expires_ms, &json);
+                let _ = self.set_shared_data(&caller.shared_key(), Some(&record), None);
+                let grant = Rc::clone(&held.grant);
+                granting.cache.borrow_mut().insert(caller, held, now);
+                if self.sign_with(&grant, now) && self.route() == Action::Continue {
+                    self.resume_http_request();
+                }
+            }
+            Ok(Answer::Refused(error)) => {
+                self.metrics.grant_denied.add(1);
+                self.refuse(&error);
+            }
+            Err(error) => {
+                self.metrics.grant_failures.add(1);
+                log::warn!("{}", error.message);
+                self.refuse(&error);
+            }
+        }
+    }
+}
+
+impl HttpContext for PostStream {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let operation = self.get_http_request_header(OPERATION);
+        self.set_http_request_header(OPERATION, None);
+        self.operation = Operation::from_name(operation.as_deref().unwrap_or_default());
+        if let Some(granting) = self.granting.clone() {
+            let caller = self.caller();
+            let now = now_ms(self) as u64;
+            let date = AmzDate::from_unix_seconds(now / 1000).date();
+            let held = granting.cache.borrow().get(&caller, now, &date);
+            let grant = held.or_else(|| self.shared_grant(&granting, &caller, now, &date));
+            match grant {
+                Some(grant) => {
+                    if !self.sign_with(&grant, now) {
+                        return Action::Pause;
+                    }
+                }
+                None => return self.ask_for_grant(&granting, caller, date),
+            }
+        }
+        self.route()
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {

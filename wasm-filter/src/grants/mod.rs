@@ -1,0 +1,186 @@
+//! Grant mode (role `post` with `grants` configured): the filter decides and signs in process
+//! with grants from ext-authz ([`s3mesh_access::grant`]) instead of Envoy's ext_authz filter
+//! asking ext-authz on every request.
+//!
+//! A grant is kept per caller (mTLS principal and source address, as Envoy saw the
+//! connection: never a header) until it expires. Each worker keeps the grants it has used
+//! decoded in a [`GrantCache`]; Envoy's shared data holds them for every worker
+//! ([`encode_record`]), so one worker's fetch serves all. A grant whose keys are for another day
+//! than today counts as expired.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::rc::Rc;
+
+use s3mesh_access::grant::{CompiledGrant, Grant, GrantRequest, GrantResponse};
+use s3mesh_s3_request::S3Error;
+
+/// Prefix of the shared-data keys of grants (versioned with the wire format).
+pub const SHARED_KEY_PREFIX: &str = "s3mesh.grant.v1/";
+
+/// Past this many entries, a worker drops its expired grants before adding one.
+const PRUNE_ABOVE: usize = 1024;
+
+/// The caller as Envoy saw the connection: whom a grant is for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Caller {
+    /// The peer's mTLS principal, if it presented a certificate.
+    pub principal: Option<String>,
+    /// The downstream peer's address.
+    pub source: Option<IpAddr>,
+}
+
+impl Caller {
+    /// The caller from Envoy's `source.address` (`ip:port`, IPv6 as `[ip]:port`) and principal.
+    pub fn new(principal: Option<String>, source_address: Option<&str>) -> Self {
+        let source = source_address.and_then(|a| {
+            a.parse::<std::net::SocketAddr>()
+                .map(|s| s.ip())
+                .or_else(|_| a.parse::<IpAddr>())
+                .ok()
+        });
+        Self { principal, source }
+    }
+
+    /// The shared-data key of this caller's grant.
+    pub fn shared_key(&self) -> String {
+        let source = self.source.map(|s| s.to_string()).unwrap_or_default();
+        let principal = self.principal.as_deref().unwrap_or_default();
+        format!("{SHARED_KEY_PREFIX}{source}|{principal}")
+    }
+
+    /// The body of the grant request for `date` (`YYYYMMDD`).
+    pub fn grant_request(&self, date: String) -> Vec<u8> {
+        let request = GrantRequest {
+            principal: self.principal.clone(),
+            source: self.source,
+            date,
+        };
+        serde_json::to_vec(&request).unwrap_or_default()
+    }
+}
+
+/// A grant in use, with when it stops being usable (host clock, milliseconds).
+#[derive(Debug, Clone)]
+pub struct Held {
+    /// The compiled grant.
+    pub grant: Rc<CompiledGrant>,
+    /// Expiry, milliseconds since the epoch by Envoy's clock.
+    pub expires_ms: u64,
+}
+
+impl Held {
+    fn usable(&self, now_ms: u64, date: &str) -> bool {
+        now_ms < self.expires_ms && self.grant.signs_for(date)
+    }
+}
+
+/// One worker's decoded grants.
+#[derive(Debug, Default)]
+pub struct GrantCache {
+    entries: HashMap<Caller, Held>,
+}
+
+impl GrantCache {
+    /// The caller's grant, if still usable at `now_ms` on `date`.
+    pub fn get(&self, caller: &Caller, now_ms: u64, date: &str) -> Option<Rc<CompiledGrant>> {
+        self.entries
+            .get(caller)
+            .filter(|h| h.usable(now_ms, date))
+            .map(|h| Rc::clone(&h.grant))
+    }
+
+    /// Keeps `held` for `caller`, first dropping expired grants when there are many.
+    pub fn insert(&mut self, caller: Caller, held: Held, now_ms: u64) {
+        if self.entries.len() >= PRUNE_ABOVE {
+            self.entries.retain(|_, h| now_ms < h.expires_ms);
+        }
+        self.entries.insert(caller, held);
+    }
+
+    /// How many grants the worker holds.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the worker holds none.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// A grant as kept in Envoy's shared data: its expiry (8 bytes, little-endian milliseconds)
+/// followed by the grant's JSON exactly as ext-authz sent it.
+pub fn encode_record(expires_ms: u64, grant_json: &[u8]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(8 + grant_json.len());
+    bytes.extend_from_slice(&expires_ms.to_le_bytes());
+    bytes.extend_from_slice(grant_json);
+    bytes
+}
+
+/// The grant in a shared-data record, if it is well-formed and still usable at `now_ms` on
+/// `date`.
+pub fn decode_record(bytes: &[u8], now_ms: u64, date: &str) -> Option<Held> {
+    let (expiry, json) = bytes.split_first_chunk::<8>()?;
+    let expires_ms = u64::from_le_bytes(*expiry);
+    let grant = serde_json::from_slice::<Grant>(json).ok()?.compile().ok()?;
+    let held = Held {
+        grant: Rc::new(grant),
+        expires_ms,
+    };
+    held.usable(now_ms, date).then_some(held)
+}
+
+/// What came back from ext-authz.
+#[derive(Debug)]
+pub enum Answer {
+    /// A usable grant, and the JSON to share with the other workers.
+    Granted {
+        /// The grant, valid until `expires_ms`.
+        held: Held,
+        /// The grant's JSON, for [`encode_record`].
+        json: Vec<u8>,
+    },
+    /// ext-authz refused the caller: the client's error.
+    Refused(S3Error),
+}
+
+/// Reads ext-authz's answer (HTTP `status`, `body`) received at `now_ms`. Anything but a
+/// well-formed answer is s3mesh's own failure, and the request fails closed with `503`.
+pub fn read_answer(status: Option<&str>, body: &[u8], now_ms: u64) -> Result<Answer, S3Error> {
+    let unavailable = |why: String| {
+        S3Error::service_unavailable(format!(
+            "s3mesh could not get a grant from ext-authz ({why}); retry, and if it persists check that ext-authz is running and reachable from Envoy"
+        ))
+    };
+    if status != Some("200") {
+        let detail = String::from_utf8_lossy(body);
+        let detail: String = detail.chars().take(200).collect();
+        return Err(unavailable(format!(
+            "HTTP status {}: {detail}",
+            status.unwrap_or("none")
+        )));
+    }
+    let response: GrantResponse =
+        serde_json::from_slice(body).map_err(|e| unavailable(format!("unreadable answer: {e}")))?;
+    match response {
+        GrantResponse::Refused(refusal) => Ok(Answer::Refused(refusal.to_error())),
+        GrantResponse::Granted(grant) => {
+            let compiled = grant
+                .compile()
+                .map_err(|e| unavailable(format!("unusable grant: {e}")))?;
+            let json = serde_json::to_vec(&grant)
+                .map_err(|e| unavailable(format!("cannot keep the grant: {e}")))?;
+            Ok(Answer::Granted {
+                held: Held {
+                    grant: Rc::new(compiled),
+                    expires_ms: now_ms.saturating_add(grant.ttl_ms),
+                },
+                json,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
