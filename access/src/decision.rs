@@ -7,21 +7,9 @@ use std::borrow::Borrow;
 use s3mesh_s3_request::{RequestTarget, S3Error, S3Request};
 use s3mesh_sigv4::AmzDate;
 
+use crate::request::Request;
 use crate::rules::{authorize, Rule};
-use crate::signing::{sign_request, OutgoingRequest, ProfileKey, Signed};
-
-/// The request as Envoy will forward it, before signing.
-#[derive(Debug, Clone, Copy)]
-pub struct Request<'a> {
-    /// `:method`.
-    pub method: &'a str,
-    /// `:authority`, sent upstream as `Host`.
-    pub host: &'a str,
-    /// `:path` with the query, as the `pre` filter left it.
-    pub path: &'a str,
-    /// Request headers, lower-case names; a repeated name may appear once per value.
-    pub headers: &'a [(&'a str, &'a str)],
-}
+use crate::signing::{sign_request, ProfileKey, Signed};
 
 /// An allowed request: what Envoy changes before forwarding it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,11 +66,7 @@ where
     I: Iterator<Item = &'r Rule> + Clone,
     K: Borrow<ProfileKey>,
 {
-    let copy_source = request
-        .headers
-        .iter()
-        .find(|(n, _)| *n == "x-amz-copy-source")
-        .map(|(_, v)| *v);
+    let copy_source = request.header("x-amz-copy-source");
     let classified = S3Request::classify(request.method, target, copy_source);
     let operation = classified.operation.as_str();
     let refuse = |error| Refused {
@@ -96,12 +80,6 @@ where
             "credential profile {profile:?} is not loaded"
         )))
     })?;
-    let outgoing = OutgoingRequest {
-        method: request.method,
-        host: request.host,
-        target,
-        headers: request.headers,
-    };
-    let signed = sign_request(&outgoing, key.borrow(), time).map_err(refuse)?;
+    let signed = sign_request(request, target, key.borrow(), time).map_err(refuse)?;
     Ok(Allowed { operation, signed })
 }

@@ -15,7 +15,8 @@ use serde::{Deserialize, Serialize};
 use s3mesh_s3_request::S3Error;
 use s3mesh_sigv4::AmzDate;
 
-use crate::decision::{canonical_target, decide, Allowed, Refused, Request};
+use crate::decision::{canonical_target, decide, Allowed, Refused};
+use crate::request::Request;
 use crate::rules::{Permission, Rule, RuleError};
 use crate::signing::ProfileKey;
 

@@ -11,6 +11,8 @@ use s3mesh_s3_request::{RequestTarget, S3Error};
 use s3mesh_sigv4::payload::PayloadMode;
 use s3mesh_sigv4::{sign_with_key, AmzDate, CanonicalRequest, Credentials, Scope, SigningKey};
 
+use crate::request::Request;
+
 /// What signs for one credential profile on one day: the access key id, the session token, the
 /// scope and the day-scoped key, never the secret. ext-authz derives it; a grant carries it to
 /// the filter. `Debug` redacts the key and the token.
@@ -122,29 +124,6 @@ pub struct Signed {
     pub chunk_signing: Option<ChunkSigning>,
 }
 
-/// The request as Envoy will forward it.
-#[derive(Debug, Clone, Copy)]
-pub struct OutgoingRequest<'a> {
-    /// `:method`.
-    pub method: &'a str,
-    /// `:authority`, sent upstream as `Host`.
-    pub host: &'a str,
-    /// The canonical request target.
-    pub target: &'a RequestTarget,
-    /// Request headers, lower-case names; a repeated name may appear once per value.
-    pub headers: &'a [(&'a str, &'a str)],
-}
-
-impl OutgoingRequest<'_> {
-    /// The first value of header `name`.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| *v)
-    }
-}
-
 /// Headers the signer owns: whatever the client sent for them is replaced or removed.
 const OWNED: [&str; 4] = [
     "authorization",
@@ -158,10 +137,11 @@ fn is_signed(name: &str) -> bool {
         && !OWNED.contains(&name)
 }
 
-/// Signs `request` at `time` with `key`, returning the header changes Envoy must apply. `key`
-/// must be the key of `time`'s day.
+/// Signs `request`, whose canonical target is `target`, at `time` with `key`, returning the
+/// header changes Envoy must apply. `key` must be the key of `time`'s day.
 pub fn sign_request(
-    request: &OutgoingRequest<'_>,
+    request: &Request<'_>,
+    target: &RequestTarget,
     key: &ProfileKey,
     time: AmzDate,
 ) -> Result<Signed, S3Error> {
@@ -194,8 +174,8 @@ pub fn sign_request(
     }
     let canonical = CanonicalRequest::new(
         request.method,
-        &request.target.path,
-        &request.target.query,
+        &target.path,
+        &target.query,
         &signed,
         payload_hash,
     )
@@ -247,13 +227,18 @@ mod tests {
 
     fn sign(h: &[(&str, &str)], token: Option<&str>) -> Result<Signed, S3Error> {
         let target = RequestTarget::canonicalize("/test.txt").unwrap();
-        let req = OutgoingRequest {
+        let req = Request {
             method: "GET",
             host: "examplebucket.s3.amazonaws.com",
-            target: &target,
+            path: "/test.txt",
             headers: h,
         };
-        sign_request(&req, &key(token), AmzDate::from_unix_seconds(1_369_353_600))
+        sign_request(
+            &req,
+            &target,
+            &key(token),
+            AmzDate::from_unix_seconds(1_369_353_600),
+        )
     }
 
     #[test]

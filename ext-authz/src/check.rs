@@ -5,8 +5,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use s3mesh_access::decision::{canonical_target, decide, Request};
+use s3mesh_access::decision::{canonical_target, decide};
 use s3mesh_access::grant::{Grant, GrantRequest, GrantResponse, Refusal};
+use s3mesh_access::request::Request;
 use s3mesh_access::signing::{ChunkSigning, HeaderChanges, ProfileKey};
 use s3mesh_s3_request::S3Error;
 use s3mesh_sigv4::{AmzDate, Credentials};

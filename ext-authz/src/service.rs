@@ -172,13 +172,14 @@ impl Authorization for AuthzService {
 /// The gRPC service and the grant route, on one port.
 pub fn routes(current: Arc<Current>) -> tonic::service::Routes {
     let grants = Arc::clone(&current);
+    let metrics = CheckMetrics::new();
     let router = tonic::service::Routes::new(AuthorizationServer::new(AuthzService::new(current)))
         .into_axum_router()
         .route(
             ISSUE_PATH,
             axum::routing::post(move |body: axum::body::Bytes| {
-                let current = Arc::clone(&grants);
-                async move { issue_grant(&current, &body) }
+                let (current, metrics) = (Arc::clone(&grants), metrics.clone());
+                async move { issue_grant(&current, &metrics, &body) }
             }),
         );
     tonic::service::Routes::from(router)
@@ -188,6 +189,7 @@ pub fn routes(current: Arc<Current>) -> tonic::service::Routes {
 /// request that is not a [`GrantRequest`].
 fn issue_grant(
     current: &Current,
+    metrics: &CheckMetrics,
     body: &[u8],
 ) -> (StatusCode, [(HeaderName, &'static str); 1], Vec<u8>) {
     let json = [(CONTENT_TYPE, "application/json")];
@@ -199,6 +201,10 @@ fn issue_grant(
         }
     };
     let response = current.get().grant(&request, SystemTime::now());
+    match &response {
+        GrantResponse::Granted(_) => metrics.record_grant("issued"),
+        GrantResponse::Refused(_) => metrics.record_grant("refused"),
+    }
     match &response {
         GrantResponse::Granted(grant) => tracing::debug!(
             identity = %grant.identity,

@@ -202,6 +202,7 @@ pub fn check_span(
 pub struct CheckMetrics {
     checks: Counter<u64>,
     duration: Histogram<f64>,
+    grants: Counter<u64>,
 }
 
 impl CheckMetrics {
@@ -221,7 +222,16 @@ impl CheckMetrics {
                     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.05,
                 ])
                 .build(),
+            grants: meter
+                .u64_counter("s3mesh.authz.grants")
+                .with_description("grants asked for by the filter, by decision")
+                .build(),
         }
+    }
+
+    /// Records one grant request: `issued` or `refused`.
+    pub fn record_grant(&self, decision: &'static str) {
+        self.grants.add(1, &[KeyValue::new("decision", decision)]);
     }
 
     /// Records one check. `reason` is the S3 error code of a denial, `granted` otherwise.

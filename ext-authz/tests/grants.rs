@@ -10,12 +10,12 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use http_body_util::BodyExt;
-use s3mesh_access::decision::Request;
 use s3mesh_access::grant::{GrantRequest, GrantResponse, ISSUE_PATH};
+use s3mesh_access::request::Request;
 use s3mesh_ext_authz::check::{Decision, HttpAttributes};
 use s3mesh_ext_authz::reload::{Current, Reloader};
 use s3mesh_sigv4::AmzDate;
-use support::authz_fixture::{config_dir, LOCAL, SECRET};
+use support::authz_fixture::{config_dir, serve_routes, LOCAL, SECRET};
 use tonic::transport::Channel;
 use tower::ServiceExt;
 
@@ -23,13 +23,7 @@ async fn serve(body: &str) -> (Channel, Arc<Current>) {
     let (_dir, path) = config_dir(body);
     let mut reloader = Reloader::new(path, None, None);
     let current = Arc::new(Current::new(reloader.build().unwrap()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_routes(s3mesh_ext_authz::service::routes(Arc::clone(&current)))
-            .serve_with_incoming(s3mesh_ext_authz::service::incoming(listener)),
-    );
+    let addr = serve_routes(Arc::clone(&current)).await;
     let channel = Channel::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect()

@@ -19,7 +19,7 @@ use envoy_types::pb::google::protobuf::value::Kind;
 use s3mesh_ext_authz::identity::kubernetes::PodIdentities;
 use s3mesh_ext_authz::reload::{Current, Reloader};
 use s3mesh_s3_request::chunk_signing;
-use support::authz_fixture::{check, config_dir, LOCAL, SECRET, TOKEN};
+use support::authz_fixture::{check, config_dir, serve_routes, LOCAL, SECRET, TOKEN};
 use tonic::transport::Channel;
 
 async fn serve(
@@ -29,13 +29,7 @@ async fn serve(
     let mut reloader = Reloader::new(path.to_owned(), pods, None);
     let current = Arc::new(Current::new(reloader.build().unwrap()));
     tokio::spawn(reloader.watch(Arc::clone(&current), Duration::from_millis(100)));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_routes(s3mesh_ext_authz::service::routes(Arc::clone(&current)))
-            .serve_with_incoming(s3mesh_ext_authz::service::incoming(listener)),
-    );
+    let addr = serve_routes(Arc::clone(&current)).await;
     let client = AuthorizationClient::connect(format!("http://{addr}"))
         .await
         .unwrap();

@@ -37,6 +37,21 @@ pub fn config_dir(body: &str) -> (PathBuf, PathBuf) {
     (dir, path)
 }
 
+/// Serves ext-authz's routes (the Authorization service and the grant route) over `current` on
+/// a free loopback port, as the binary does; the address.
+pub async fn serve_routes(
+    current: std::sync::Arc<s3mesh_ext_authz::reload::Current>,
+) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_routes(s3mesh_ext_authz::service::routes(current))
+            .serve_with_incoming(s3mesh_ext_authz::service::incoming(listener)),
+    );
+    addr
+}
+
 /// Identities known by address, two profiles, one rule each.
 pub const LOCAL: &str = "
 identities:

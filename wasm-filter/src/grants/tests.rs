@@ -1,5 +1,5 @@
 use super::*;
-use s3mesh_access::decision::Request;
+use s3mesh_access::request::Request;
 use s3mesh_sigv4::AmzDate;
 
 const MAY_24_2013_MS: u64 = 1_369_353_600_000;

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
-use s3mesh_access::decision::Request;
 use s3mesh_access::grant::{CompiledGrant, ISSUE_PATH};
+use s3mesh_access::request::Request;
 use s3mesh_s3_request::headers::{ENDPOINT_HINT, INTERNAL_RESPONSE, OPERATION};
 use s3mesh_s3_request::{chunk_signing, Operation, OperationClass, S3Error};
 use s3mesh_sigv4::aws_chunked::Resigner;
