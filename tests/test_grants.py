@@ -108,3 +108,18 @@ def test_one_fetch_serves_every_worker_until_the_grant_expires(grant_stack):
     assert statuses == [200] * 30
     if elapsed < TTL_S - 0.2:
         assert counter(stack, "s3mesh_grants_fetched_total") - fetched == 1
+
+
+def test_a_busy_caller_is_renewed_in_the_background_and_never_refused(grant_stack):
+    """Requests that find their grant in its last fifth queue a renewal, which the worker's
+    root context fetches while requests keep being signed with the grant in hand."""
+    stack = grant_stack
+    s3_client(stack.url, TEAM_A).put_object(Bucket="team-a", Key="k", Body=b"v")
+    renewed = counter(stack, "s3mesh_grants_renewed_total")
+    deadline = time.monotonic() + 3 * TTL_S
+    statuses = []
+    while time.monotonic() < deadline:
+        statuses.append(status(stack, TEAM_A))
+        time.sleep(0.02)
+    assert set(statuses) == {200}, statuses
+    assert counter(stack, "s3mesh_grants_renewed_total") - renewed >= 2

@@ -7,8 +7,14 @@
 //! decoded in a [`GrantCache`]; Envoy's shared data holds them for every worker
 //! ([`encode_record`]), so one worker's fetch serves all. A grant whose keys are for another day
 //! than today counts as expired.
+//!
+//! A caller in use never waits for a grant after its first: once a request finds its grant in
+//! the last fifth of its lifetime, the caller is queued ([`GrantCache::want_refresh`]) and the
+//! worker's root context fetches a new one in the background ([`GrantCache::take_wanted`]), so
+//! requests keep being signed while it comes. The grant in hand is never used past its expiry:
+//! the revocation bound stays the grant lifetime.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::rc::Rc;
 
@@ -60,34 +66,87 @@ impl Caller {
     }
 }
 
-/// A grant in use, with when it stops being usable (host clock, milliseconds).
+/// A grant in use, with when to fetch its successor and when it stops being usable (host
+/// clock, milliseconds since the epoch).
 #[derive(Debug, Clone)]
 pub struct Held {
     /// The compiled grant.
     pub grant: Rc<CompiledGrant>,
-    /// Expiry, milliseconds since the epoch by Envoy's clock.
+    /// From then on, a request that uses the grant asks for its successor.
+    pub refresh_ms: u64,
+    /// Expiry.
     pub expires_ms: u64,
 }
 
 impl Held {
+    /// A grant received at `now_ms` that lives `ttl_ms`.
+    pub fn new(grant: CompiledGrant, now_ms: u64, ttl_ms: u64) -> Self {
+        Self {
+            grant: Rc::new(grant),
+            refresh_ms: now_ms.saturating_add(ttl_ms - ttl_ms / 5),
+            expires_ms: now_ms.saturating_add(ttl_ms),
+        }
+    }
+
     fn usable(&self, now_ms: u64, date: &str) -> bool {
         now_ms < self.expires_ms && self.grant.signs_for(date)
     }
 }
 
-/// One worker's decoded grants.
+/// A usable grant, and whether its successor should be fetched.
+#[derive(Debug, Clone)]
+pub struct Found {
+    /// The grant.
+    pub grant: Rc<CompiledGrant>,
+    /// It is in the last fifth of its lifetime.
+    pub refresh: bool,
+}
+
+/// One worker's decoded grants, and the callers whose grants are being renewed.
 #[derive(Debug, Default)]
 pub struct GrantCache {
     entries: HashMap<Caller, Held>,
+    /// Callers to renew at the root context's next tick.
+    wanted: Vec<Caller>,
+    /// Callers whose renewal is under way.
+    renewing: HashSet<Caller>,
 }
 
 impl GrantCache {
     /// The caller's grant, if still usable at `now_ms` on `date`.
-    pub fn get(&self, caller: &Caller, now_ms: u64, date: &str) -> Option<Rc<CompiledGrant>> {
+    pub fn get(&self, caller: &Caller, now_ms: u64, date: &str) -> Option<Found> {
         self.entries
             .get(caller)
             .filter(|h| h.usable(now_ms, date))
-            .map(|h| Rc::clone(&h.grant))
+            .map(|h| Found {
+                grant: Rc::clone(&h.grant),
+                refresh: now_ms >= h.refresh_ms,
+            })
+    }
+
+    /// Queues `caller`'s grant for renewal, unless it is queued or under way.
+    pub fn want_refresh(&mut self, caller: &Caller) {
+        if !self.renewing.contains(caller) && !self.wanted.contains(caller) {
+            self.wanted.push(caller.clone());
+        }
+    }
+
+    /// The callers to renew now; they count as under way until [`GrantCache::renewed`].
+    pub fn take_wanted(&mut self) -> Vec<Caller> {
+        let wanted = std::mem::take(&mut self.wanted);
+        self.renewing.extend(wanted.iter().cloned());
+        wanted
+    }
+
+    /// The renewal of `caller` is over (with a grant or not).
+    pub fn renewed(&mut self, caller: &Caller) {
+        self.renewing.remove(caller);
+    }
+
+    /// Drops `caller`'s grant (ext-authz refused it on renewal: the next request asks and gets
+    /// the refusal).
+    pub fn forget(&mut self, caller: &Caller) {
+        self.entries.remove(caller);
     }
 
     /// Keeps `held` for `caller`, first dropping expired grants when there are many.
@@ -109,11 +168,12 @@ impl GrantCache {
     }
 }
 
-/// A grant as kept in Envoy's shared data: its expiry (8 bytes, little-endian milliseconds)
-/// followed by the grant's JSON exactly as ext-authz sent it.
-pub fn encode_record(expires_ms: u64, grant_json: &[u8]) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(8 + grant_json.len());
-    bytes.extend_from_slice(&expires_ms.to_le_bytes());
+/// A grant as kept in Envoy's shared data: when to renew it and its expiry (8 bytes each,
+/// little-endian milliseconds) followed by the grant's JSON exactly as ext-authz sent it.
+pub fn encode_record(held: &Held, grant_json: &[u8]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(16 + grant_json.len());
+    bytes.extend_from_slice(&held.refresh_ms.to_le_bytes());
+    bytes.extend_from_slice(&held.expires_ms.to_le_bytes());
     bytes.extend_from_slice(grant_json);
     bytes
 }
@@ -121,12 +181,13 @@ pub fn encode_record(expires_ms: u64, grant_json: &[u8]) -> Vec<u8> {
 /// The grant in a shared-data record, if it is well-formed and still usable at `now_ms` on
 /// `date`.
 pub fn decode_record(bytes: &[u8], now_ms: u64, date: &str) -> Option<Held> {
-    let (expiry, json) = bytes.split_first_chunk::<8>()?;
-    let expires_ms = u64::from_le_bytes(*expiry);
+    let (refresh, rest) = bytes.split_first_chunk::<8>()?;
+    let (expiry, json) = rest.split_first_chunk::<8>()?;
     let grant = serde_json::from_slice::<Grant>(json).ok()?.compile().ok()?;
     let held = Held {
         grant: Rc::new(grant),
-        expires_ms,
+        refresh_ms: u64::from_le_bytes(*refresh),
+        expires_ms: u64::from_le_bytes(*expiry),
     };
     held.usable(now_ms, date).then_some(held)
 }
@@ -172,10 +233,7 @@ pub fn read_answer(status: Option<&str>, body: &[u8], now_ms: u64) -> Result<Ans
             let json = serde_json::to_vec(&grant)
                 .map_err(|e| unavailable(format!("cannot keep the grant: {e}")))?;
             Ok(Answer::Granted {
-                held: Held {
-                    grant: Rc::new(compiled),
-                    expires_ms: now_ms.saturating_add(grant.ttl_ms),
-                },
+                held: Held::new(compiled, now_ms, grant.ttl_ms),
                 json,
             })
         }

@@ -37,21 +37,28 @@ fn a_grant_is_used_until_it_expires_or_the_day_changes() {
     else {
         panic!("granted expected")
     };
-    assert_eq!(held.expires_ms, now + 5_000);
+    assert_eq!(
+        (held.refresh_ms, held.expires_ms),
+        (now + 4_000, now + 5_000)
+    );
     let mut cache = GrantCache::default();
     cache.insert(caller("10.0.0.1:1"), held.clone(), now);
     let who = caller("10.0.0.1:2");
-    assert!(cache.get(&who, now + 4_999, DATE).is_some());
+    assert!(!cache.get(&who, now + 3_999, DATE).unwrap().refresh);
+    assert!(cache.get(&who, now + 4_999, DATE).unwrap().refresh);
     assert!(cache.get(&who, now + 5_000, DATE).is_none());
     assert!(cache.get(&who, now, "20130525").is_none());
     assert!(cache.get(&caller("10.0.0.2:1"), now, DATE).is_none());
-    // Shared with the other workers: the same grant, the same expiry.
-    let record = encode_record(held.expires_ms, &json);
+    // Shared with the other workers: the same grant, the same times.
+    let record = encode_record(&held, &json);
     let shared = decode_record(&record, now + 1, DATE).unwrap();
-    assert_eq!(shared.expires_ms, held.expires_ms);
+    assert_eq!(
+        (shared.refresh_ms, shared.expires_ms),
+        (held.refresh_ms, held.expires_ms)
+    );
     assert!(decode_record(&record, now + 5_000, DATE).is_none());
-    assert!(decode_record(&record[..7], now, DATE).is_none());
-    assert!(decode_record(b"\0\0\0\0\0\0\0\0{}", 0, DATE).is_none());
+    assert!(decode_record(&record[..15], now, DATE).is_none());
+    assert!(decode_record(&[0; 16], 0, DATE).is_none());
     // And it decides.
     let request = Request {
         method: "GET",
@@ -61,6 +68,22 @@ fn a_grant_is_used_until_it_expires_or_the_day_changes() {
     };
     let time = AmzDate::from_unix_seconds(now / 1000);
     assert!(shared.grant.decide(&request, time).is_ok());
+}
+
+#[test]
+fn a_caller_is_renewed_once_at_a_time() {
+    let mut cache = GrantCache::default();
+    let (a, b) = (caller("10.0.0.1:1"), caller("10.0.0.2:1"));
+    cache.want_refresh(&a);
+    cache.want_refresh(&a);
+    cache.want_refresh(&b);
+    assert_eq!(cache.take_wanted(), [a.clone(), b.clone()]);
+    // Under way: asking again changes nothing until it is over.
+    cache.want_refresh(&a);
+    assert!(cache.take_wanted().is_empty());
+    cache.renewed(&a);
+    cache.want_refresh(&a);
+    assert_eq!(cache.take_wanted(), [a]);
 }
 
 #[test]

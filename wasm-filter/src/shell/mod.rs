@@ -9,22 +9,25 @@ mod post;
 mod pre;
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, UNIX_EPOCH};
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{ContextType, LogLevel};
 use s3mesh_s3_request::S3Error;
+use s3mesh_sigv4::AmzDate;
 
 use crate::config::{FilterConfig, PreConfig};
 use crate::endpoint::Selector;
+use crate::grants::{read_answer, Answer, Caller};
 use metrics::Metrics;
 use post::Granting;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
     proxy_wasm::set_root_context(|context_id| -> Box<dyn RootContext> {
-        Box::new(Root { context_id, role: None, metrics: None })
+        Box::new(Root { context_id, role: None, metrics: None, renewals: HashMap::new() })
     });
 }}
 
@@ -60,9 +63,59 @@ struct Root {
     context_id: u32,
     role: Option<Role>,
     metrics: Option<Rc<Metrics>>,
+    /// Grant renewals under way, by call token.
+    renewals: HashMap<u32, Caller>,
 }
 
-impl Context for Root {}
+/// How often a worker renews the grants its requests asked it to renew.
+const RENEWAL_TICK: Duration = Duration::from_millis(200);
+
+impl Root {
+    fn granting(&self) -> Option<Rc<Granting>> {
+        match self.role.as_ref()? {
+            Role::Post(_, granting) => granting.clone(),
+            Role::Pre(_) => None,
+        }
+    }
+}
+
+impl Context for Root {
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        _headers: usize,
+        body_size: usize,
+        _trailers: usize,
+    ) {
+        let (Some(caller), Some(granting), Some(metrics)) = (
+            self.renewals.remove(&token),
+            self.granting(),
+            self.metrics.clone(),
+        ) else {
+            return;
+        };
+        let status = self.get_http_call_response_header(":status");
+        let body = self
+            .get_http_call_response_body(0, body_size)
+            .unwrap_or_default();
+        let now = now_ms(self) as u64;
+        match read_answer(status.as_deref(), &body, now) {
+            Ok(Answer::Granted { held, json }) => {
+                metrics.grants_fetched.add(1);
+                metrics.grants_renewed.add(1);
+                granting.keep(self, caller.clone(), held, &json, now);
+            }
+            // No longer allowed: the next request asks, and gets the refusal.
+            Ok(Answer::Refused(_)) => granting.cache.borrow_mut().forget(&caller),
+            // The grant in hand serves until it expires; requests ask again meanwhile.
+            Err(error) => {
+                metrics.grant_failures.add(1);
+                log::warn!("{}", error.message);
+            }
+        }
+        granting.cache.borrow_mut().renewed(&caller);
+    }
+}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
@@ -91,7 +144,44 @@ impl RootContext for Root {
         }
         self.role = Some(role);
         self.metrics = Some(metrics);
+        if self.granting().is_some() {
+            self.set_tick_period(RENEWAL_TICK);
+        }
         true
+    }
+
+    /// Renews the grants requests found in the last fifth of their lifetime, unless another
+    /// worker already has.
+    fn on_tick(&mut self) {
+        let Some(granting) = self.granting() else {
+            return;
+        };
+        let wanted = granting.cache.borrow_mut().take_wanted();
+        if wanted.is_empty() {
+            return;
+        }
+        let now = now_ms(self) as u64;
+        let date = AmzDate::from_unix_seconds(now / 1000).date();
+        for caller in wanted {
+            match granting.shared(self, &caller, now, &date) {
+                Some(held) if now < held.refresh_ms => {
+                    granting
+                        .cache
+                        .borrow_mut()
+                        .insert(caller.clone(), held, now);
+                    granting.cache.borrow_mut().renewed(&caller);
+                }
+                _ => match granting.ask(self, &caller, date.clone()) {
+                    Ok(token) => {
+                        self.renewals.insert(token, caller);
+                    }
+                    Err(error) => {
+                        log::warn!("{}", error.message);
+                        granting.cache.borrow_mut().renewed(&caller);
+                    }
+                },
+            }
+        }
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {

@@ -21,12 +21,15 @@ use crate::chunk_resign;
 use crate::config::GrantsConfig;
 use crate::endpoint::outcome::{classify, Outcome};
 use crate::endpoint::{LatencyClass, Selector};
-use crate::grants::{decode_record, encode_record, read_answer, Answer, Caller, GrantCache};
+use crate::grants::{
+    decode_record, encode_record, read_answer, Answer, Caller, Found, GrantCache, Held,
+};
 
-/// Grant mode of one worker: where grants come from and the ones it holds.
+/// Grant mode of one worker: where grants come from and the ones it holds; shared by the
+/// worker's streams and its root context, which renews grants in use.
 pub(super) struct Granting {
     config: GrantsConfig,
-    cache: RefCell<GrantCache>,
+    pub(super) cache: RefCell<GrantCache>,
 }
 
 impl Granting {
@@ -35,6 +38,75 @@ impl Granting {
             config,
             cache: RefCell::default(),
         }
+    }
+
+    /// The caller's usable grant: this worker's, else one another worker shared.
+    fn find(&self, ctx: &dyn Context, caller: &Caller, now: u64, date: &str) -> Option<Found> {
+        if let Some(found) = self.cache.borrow().get(caller, now, date) {
+            return Some(found);
+        }
+        let held = self.shared(ctx, caller, now, date)?;
+        let mut cache = self.cache.borrow_mut();
+        cache.insert(caller.clone(), held, now);
+        cache.get(caller, now, date)
+    }
+
+    /// The caller's grant in shared data, if usable; a stale one is emptied so that shared
+    /// memory does not keep it.
+    pub(super) fn shared(
+        &self,
+        ctx: &dyn Context,
+        caller: &Caller,
+        now: u64,
+        date: &str,
+    ) -> Option<Held> {
+        let key = caller.shared_key();
+        let (bytes, cas) = ctx.get_shared_data(&key);
+        let bytes = bytes.filter(|b| !b.is_empty())?;
+        let held = decode_record(&bytes, now, date);
+        if held.is_none() {
+            let _ = ctx.set_shared_data(&key, Some(&[]), cas);
+        }
+        held
+    }
+
+    /// Asks ext-authz for `caller`'s grant for `date`; the call's token.
+    pub(super) fn ask(
+        &self,
+        ctx: &dyn Context,
+        caller: &Caller,
+        date: String,
+    ) -> Result<u32, S3Error> {
+        let body = caller.grant_request(date);
+        let config = &self.config;
+        let headers = vec![
+            (":method", "POST"),
+            (":path", ISSUE_PATH),
+            (":authority", config.authority.as_str()),
+            ("content-type", "application/json"),
+        ];
+        let timeout = Duration::from_millis(config.timeout_ms);
+        ctx.dispatch_http_call(&config.cluster, headers, Some(&body), vec![], timeout)
+            .map_err(|status| {
+                S3Error::service_unavailable(format!(
+                    "s3mesh could not ask ext-authz for a grant (cluster {:?}: {status:?}); check the filter's grants.cluster",
+                    config.cluster
+                ))
+            })
+    }
+
+    /// Keeps a grant from ext-authz for this worker and, through shared data, the others.
+    pub(super) fn keep(
+        &self,
+        ctx: &dyn Context,
+        caller: Caller,
+        held: Held,
+        json: &[u8],
+        now: u64,
+    ) {
+        let record = encode_record(&held, json);
+        let _ = ctx.set_shared_data(&caller.shared_key(), Some(&record), None);
+        self.cache.borrow_mut().insert(caller, held, now);
     }
 }
 
@@ -132,57 +204,17 @@ impl PostStream {
         )
     }
 
-    /// The caller's grant from the other workers, if one is there and usable; a stale one is
-    /// emptied so that shared memory does not keep it.
-    fn shared_grant(
-        &self,
-        granting: &Granting,
-        caller: &Caller,
-        now: u64,
-        date: &str,
-    ) -> Option<Rc<CompiledGrant>> {
-        let key = caller.shared_key();
-        let (bytes, cas) = self.get_shared_data(&key);
-        let bytes = bytes.filter(|b| !b.is_empty())?;
-        let Some(held) = decode_record(&bytes, now, date) else {
-            let _ = self.set_shared_data(&key, Some(&[]), cas);
-            return None;
-        };
-        let grant = Rc::clone(&held.grant);
-        granting
-            .cache
-            .borrow_mut()
-            .insert(caller.clone(), held, now);
-        Some(grant)
-    }
-
     /// Asks ext-authz for `caller`'s grant; the request waits.
     fn ask_for_grant(&mut self, granting: &Granting, caller: Caller, date: String) -> Action {
-        let body = caller.grant_request(date);
-        let config = &granting.config;
-        let headers = vec![
-            (":method", "POST"),
-            (":path", ISSUE_PATH),
-            (":authority", config.authority.as_str()),
-            ("content-type", "application/json"),
-        ];
-        let timeout = Duration::from_millis(config.timeout_ms);
-        match self.dispatch_http_call(&config.cluster, headers, Some(&body), vec![], timeout) {
-            Ok(_) => {
-                self.waiting_for = Some(caller);
-                Action::Pause
-            }
-            Err(status) => {
+        match granting.ask(self, &caller, date) {
+            Ok(_) => self.waiting_for = Some(caller),
+            Err(error) => {
                 self.metrics.grant_failures.add(1);
-                let error = S3Error::service_unavailable(format!(
-                    "s3mesh could not ask ext-authz for a grant (cluster {:?}: {status:?}); check the filter's grants.cluster",
-                    config.cluster
-                ));
                 log::warn!("{}", error.message);
                 self.refuse(&error);
-                Action::Pause
             }
         }
+        Action::Pause
     }
 
     /// Decides on the request with `grant` and, when allowed, signs it. `false`: refused, and
@@ -312,10 +344,8 @@ impl Context for PostStream {
         match read_answer(status.as_deref(), &body, now) {
             Ok(Answer::Granted { held, json }) => {
                 self.metrics.grants_fetched.add(1);
-                let record = encode_record(held.expires_ms, &json);
-                let _ = self.set_shared_data(&caller.shared_key(), Some(&record), None);
                 let grant = Rc::clone(&held.grant);
-                granting.cache.borrow_mut().insert(caller, held, now);
+                granting.keep(self, caller, held, &json, now);
                 if self.sign_with(&grant, now) && self.route() == Action::Continue {
                     self.resume_http_request();
                 }
@@ -342,11 +372,12 @@ impl HttpContext for PostStream {
             let caller = self.caller();
             let now = now_ms(self) as u64;
             let date = AmzDate::from_unix_seconds(now / 1000).date();
-            let held = granting.cache.borrow().get(&caller, now, &date);
-            let grant = held.or_else(|| self.shared_grant(&granting, &caller, now, &date));
-            match grant {
-                Some(grant) => {
-                    if !self.sign_with(&grant, now) {
+            match granting.find(self, &caller, now, &date) {
+                Some(found) => {
+                    if found.refresh {
+                        granting.cache.borrow_mut().want_refresh(&caller);
+                    }
+                    if !self.sign_with(&found.grant, now) {
                         return Action::Pause;
                     }
                 }
