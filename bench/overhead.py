@@ -176,8 +176,26 @@ def report(result: dict):
     """The plot and the BENCHMARKS.md section, from a run's results."""
     configs, rate = result["configs"], result["rate"]
     plot(configs, rate)
-    write_section(markdown(configs, rate), "bench-overhead")
-    print(markdown(configs, rate))
+    text = markdown(configs, rate) + spread(result["trials"])
+    write_section(text, "bench-overhead")
+    print(text)
+
+
+def spread(trials: dict) -> str:
+    """Every repetition's p99 and maximum rate, so that a reader sees how much one run varies."""
+    each = lambda ts, key: ", ".join(f"{t[key]:,.0f}" for t in ts)  # noqa: E731
+    rows = [f"| `{name}` | {each(ts, 'p99_us')} | {each(ts, 'max_rps')} |" for name, ts in trials.items()]
+    return "\n".join([
+        "",
+        "Each repetition (in run order), to show the spread behind the medians: on this 2-core "
+        "virtual machine single stalls of several milliseconds hit any configuration now and then "
+        "(plain Envoy included), so a p99 difference below a millisecond is within the noise of one run.",
+        "",
+        "| configuration | p99 µs per repetition | max req/s per repetition |",
+        "|---|---|---|",
+        *rows,
+        "",
+    ])
 
 
 def markdown(configs: dict, rate: float) -> str:
