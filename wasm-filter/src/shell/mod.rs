@@ -4,6 +4,7 @@
 //! behind an `Rc`; a refused configuration makes Envoy reject the filter instead of running it
 //! half-configured. The SDK's `set_log_level` installs a panic hook that logs at critical level.
 
+mod granting;
 mod metrics;
 mod post;
 mod pre;
@@ -21,8 +22,8 @@ use s3mesh_sigv4::AmzDate;
 use crate::config::{FilterConfig, PreConfig};
 use crate::endpoint::Selector;
 use crate::grants::{read_answer, Answer, Caller};
+use granting::Granting;
 use metrics::Metrics;
-use post::Granting;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
