@@ -49,6 +49,10 @@ fn a_grant_is_used_until_it_expires_or_the_day_changes() {
     assert!(cache.get(&who, now + 5_000, DATE).is_none());
     assert!(cache.get(&who, now, "20130525").is_none());
     assert!(cache.get(&caller("10.0.0.2:1"), now, DATE).is_none());
+    let mut revoked = GrantCache::default();
+    revoked.insert(who.clone(), held.clone(), now);
+    revoked.forget(&who);
+    assert!(revoked.get(&who, now, DATE).is_none());
     // Shared with the other workers: the same grant, the same times.
     let record = encode_record(&held, &json);
     let shared = decode_record(&record, now + 1, DATE).unwrap();

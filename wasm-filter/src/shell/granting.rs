@@ -88,6 +88,12 @@ impl Granting {
             })
     }
 
+    /// Drops `caller`'s grant here and in shared data (ext-authz refused to renew it).
+    pub(super) fn revoke(&self, ctx: &dyn Context, caller: &Caller) {
+        let _ = ctx.set_shared_data(&caller.shared_key(), Some(&[]), None);
+        self.cache.borrow_mut().forget(caller);
+    }
+
     /// Keeps a grant from ext-authz for this worker and, through shared data, the others.
     pub(super) fn keep(
         &self,

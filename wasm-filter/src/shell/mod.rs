@@ -106,8 +106,8 @@ impl Context for Root {
                 metrics.grants_renewed.add(1);
                 granting.keep(self, caller.clone(), held, &json, now);
             }
-            // No longer allowed: the next request asks, and gets the refusal.
-            Ok(Answer::Refused(_)) => granting.cache.borrow_mut().forget(&caller),
+            // No longer allowed: the next request, on any worker, asks and gets the refusal.
+            Ok(Answer::Refused(_)) => granting.revoke(self, &caller),
             // The grant in hand serves until it expires; requests ask again meanwhile.
             Err(error) => {
                 metrics.grant_failures.add(1);
