@@ -10,7 +10,9 @@ use s3mesh_access::grant::ISSUE_PATH;
 use s3mesh_s3_request::S3Error;
 
 use crate::config::GrantsConfig;
-use crate::grants::{decode_record, encode_record, Caller, Found, GrantCache, Held};
+use crate::grants::{
+    decode_record, encode_record, read_answer, Answer, Caller, Found, GrantCache, Held,
+};
 
 /// Grant mode of one worker: where grants come from and the ones it holds; shared by the
 /// worker's streams and its root context, which renews grants in use.
@@ -107,4 +109,13 @@ impl Granting {
         let _ = ctx.set_shared_data(&caller.shared_key(), Some(&record), None);
         self.cache.borrow_mut().insert(caller, held, now);
     }
+}
+
+/// ext-authz's answer to a grant call, from the call's response received at `now`.
+pub(super) fn answer(ctx: &dyn Context, body_size: usize, now: u64) -> Result<Answer, S3Error> {
+    let status = ctx.get_http_call_response_header(":status");
+    let body = ctx
+        .get_http_call_response_body(0, body_size)
+        .unwrap_or_default();
+    read_answer(status.as_deref(), &body, now)
 }

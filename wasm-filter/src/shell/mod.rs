@@ -21,7 +21,7 @@ use s3mesh_sigv4::AmzDate;
 
 use crate::config::{FilterConfig, PreConfig};
 use crate::endpoint::Selector;
-use crate::grants::{read_answer, Answer, Caller};
+use crate::grants::{Answer, Caller};
 use granting::Granting;
 use metrics::Metrics;
 
@@ -95,12 +95,8 @@ impl Context for Root {
         ) else {
             return;
         };
-        let status = self.get_http_call_response_header(":status");
-        let body = self
-            .get_http_call_response_body(0, body_size)
-            .unwrap_or_default();
         let now = now_ms(self) as u64;
-        match read_answer(status.as_deref(), &body, now) {
+        match granting::answer(self, body_size, now) {
             Ok(Answer::Granted { held, json }) => {
                 metrics.grants_fetched.add(1);
                 metrics.grants_renewed.add(1);

@@ -14,13 +14,13 @@ use s3mesh_s3_request::{chunk_signing, Operation, OperationClass, S3Error};
 use s3mesh_sigv4::aws_chunked::Resigner;
 use s3mesh_sigv4::AmzDate;
 
-use super::granting::Granting;
+use super::granting::{self, Granting};
 use super::metrics::Metrics;
 use super::{now_ms, send_s3_error};
 use crate::chunk_resign;
 use crate::endpoint::outcome::{classify, Outcome};
 use crate::endpoint::{LatencyClass, Selector};
-use crate::grants::{read_answer, Answer, Caller};
+use crate::grants::{Answer, Caller};
 
 pub(super) struct PostStream {
     selector: Rc<RefCell<Selector>>,
@@ -248,12 +248,8 @@ impl Context for PostStream {
         else {
             return;
         };
-        let status = self.get_http_call_response_header(":status");
-        let body = self
-            .get_http_call_response_body(0, body_size)
-            .unwrap_or_default();
         let now = now_ms(self) as u64;
-        match read_answer(status.as_deref(), &body, now) {
+        match granting::answer(self, body_size, now) {
             Ok(Answer::Granted { held, json }) => {
                 self.metrics.grants_fetched.add(1);
                 let grant = Rc::clone(&held.grant);
