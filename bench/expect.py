@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.report import RESULTS, write_section  # noqa: E402
-from devstack.stack import Stack, start_envoy  # noqa: E402
+from devstack.stack import Stack, connection_manager, start_envoy  # noqa: E402
 
 BODY = b"x" * (4 * 1024 * 1024)
 ROUNDS = 30
@@ -83,7 +83,7 @@ def upload(url: str, path: str, source_ip: str) -> dict:
 def local_100(stack: Stack, workdir: Path) -> str:
     """A second Envoy in front of the same ext-authz and store, answering 100 itself."""
     config = yaml.safe_load((stack.workdir / "envoy.yaml").read_text())
-    hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    hcm = connection_manager(config)
     hcm["proxy_100_continue"] = False
     config["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"] = 0
     path = workdir / "envoy-local-100.json"

@@ -36,7 +36,7 @@ from bench.backend import start_backend  # noqa: E402
 from bench.report import RESULTS, write_section  # noqa: E402
 from bench.procfs import cpu_seconds, rss_mb  # noqa: E402
 from devstack.processes import Supervisor  # noqa: E402
-from devstack.stack import WASM, render_envoy, start_envoy  # noqa: E402
+from devstack.stack import EXT_AUTHZ_FILTER, WASM, connection_manager, render_envoy, start_envoy  # noqa: E402
 
 BIN = ROOT / "target" / "release"
 CONFIGS = ["round_robin", "least_request", "s3mesh", "noop_least_request"]
@@ -70,11 +70,13 @@ LB_TYPES = {
 def envoy_config(config: str, endpoints: list[str], retry: bool) -> dict:
     """The product's Envoy configuration, adapted to one competitor."""
     post = {"unhinted_share": 1.0} if config == "noop_least_request" else None
-    cfg = yaml.safe_load(render_envoy("127.0.0.1:0", WASM, endpoints, "127.0.0.1:9", post))
+    # The per-request mode's chain without its ext_authz: endpoint selection alone, nothing signed.
+    cfg = yaml.safe_load(render_envoy("127.0.0.1:0", WASM, endpoints, "127.0.0.1:9", post,
+                                      authorization="ext_authz"))
     resources = cfg["static_resources"]
-    hcm = resources["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    hcm = connection_manager(cfg)
     keep_wasm = config in ("s3mesh", "noop_least_request")
-    hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] != "envoy.filters.http.ext_authz"
+    hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] != EXT_AUTHZ_FILTER
                            and (keep_wasm or not f["name"].startswith("s3mesh."))]
     resources["clusters"] = [c for c in resources["clusters"] if c["name"] == "s3"]
     if config != "s3mesh":

@@ -45,7 +45,8 @@ from bench.backend import start_backend  # noqa: E402
 from bench.procfs import cpu_seconds, rss_mb  # noqa: E402
 from bench.report import RESULTS, write_section  # noqa: E402
 from devstack.processes import Supervisor  # noqa: E402
-from devstack.stack import WASM, Stack, render_envoy, start_envoy  # noqa: E402
+from devstack.stack import EXT_AUTHZ_FILTER as AUTHZ  # noqa: E402
+from devstack.stack import WASM, Stack, connection_manager, render_envoy, start_envoy  # noqa: E402
 
 BIN = ROOT / "target" / "release"
 #: The load generator and the backend: on core 0, with a real-time priority so that the kernel's
@@ -60,7 +61,6 @@ CONFIGS = ["plain", "envoy_aws_signing", "s3mesh", "s3mesh_ext_authz", "s3mesh_w
 PATH = "/demo/bench-object"
 GOAL_RPS_RATIO, GOAL_P99_DELTA_US = 0.8, 300
 ROUTER = "envoy.filters.http.router"
-AUTHZ = "envoy.filters.http.ext_authz"
 SIGNING = {
     "name": "envoy.filters.http.aws_request_signing",
     "typed_config": {
@@ -75,7 +75,7 @@ SIGNING = {
 def envoy_config(name: str, backend: str, authz: str) -> dict:
     mode = "grant" if name in ("s3mesh", "s3mesh_post_only") else "ext_authz"
     config = yaml.safe_load(render_envoy("127.0.0.1:0", WASM, [backend], authz, authorization=mode))
-    hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    hcm = connection_manager(config)
     filters = {f["name"]: f for f in hcm["http_filters"]}
     keep = {
         "plain": [ROUTER],

@@ -28,13 +28,13 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from devstack.stack import render_envoy  # noqa: E402
+from devstack.stack import EXT_AUTHZ_FILTER, connection_manager, render_envoy  # noqa: E402
 
 HCM = "envoy.filters.network.http_connection_manager"
 HCM_TYPE = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 WASM_TYPE = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
 ROUTER = "envoy.filters.http.router"
-EXT_AUTHZ = "envoy.filters.http.ext_authz"
+EXT_AUTHZ = EXT_AUTHZ_FILTER
 AUTHZ_PORT, HEALTH_PORT = 9191, 9192
 PLAIN_PORT = 8080
 #: Where the plain-Kubernetes Envoy finds the module (an image volume of the wasm OCI artifact).
@@ -57,7 +57,7 @@ def product(values: dict, wasm: Path, authz_cluster: str) -> dict:
     rendered = render_envoy(f"0.0.0.0:{PLAIN_PORT}", wasm, values["store"]["endpoints"], "127.0.0.1:9191",
                             pre_config=pre_config(values), authorization=authorization(values))
     config = yaml.safe_load(rendered)
-    hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    hcm = connection_manager(config)
     clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
     filters = {f["name"]: f for f in hcm["http_filters"]}
     if EXT_AUTHZ in filters:

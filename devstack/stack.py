@@ -68,6 +68,12 @@ AUTHORIZATION_MODES = ("grant", "ext_authz")
 EXT_AUTHZ_FILTER = "envoy.filters.http.ext_authz"
 
 
+def connection_manager(config: dict) -> dict:
+    """The HTTP connection manager of a parsed s3mesh Envoy configuration (its one listener's one
+    filter chain): where the HTTP filters, the route and the connection settings are."""
+    return config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+
+
 def render_envoy(listen: str, wasm: Path, s3_endpoints, authz: str, post_overrides=None,
                  pre_config=None, authorization: str = "grant") -> str:
     """Fills envoy/s3mesh.yaml. `post_overrides` replaces fields of the "post" filter's
@@ -92,7 +98,7 @@ def render_envoy(listen: str, wasm: Path, s3_endpoints, authz: str, post_overrid
     if authorization == "ext_authz":
         return rendered
     config = yaml.safe_load(rendered)
-    hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    hcm = connection_manager(config)
     hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] != EXT_AUTHZ_FILTER]
     return yaml.safe_dump(config, sort_keys=False)
 

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from deploy import render  # noqa: E402
-from devstack.stack import AUTHORIZATION_MODES, VENV_BIN, WASM, render_envoy  # noqa: E402
+from devstack.stack import AUTHORIZATION_MODES, VENV_BIN, WASM, connection_manager, render_envoy  # noqa: E402
 
 MANIFESTS = ROOT / "deploy" / "manifests"
 ISTIO_CRDS = ROOT.parent / "shared" / "schemas" / "istio-crd-all.gen.yaml"
@@ -165,7 +165,7 @@ def test_the_example_values_ship_grant_mode():
 def test_one_source_of_truth_the_filters_in_the_cluster_are_the_local_stacks(mode):
     local = yaml.safe_load(render_envoy("127.0.0.1:0", WASM, VALUES["store"]["endpoints"], "127.0.0.1:9191",
                                         pre_config=render.pre_config(VALUES), authorization=mode))
-    hcm = local["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    hcm = connection_manager(local)
     local_filters = {f["name"]: f for f in hcm["http_filters"]}
     patches = manifests("istio-sidecar.yaml", mode)[0]["spec"]["configPatches"]
     ecds = {p["patch"]["value"]["name"]: p["patch"]["value"]["typed_config"]
@@ -194,7 +194,7 @@ def test_one_source_of_truth_the_filters_in_the_cluster_are_the_local_stacks(mod
     cluster = next(p for p in patches if p["applyTo"] == "CLUSTER")["patch"]["value"]
     assert cluster["load_balancing_policy"] == local["static_resources"]["clusters"][0]["load_balancing_policy"]
     plain = json.loads(next(o for o in manifests("plain.yaml", mode) if o["kind"] == "ConfigMap")["data"]["envoy.json"])
-    plain_hcm = plain["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    plain_hcm = connection_manager(plain)
     assert [f["name"] for f in plain_hcm["http_filters"]] == [f["name"] for f in hcm["http_filters"]]
 
 
@@ -298,8 +298,7 @@ def envoy_validates(config: dict, tmp_path: Path, name: str) -> list[str]:
     done = subprocess.run([str(VENV_BIN / "envoy"), "--mode", "validate", "-c", str(path), "-l", "error"],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, f"{name}: Envoy refused the configuration:\n{done.stdout}\n{done.stderr}"
-    return [f["name"] for f in config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
-            ["typed_config"]["http_filters"]]
+    return [f["name"] for f in connection_manager(config)["http_filters"]]
 
 
 @pytest.mark.parametrize("mode", AUTHORIZATION_MODES)
@@ -309,7 +308,7 @@ def test_envoy_accepts_the_sidecar_mode_as_istio_would_patch_it(tmp_path, mode):
     base = istio_proxy(store["port"], vhosts, render.authz_cluster_name(VALUES))
     patched = apply_patches(base, manifests("istio-sidecar.yaml", mode)[0], "SIDECAR_OUTBOUND")
     assert envoy_validates(patched, tmp_path, "sidecar") == chain(mode, "-")
-    hcm = patched["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    hcm = connection_manager(patched)
     s3_vhost, other = hcm["route_config"]["virtual_hosts"]
     assert s3_vhost["include_attempt_count_in_response"] and s3_vhost["routes"][0]["route"]["retry_policy"]
     assert "retry_policy" not in other["routes"][0]["route"], "route settings only on the store's host"
@@ -324,7 +323,7 @@ def test_envoy_accepts_the_gateway_mode_as_istio_would_patch_it(tmp_path, mode):
     base = istio_proxy(VALUES["gateway"]["port"], [f"{store['host']}:{store['port']}"], render.authz_cluster_name(VALUES))
     # A gateway routes to the store's cluster by its service port, not the listener's.
     base["static_resources"]["clusters"][0]["name"] = f"outbound|{store['port']}||{store['host']}"
-    route = base["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]
+    route = connection_manager(base)["route_config"]
     route["virtual_hosts"][0]["routes"][0]["route"]["cluster"] = f"outbound|{store['port']}||{store['host']}"
     patched = apply_patches(base, gateway, "GATEWAY")
     assert envoy_validates(patched, tmp_path, "gateway") == chain(mode, "-")
@@ -333,7 +332,7 @@ def test_envoy_accepts_the_gateway_mode_as_istio_would_patch_it(tmp_path, mode):
 @pytest.mark.parametrize("mode", AUTHORIZATION_MODES)
 def test_envoy_accepts_the_plain_kubernetes_envoy(tmp_path, mode):
     config = json.loads(next(o for o in manifests("plain.yaml", mode) if o["kind"] == "ConfigMap")["data"]["envoy.json"])
-    for f in config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]:
+    for f in connection_manager(config)["http_filters"]:
         code = f["typed_config"].get("config", {}).get("vm_config", {}).get("code")
         if code:
             assert code == {"local": {"filename": str(render.PLAIN_WASM)}}

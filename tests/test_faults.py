@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from conftest import LOCAL_DEV, raw_request, s3_client
-from devstack.stack import AUTHORIZATION_MODES, Stack
+from devstack.stack import AUTHORIZATION_MODES, Stack, connection_manager
 
 
 @pytest.fixture
@@ -149,7 +149,7 @@ def test_a_client_that_stops_reading_a_large_get_does_not_affect_others(fresh_st
 def test_a_stalled_readers_upstream_connection_is_released_by_the_idle_timeout(tmp_path):
     # The product waits 60 s (the route's idle_timeout); the same configuration with 2 s here.
     def short_idle_timeout(config):
-        hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        hcm = connection_manager(config)
         hcm["route_config"]["virtual_hosts"][0]["routes"][0]["route"]["idle_timeout"] = "2s"
 
     with Stack(tmp_path / "stack", envoy_patch=short_idle_timeout) as stack:
