@@ -2,8 +2,7 @@
 //! credential profile. What a rule permits is [`s3mesh_access::rules`], shared with the filter;
 //! which callers a rule applies to is decided here only.
 
-use s3mesh_access::rules::{authorize, Denial, Permission, Rule};
-use s3mesh_s3_request::S3Request;
+use s3mesh_access::rules::{Permission, Rule};
 
 use crate::config::{RuleSpec, SelectorSpec};
 use crate::identity::Identity;
@@ -63,11 +62,6 @@ impl Policy {
             .filter(|(selector, _, _)| selects(selector, identity))
             .map(|(_, permission, _)| permission.clone())
             .collect()
-    }
-
-    /// The profile that signs `request` for `identity`, or why it is refused.
-    pub fn authorize(&self, identity: &Identity, request: &S3Request) -> Result<&str, Denial> {
-        authorize(&identity.name, self.rules_for(identity), request)
     }
 }
 

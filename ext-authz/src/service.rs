@@ -202,23 +202,25 @@ fn issue_grant(
     };
     let response = current.get().grant(&request, SystemTime::now());
     match &response {
-        GrantResponse::Granted(_) => metrics.record_grant("issued"),
-        GrantResponse::Refused(_) => metrics.record_grant("refused"),
-    }
-    match &response {
-        GrantResponse::Granted(grant) => tracing::debug!(
-            identity = %grant.identity,
-            rules = grant.rules.len(),
-            ttl_ms = grant.ttl_ms,
-            "grant issued"
-        ),
-        GrantResponse::Refused(refusal) => tracing::info!(
-            principal = request.principal.as_deref().unwrap_or("-"),
-            source = ?request.source,
-            status = refusal.status,
-            reason = %refusal.message,
-            "grant refused"
-        ),
+        GrantResponse::Granted(grant) => {
+            metrics.record_grant("issued");
+            tracing::debug!(
+                identity = %grant.identity,
+                rules = grant.rules.len(),
+                ttl_ms = grant.ttl_ms,
+                "grant issued"
+            );
+        }
+        GrantResponse::Refused(refusal) => {
+            metrics.record_grant("refused");
+            tracing::info!(
+                principal = request.principal.as_deref().unwrap_or("-"),
+                source = ?request.source,
+                status = refusal.status,
+                reason = %refusal.message,
+                "grant refused"
+            );
+        }
     }
     match serde_json::to_vec(&response) {
         Ok(bytes) => (StatusCode::OK, json, bytes),

@@ -1,6 +1,19 @@
 use super::*;
 use crate::identity::Source;
-use s3mesh_s3_request::RequestTarget;
+use s3mesh_access::rules::{authorize, Denial};
+use s3mesh_s3_request::{RequestTarget, S3Request};
+
+/// The policy asked directly: the profile that signs `request` for `identity`, or why not (the
+/// service asks through `s3mesh_access::decision::decide` with the same rules).
+trait Authorize {
+    fn authorize(&self, identity: &Identity, request: &S3Request) -> Result<&str, Denial>;
+}
+
+impl Authorize for Policy {
+    fn authorize(&self, identity: &Identity, request: &S3Request) -> Result<&str, Denial> {
+        authorize(&identity.name, self.rules_for(identity), request)
+    }
+}
 
 fn rule(
     selector: SelectorSpec,

@@ -160,10 +160,7 @@ impl PostStream {
                     self.set_http_request_header(name, None);
                 }
                 if let Some(signing) = &signed.chunk_signing {
-                    let mode = headers
-                        .iter()
-                        .find(|(n, _)| n == "x-amz-content-sha256")
-                        .map(|(_, v)| v.as_str());
+                    let mode = request.header("x-amz-content-sha256");
                     self.resigner = chunk_resign::own_resigner(mode, signing)
                         .map(|r| (r, get(":path").to_owned(), get("x-request-id").to_owned()));
                 }
