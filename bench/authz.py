@@ -34,6 +34,7 @@ DURATION_S, WARMUP_S = 10, 2
 GOAL_MAX, GOAL_RATE, GOAL_P99_US = 20000, 5000, 1000
 
 CONFIG = """
+callers: {verify: any}
 identities:
   - {name: team-a, source_cidrs: [127.0.0.2/32]}
 profiles:

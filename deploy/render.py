@@ -8,7 +8,9 @@ restated here, so the cluster and the local stack cannot drift apart; tests/test
 checks it.
 
 Files written (one per mode, plus what every mode shares):
-- `ext-authz.yaml`: namespace, ServiceAccount, RBAC, configuration, Deployment, Service, PDB;
+- `ext-authz.yaml`: namespace, ServiceAccount, RBAC, configuration, Deployment, Service, PDB,
+  and who may reach it: a STRICT-mTLS PeerAuthentication (`mesh: istio`) or a NetworkPolicy that
+  admits only the plain Envoy (`mesh: none`);
 - `examples.yaml`: an `S3AccessPolicy` and a credential Secret to copy;
 - `istio-sidecar.yaml`: EnvoyFilters for SIDECAR_OUTBOUND on the workloads that opt in;
 - `istio-gateway.yaml`: a dedicated s3mesh gateway with EnvoyFilters on GATEWAY;
@@ -37,6 +39,7 @@ ROUTER = "envoy.filters.http.router"
 EXT_AUTHZ = EXT_AUTHZ_FILTER
 AUTHZ_PORT, HEALTH_PORT = 9191, 9192
 PLAIN_PORT = 8080
+PLAIN_NAME = "s3mesh-envoy"
 #: Where the plain-Kubernetes Envoy finds the module (an image volume of the wasm OCI artifact).
 PLAIN_WASM = Path("/etc/s3mesh/wasm/plugin.wasm")
 #: Connection-manager settings s3mesh needs wherever it runs.
@@ -45,6 +48,7 @@ HCM_KEYS = ["use_remote_address", "normalize_path", "merge_slashes", "path_with_
 #: Route settings s3mesh needs: store-sized timeouts and retries of requests the store did not act on.
 ROUTE_KEYS = ["timeout", "idle_timeout", "retry_policy"]
 LABELS = {"app.kubernetes.io/part-of": "s3mesh"}
+TRUST_DOMAIN = "cluster.local"
 
 
 def pre_config(values: dict) -> dict:
@@ -74,6 +78,18 @@ def product(values: dict, wasm: Path, authz_cluster: str) -> dict:
 def authorization(values: dict) -> str:
     """"grant" (the filter signs with grants from ext-authz) or "ext_authz" (every request checked)."""
     return values.get("authorization", "grant")
+
+
+def mesh(values: dict) -> str:
+    """"istio" (ext-authz in the mesh, checking which sidecar asks) or "none" (the plain Envoy)."""
+    value = values.get("mesh", "istio")
+    if value not in ("istio", "none"):
+        raise ValueError(f"mesh: {value!r} is neither istio nor none")
+    return value
+
+
+def spiffe_id(namespace: str, service_account: str) -> str:
+    return f"spiffe://{TRUST_DOMAIN}/ns/{namespace}/sa/{service_account}"
 
 
 def authz_host(values: dict) -> str:
@@ -158,7 +174,14 @@ def ext_authz_manifests(values: dict) -> list:
     config = {
         "signing": {"region": values["store"]["region"]},
         # The mTLS principal where there is one (gateway mode), else the caller's pod IP.
-        "identity": {"sources": ["principal", "kubernetes"], "trust_domain": "cluster.local"},
+        "identity": {"sources": ["principal", "kubernetes"], "trust_domain": TRUST_DOMAIN},
+        # Who may ask for whom. In Istio, ext-authz's own sidecar names the sidecar that asks
+        # (x-forwarded-client-cert), which may then ask only for its own workload; the s3mesh
+        # gateway asks for anybody. Without a mesh, the NetworkPolicy below admits only the
+        # s3mesh Envoy.
+        "callers": ({"verify": "mesh_identity",
+                     "gateways": [spiffe_id(ns, values["gateway"]["name"])]}
+                    if mesh(values) == "istio" else {"verify": "any"}),
         "cluster": {"policies": True},
         # How long the filter may use a grant: the bound within which a policy, credential or
         # identity change reaches every Envoy in grant mode.
@@ -185,6 +208,7 @@ def ext_authz_manifests(values: dict) -> list:
     }
     meta = lambda kind_name, **extra: {"name": kind_name, "namespace": ns, "labels": labels, **extra}  # noqa: E731
     read = ["get", "list", "watch"]
+    sidecar = {"sidecar.istio.io/inject": "true"} if mesh(values) == "istio" else {}
     return [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": LABELS}},
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(name)},
@@ -205,7 +229,7 @@ def ext_authz_manifests(values: dict) -> list:
          "data": {"ext-authz.yaml": yaml.safe_dump(config, sort_keys=False)}},
         {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta(name),
          "spec": {"replicas": 2, "selector": {"matchLabels": {"app.kubernetes.io/name": name}},
-                  "template": {"metadata": {"labels": labels},
+                  "template": {"metadata": {"labels": {**labels, **sidecar}},
                                "spec": {"serviceAccountName": name, "containers": [container],
                                         "volumes": [{"name": "config", "configMap": {"name": name}}],
                                         "topologySpreadConstraints": [{
@@ -217,7 +241,30 @@ def ext_authz_manifests(values: dict) -> list:
                   "ports": [{"name": "grpc", "port": AUTHZ_PORT, "targetPort": "grpc", "appProtocol": "grpc"}]}},
         {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": meta(name),
          "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app.kubernetes.io/name": name}}}},
+        *(ext_authz_in_mesh(ns, name, labels) if mesh(values) == "istio" else
+          ext_authz_behind_network_policy(ns, name, labels)),
     ]
+
+
+def ext_authz_in_mesh(ns: str, name: str, labels: dict) -> list:
+    """Only mesh mTLS reaches ext-authz, so every call carries the x-forwarded-client-cert its
+    sidecar appends: a plaintext caller could otherwise bring its own."""
+    return [{"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
+             "metadata": {"name": name, "namespace": ns, "labels": labels},
+             "spec": {"selector": {"matchLabels": {"app.kubernetes.io/name": name}}, "mtls": {"mode": "STRICT"}}}]
+
+
+def ext_authz_behind_network_policy(ns: str, name: str, labels: dict) -> list:
+    """Without a mesh ext-authz cannot tell its callers apart: only the s3mesh Envoy may reach
+    its gRPC port (the health port stays open to the kubelet's probes)."""
+    envoy = {"app.kubernetes.io/name": PLAIN_NAME}
+    return [{"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+             "metadata": {"name": name, "namespace": ns, "labels": labels},
+             "spec": {"podSelector": {"matchLabels": {"app.kubernetes.io/name": name}},
+                      "policyTypes": ["Ingress"],
+                      "ingress": [{"from": [{"podSelector": {"matchLabels": envoy}}],
+                                   "ports": [{"port": AUTHZ_PORT, "protocol": "TCP"}]},
+                                  {"ports": [{"port": HEALTH_PORT, "protocol": "TCP"}]}]}}]
 
 
 def examples(values: dict) -> list:
@@ -301,7 +348,7 @@ def plain_envoy_config(values: dict) -> dict:
 
 def plain(values: dict) -> list:
     ns = values["namespace"]
-    name = "s3mesh-envoy"
+    name = PLAIN_NAME
     labels = {"app.kubernetes.io/name": name, **LABELS}
     config = plain_envoy_config(values)
     return [

@@ -50,6 +50,8 @@ def ext_authz_config(stack: dict, grant_ttl_seconds: int | None = None) -> dict:
     grants = {"grants": {"ttl_seconds": grant_ttl_seconds}} if grant_ttl_seconds else {}
     return {
         "signing": {"region": stack["region"]},
+        # Envoy and ext-authz talk over loopback: no other proxy can ask.
+        "callers": {"verify": "any"},
         **grants,
         "identities": [{"name": i["name"], "source_cidrs": [i["source"]]} for i in stack["identities"]],
         "profiles": {i["name"]: {"credentials_dir": f"credentials/{i['name']}"} for i in stack["identities"]},

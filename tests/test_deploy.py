@@ -96,7 +96,8 @@ def istio_schemas():
 
 def test_istio_objects_validate_against_istio_crds(istio_schemas):
     istio = [o for _, o in all_objects() if ".istio.io/" in o["apiVersion"]]
-    assert {o["kind"] for o in istio} >= {"EnvoyFilter", "Gateway", "VirtualService", "DestinationRule", "WasmPlugin"}
+    assert {o["kind"] for o in istio} >= {"EnvoyFilter", "Gateway", "VirtualService", "DestinationRule", "WasmPlugin",
+                                          "PeerAuthentication"}
     for obj in istio:
         check_against(istio_schemas, obj)
 
@@ -143,6 +144,41 @@ def test_ext_authz_runs_locked_down_with_least_privilege():
     assert role["metadata"]["namespace"] == VALUES["namespace"], "Secrets only in its own namespace"
     assert {r for rule in role["rules"] for r in rule["resources"]} == {"secrets", "s3accesspolicies"}
     assert all(set(rule["verbs"]) == {"get", "list", "watch"} for rule in role["rules"])
+
+
+def test_in_the_mesh_ext_authz_learns_from_its_sidecar_which_proxy_asks():
+    by_kind = {o["kind"]: o for o in objects("ext-authz.yaml")}
+    pod_labels = by_kind["Deployment"]["spec"]["template"]["metadata"]["labels"]
+    assert pod_labels["sidecar.istio.io/inject"] == "true"
+    peer = by_kind["PeerAuthentication"]["spec"]
+    assert peer["mtls"] == {"mode": "STRICT"}, "a plaintext caller could bring its own x-forwarded-client-cert"
+    assert peer["selector"]["matchLabels"].items() <= pod_labels.items()
+    gateway = next(o for o in objects("istio-gateway.yaml") if o["kind"] == "Deployment")
+    config = yaml.safe_load(by_kind["ConfigMap"]["data"]["ext-authz.yaml"])
+    account = gateway["spec"]["template"]["spec"]["serviceAccountName"]
+    assert config["callers"] == {
+        "verify": "mesh_identity",
+        "gateways": [f"spiffe://{config['identity']['trust_domain']}/ns/{gateway['metadata']['namespace']}/sa/{account}"]}
+    assert "NetworkPolicy" not in by_kind
+
+
+def test_without_a_mesh_only_the_plain_envoy_reaches_ext_authz():
+    values = {**VALUES, "mesh": "none"}
+    by_kind = {o["kind"]: o for o in render.MODES["ext-authz.yaml"](values)}
+    assert "PeerAuthentication" not in by_kind
+    assert "sidecar.istio.io/inject" not in by_kind["Deployment"]["spec"]["template"]["metadata"]["labels"]
+    assert yaml.safe_load(by_kind["ConfigMap"]["data"]["ext-authz.yaml"])["callers"] == {"verify": "any"}
+    policy = by_kind["NetworkPolicy"]
+    kubernetes_validate.validate(policy, KUBERNETES_VERSION, strict=True)
+    envoy = next(o for o in render.MODES["plain.yaml"](values) if o["kind"] == "Deployment")
+    grpc, health = policy["spec"]["ingress"]
+    assert grpc["from"] == [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": envoy["metadata"]["name"]}}}]
+    assert grpc["from"][0]["podSelector"]["matchLabels"].items() <= envoy["spec"]["template"]["metadata"]["labels"].items()
+    assert grpc["ports"] == [{"port": render.AUTHZ_PORT, "protocol": "TCP"}]
+    assert "from" not in health and health["ports"] == [{"port": render.HEALTH_PORT, "protocol": "TCP"}]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= by_kind["Deployment"]["spec"]["template"]["metadata"]["labels"].items()
+    with pytest.raises(ValueError, match="neither istio nor none"):
+        render.MODES["ext-authz.yaml"]({**VALUES, "mesh": "linkerd"})
 
 
 def manifests(file: str, mode: str) -> list[dict]:

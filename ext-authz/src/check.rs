@@ -12,6 +12,7 @@ use s3mesh_access::signing::{ChunkSigning, HeaderChanges, ProfileKey};
 use s3mesh_s3_request::S3Error;
 use s3mesh_sigv4::{AmzDate, Credentials};
 
+use crate::callers::{Callers, Refused};
 use crate::config::{Config, GrantsConfig, RuleSpec, SigningConfig};
 use crate::identity::kubernetes::PodIdentities;
 use crate::identity::local_file::AddressIdentities;
@@ -25,6 +26,9 @@ pub struct HttpAttributes<'a> {
     pub source: Option<IpAddr>,
     /// The peer's mTLS principal (URI SAN), if the connection had a client certificate.
     pub principal: Option<&'a str>,
+    /// The `x-forwarded-client-cert` of the check call itself (set by ext-authz's own
+    /// sidecar), naming the proxy that asks; never a header of the S3 request.
+    pub proxy: Option<&'a str>,
     /// `:method`.
     pub method: &'a str,
     /// `:authority`.
@@ -64,6 +68,7 @@ pub enum Decision {
 #[derive(Debug)]
 pub struct Checker {
     resolver: Resolver,
+    callers: Callers,
     policy: Policy,
     profiles: HashMap<String, Credentials>,
     signing: SigningConfig,
@@ -88,6 +93,11 @@ impl Checker {
                 AddressIdentities::new(&config.identities),
                 pods,
             ),
+            callers: Callers::new(
+                config.callers.verify,
+                &config.callers.gateways,
+                &config.identity.trust_domain,
+            ),
             policy: Policy::new(rules),
             profiles,
             signing: config.signing.clone(),
@@ -106,7 +116,7 @@ impl Checker {
             Ok(t) => t,
             Err(e) => return deny(None, None, e),
         };
-        let identity = match self.identify(attrs.principal, attrs.source) {
+        let identity = match self.identify(attrs.principal, attrs.source, attrs.proxy) {
             Ok(identity) => identity,
             Err(error) => return deny(None, None, error),
         };
@@ -143,8 +153,14 @@ impl Checker {
 
     /// Issues a grant to the caller Envoy saw, with keys for the day the filter asked for (its
     /// own clock), or for today when that day is not yesterday, today or tomorrow here.
-    pub fn grant(&self, request: &GrantRequest, now: SystemTime) -> GrantResponse {
-        let identity = match self.identify(request.principal.as_deref(), request.source) {
+    /// `proxy` is the grant call's `x-forwarded-client-cert`, as for [`Checker::check`].
+    pub fn grant(
+        &self,
+        request: &GrantRequest,
+        proxy: Option<&str>,
+        now: SystemTime,
+    ) -> GrantResponse {
+        let identity = match self.identify(request.principal.as_deref(), request.source, proxy) {
             Ok(identity) => identity,
             Err(error) => return GrantResponse::Refused(Refusal::from_error(&error)),
         };
@@ -172,19 +188,31 @@ impl Checker {
         })
     }
 
+    /// The caller Envoy saw, if the proxy that asks may speak for it.
     fn identify(
         &self,
         principal: Option<&str>,
         source: Option<IpAddr>,
+        proxy: Option<&str>,
     ) -> Result<Identity, S3Error> {
-        self.resolver
+        let identity = self
+            .resolver
             .resolve(principal, source)
             .map_err(|unresolved| match &unresolved {
                 Unresolved::NotReady(_) => S3Error::service_unavailable(unresolved.to_string()),
                 Unresolved::Unknown(_) | Unresolved::Refused(_) => {
                     S3Error::access_denied(unresolved.to_string())
                 }
-            })
+            })?;
+        self.callers
+            .admit(proxy, &identity)
+            .map_err(|refused| match &refused {
+                Refused::Unverified => S3Error::service_unavailable(refused.to_string()),
+                Refused::ForeignProxy(_) | Refused::NotItsOwn { .. } => {
+                    S3Error::access_denied(refused.to_string())
+                }
+            })?;
+        Ok(identity)
     }
 
     /// The key of `profile` for `date`, if its credentials are loaded.

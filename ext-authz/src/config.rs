@@ -13,7 +13,8 @@ use thiserror::Error;
 
 use s3mesh_access::rules::Permission;
 
-use crate::identity::Source;
+use crate::callers::Verify;
+use crate::identity::{principal, Source};
 
 /// Why a configuration file was refused.
 #[derive(Debug, Error)]
@@ -66,6 +67,9 @@ pub struct Config {
     /// Which identity sources are on, in order.
     #[serde(default)]
     pub identity: IdentityConfig,
+    /// Which proxies may ask, and for whom. Required: a deployment says how ext-authz tells
+    /// the proxy that asks, or that only trusted proxies can reach it.
+    pub callers: CallersConfig,
     /// Grants for the filter's fast path.
     #[serde(default)]
     pub grants: GrantsConfig,
@@ -95,6 +99,19 @@ pub struct ClusterConfig {
     /// Read `S3AccessPolicy` objects from that namespace.
     #[serde(default)]
     pub policies: bool,
+}
+
+/// Who may ask ext-authz for whom ([`crate::callers`]).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallersConfig {
+    /// `mesh_identity`: the asking proxy is the last `x-forwarded-client-cert` element its
+    /// Istio sidecar sets, and a sidecar asks only for its own workload. `any`: every caller of
+    /// the port is trusted (loopback, or a NetworkPolicy that admits only the proxies).
+    pub verify: Verify,
+    /// SPIFFE IDs of proxies that ask for any caller (an s3mesh gateway), with `mesh_identity`.
+    #[serde(default)]
+    pub gateways: Vec<String>,
 }
 
 /// Grants: a caller's policy and day keys, handed to the filter for a short time.
@@ -325,6 +342,21 @@ impl Config {
                 format!("must be between 1 and {MAX_GRANT_TTL_SECONDS}"),
             ));
         }
+        for (i, gateway) in self.callers.gateways.iter().enumerate() {
+            let field = format!("callers.gateways[{i}]");
+            if self.callers.verify == Verify::Any {
+                return Err((field, "gateways are only told apart with verify: mesh_identity; with any, every caller is trusted".to_owned()));
+            }
+            if principal::resolve(gateway, &self.identity.trust_domain).is_none() {
+                return Err((
+                    field,
+                    format!(
+                        "{gateway:?} is not spiffe://{}/ns/<namespace>/sa/<service-account>",
+                        self.identity.trust_domain
+                    ),
+                ));
+            }
+        }
         let sources = &self.identity.sources;
         if sources.is_empty() {
             return Err((
@@ -442,6 +474,7 @@ mod tests {
     }
 
     const GOOD: &str = "
+callers: {verify: any}
 identities:
   - {name: a, source_cidrs: [127.0.0.2/32]}
 profiles:
@@ -516,6 +549,30 @@ rules:
             c.cluster.unwrap().namespace,
             None,
             "defaults to the pod's own"
+        );
+    }
+
+    #[test]
+    fn callers_must_be_stated_and_gateways_be_workload_identities() {
+        let err = load(&GOOD.replace("callers: {verify: any}\n", "")).unwrap_err();
+        assert!(err.to_string().contains("missing field `callers`"), "{err}");
+        let gateway = "spiffe://cluster.local/ns/s3mesh-system/sa/s3mesh-gateway";
+        let mesh = GOOD.replace(
+            "{verify: any}",
+            &format!("{{verify: mesh_identity, gateways: [{gateway}]}}"),
+        );
+        assert_eq!(load(&mesh).unwrap().callers.gateways, [gateway]);
+        let err = load(&mesh.replace("cluster.local/ns", "other.domain/ns")).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("callers.gateways[0]: \"spiffe://other.domain"),
+            "{err}"
+        );
+        let err = load(&mesh.replace("mesh_identity", "any")).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("only told apart with verify: mesh_identity"),
+            "{err}"
         );
     }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use axum::http::header::CONTENT_TYPE;
-use axum::http::{HeaderName, StatusCode};
+use axum::http::{HeaderMap, HeaderName, StatusCode};
 use envoy_types::ext_authz::v3::pb::{
     Address, Authorization, AuthorizationServer, CheckRequest, CheckResponse, HeaderAppendAction,
     HttpStatusCode,
@@ -21,6 +21,7 @@ use s3mesh_access::signing::ChunkSigning;
 use s3mesh_s3_request::{chunk_signing, S3Error};
 use tonic::{Request, Response, Status};
 
+use crate::callers::XFCC;
 use crate::check::{Decision, HttpAttributes};
 use crate::reload::Current;
 use crate::telemetry::{check_span, CheckMetrics};
@@ -81,6 +82,7 @@ impl Authorization for AuthzService {
         let attrs = HttpAttributes {
             source,
             principal,
+            proxy: metadata.get(XFCC).and_then(|v| v.to_str().ok()),
             method: &http.method,
             host: &http.host,
             path: &http.path,
@@ -177,19 +179,23 @@ pub fn routes(current: Arc<Current>) -> tonic::service::Routes {
         .into_axum_router()
         .route(
             ISSUE_PATH,
-            axum::routing::post(move |body: axum::body::Bytes| {
+            axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
                 let (current, metrics) = (Arc::clone(&grants), metrics.clone());
-                async move { issue_grant(&current, &metrics, &body) }
+                async move {
+                    let proxy = headers.get(XFCC).and_then(|v| v.to_str().ok());
+                    issue_grant(&current, &metrics, proxy, &body)
+                }
             }),
         );
     tonic::service::Routes::from(router)
 }
 
-/// Answers one grant request: `200` with a [`GrantResponse`] (granted or refused), `400` for a
-/// request that is not a [`GrantRequest`].
+/// Answers one grant request from `proxy` (the call's `x-forwarded-client-cert`): `200` with a
+/// [`GrantResponse`] (granted or refused), `400` for a request that is not a [`GrantRequest`].
 fn issue_grant(
     current: &Current,
     metrics: &CheckMetrics,
+    proxy: Option<&str>,
     body: &[u8],
 ) -> (StatusCode, [(HeaderName, &'static str); 1], Vec<u8>) {
     let json = [(CONTENT_TYPE, "application/json")];
@@ -200,7 +206,7 @@ fn issue_grant(
             return (StatusCode::BAD_REQUEST, json, message.into_bytes());
         }
     };
-    let response = current.get().grant(&request, SystemTime::now());
+    let response = current.get().grant(&request, proxy, SystemTime::now());
     match &response {
         GrantResponse::Granted(grant) => {
             metrics.record_grant("issued");

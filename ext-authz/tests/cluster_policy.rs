@@ -24,6 +24,7 @@ const POLICIES: &str = "/apis/s3mesh.io/v1alpha1/namespaces/s3mesh-system/s3acce
 const SECRETS: &str = "/api/v1/namespaces/s3mesh-system/secrets";
 
 const CONFIG: &str = "
+callers: {verify: any}
 cluster: {namespace: s3mesh-system, policies: true}
 identities:
   - {name: team-a, source_cidrs: [127.0.0.2/32]}
@@ -129,6 +130,7 @@ impl Cluster {
         let attrs = HttpAttributes {
             source: Some("127.0.0.2".parse().unwrap()),
             principal: None,
+            proxy: None,
             method,
             host: "s3.local",
             path,

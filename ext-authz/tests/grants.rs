@@ -34,8 +34,18 @@ async fn serve(body: &str) -> (Channel, Arc<Current>) {
 
 /// POSTs `body` to the grant path; the status and the response body.
 async fn post(channel: &Channel, body: &str) -> (u16, String) {
-    let request = axum::http::Request::post(ISSUE_PATH)
-        .header("content-type", "application/json")
+    post_as(channel, None, body).await
+}
+
+/// POSTs `body` as the proxy whose `x-forwarded-client-cert` (from ext-authz's sidecar) is
+/// `xfcc`.
+async fn post_as(channel: &Channel, xfcc: Option<&str>, body: &str) -> (u16, String) {
+    let mut request =
+        axum::http::Request::post(ISSUE_PATH).header("content-type", "application/json");
+    if let Some(xfcc) = xfcc {
+        request = request.header("x-forwarded-client-cert", xfcc);
+    }
+    let request = request
         .body(tonic::body::Body::new(body.to_owned()))
         .unwrap();
     let response = channel.clone().oneshot(request).await.unwrap();
@@ -92,6 +102,34 @@ async fn unknown_callers_are_refused_and_malformed_requests_rejected() {
 }
 
 #[tokio::test]
+async fn in_the_mesh_a_sidecar_gets_grants_only_for_its_own_workload() {
+    let config = "
+callers: {verify: mesh_identity}
+identity: {sources: [principal]}
+profiles:
+  pa: {credentials_dir: credentials/pa}
+rules:
+  - {match: {namespaces: [team-a]}, buckets: [team-a], operations: [read], profile: pa}
+";
+    let (channel, _) = serve(config).await;
+    let ask = format!(
+        r#"{{"principal":"spiffe://cluster.local/ns/team-a/sa/app","date":"{}"}}"#,
+        today()
+    );
+    let sidecar = |ns: &str| format!("Hash=00;URI=spiffe://cluster.local/ns/{ns}/sa/app");
+    let (status, body) = post_as(&channel, Some(&sidecar("team-a")), &ask).await;
+    assert_eq!(status, 200);
+    assert!(body.contains(r#""identity":"team-a/app""#), "{body}");
+    let (_, body) = post_as(&channel, Some(&sidecar("team-b")), &ask).await;
+    assert!(body.contains(r#""status":403"#), "{body}");
+    assert!(body.contains("may ask only for its own workload"), "{body}");
+    assert!(!body.contains("profiles"), "no keys in a refusal: {body}");
+    let (_, body) = post_as(&channel, None, &ask).await;
+    assert!(body.contains(r#""status":503"#), "{body}");
+    assert!(!body.contains(SECRET));
+}
+
+#[tokio::test]
 async fn a_day_far_from_ours_gets_todays_keys() {
     let (channel, _) = serve(LOCAL).await;
     let (_, body) = post(&channel, r#"{"source":"127.0.0.2","date":"19990101"}"#).await;
@@ -115,7 +153,7 @@ async fn a_grant_decides_and_signs_exactly_like_a_per_request_check() {
             source: Some(source.parse().unwrap()),
             date: amz.date(),
         };
-        let GrantResponse::Granted(grant) = checker.grant(&ask, now) else {
+        let GrantResponse::Granted(grant) = checker.grant(&ask, None, now) else {
             panic!("granted expected")
         };
         let grant = grant.compile().unwrap();
@@ -137,6 +175,7 @@ async fn a_grant_decides_and_signs_exactly_like_a_per_request_check() {
             let attrs = HttpAttributes {
                 source: Some(source.parse().unwrap()),
                 principal: None,
+                proxy: None,
                 method,
                 host: "s3.local",
                 path,

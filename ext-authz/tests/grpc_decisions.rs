@@ -202,6 +202,7 @@ async fn malformed_requests_are_client_errors() {
 }
 
 const MESH: &str = "
+callers: {verify: any}
 identity: {sources: [principal, local_file], trust_domain: cluster.local}
 identities:
   - {name: team-a, source_cidrs: [127.0.0.2/32]}
@@ -241,9 +242,74 @@ async fn the_mtls_principal_comes_first_and_a_foreign_trust_domain_is_refused() 
     );
 }
 
+/// Asks as the proxy whose sidecar-set `x-forwarded-client-cert` names `proxy` (none: no header).
+async fn ask_as(
+    client: &mut AuthorizationClient<Channel>,
+    proxy: Option<&str>,
+    request: CheckRequest,
+) -> CheckResponse {
+    let mut request = tonic::Request::new(request);
+    if let Some(uri) = proxy {
+        let xfcc = format!("By=spiffe://cluster.local/ns/s3mesh-system/sa/s3mesh-ext-authz;Hash=00;Subject=\"\";URI={uri}");
+        request
+            .metadata_mut()
+            .insert("x-forwarded-client-cert", xfcc.parse().unwrap());
+    }
+    let response = client.check(request).await.unwrap().into_inner();
+    assert!(
+        !format!("{response:?}").contains(SECRET),
+        "secret in a response"
+    );
+    response
+}
+
+#[tokio::test]
+async fn a_sidecar_asks_only_for_its_own_workload_and_the_gateway_for_anybody() {
+    let gateway = "spiffe://cluster.local/ns/s3mesh-system/sa/s3mesh-gateway";
+    let config = MESH.replace(
+        "callers: {verify: any}",
+        &format!("callers: {{verify: mesh_identity, gateways: [{gateway}]}}"),
+    );
+    let (_dir, path) = config_dir(&config);
+    let (mut client, _) = serve(&path, None).await;
+    let workload = "spiffe://cluster.local/ns/gw/sa/s3-client";
+    let request = || check("127.0.0.2", workload, "GET", "/team-a/k", &[]);
+    for proxy in [workload, gateway] {
+        let response = ask_as(&mut client, Some(proxy), request()).await;
+        assert!(
+            matches!(outcome(&response), Outcome::Allowed { .. }),
+            "{proxy}"
+        );
+    }
+    let other = "spiffe://cluster.local/ns/team-b/sa/app";
+    let (status, body) = denied(&ask_as(&mut client, Some(other), request()).await);
+    assert_eq!(status, 403);
+    assert!(
+        body.contains(
+            "the proxy of team-b/app may ask only for its own workload, not for gw/s3-client"
+        ),
+        "{body}"
+    );
+    // No header on the call: ext-authz is not behind its sidecar. One in the S3 request's own
+    // headers is the client's word and changes nothing.
+    let forged = [(
+        "x-forwarded-client-cert",
+        "URI=spiffe://cluster.local/ns/gw/sa/s3-client",
+    )];
+    for request in [
+        request(),
+        check("127.0.0.2", workload, "GET", "/team-a/k", &forged),
+    ] {
+        let (status, body) = denied(&ask_as(&mut client, None, request).await);
+        assert_eq!(status, 503);
+        assert!(body.contains("cannot tell which proxy asked"), "{body}");
+    }
+}
+
 #[tokio::test]
 async fn before_the_pod_list_has_arrived_requests_fail_closed_with_503() {
     let kube = "
+callers: {verify: any}
 identity: {sources: [kubernetes]}
 profiles:
   pa: {credentials_dir: credentials/pa}

@@ -54,6 +54,7 @@ pub async fn serve_routes(
 
 /// Identities known by address, two profiles, one rule each.
 pub const LOCAL: &str = "
+callers: {verify: any}
 identities:
   - {name: team-a, source_cidrs: [127.0.0.2/32]}
   - {name: team-s, source_cidrs: [127.0.0.5/32]}
