@@ -123,6 +123,25 @@ def wait_for(what: str, check, timeout: float, log: Path):
     raise StackError(f"{what} did not come up within {timeout:.0f}s; log {log}:\n{tail}")
 
 
+def start_ext_authz(processes: Supervisor, config: Path, listen: str = "127.0.0.1:0") -> tuple[str, str]:
+    """Starts ext-authz on `config`, listening on `listen`; returns its `host:port` and health
+    URL once it serves."""
+    if not EXT_AUTHZ.exists():
+        raise StackError(f"{EXT_AUTHZ} is missing: run `make build` first")
+    env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"))
+    log = processes.log("ext-authz")
+    offset = log.stat().st_size if log.exists() else 0
+    processes.spawn("ext-authz", [str(EXT_AUTHZ), "--config", str(config), "--listen", listen,
+                                  "--health-listen", "127.0.0.1:0"], env=env)
+
+    def listening():
+        processes.alive("ext-authz")
+        m = re.search(r"serving listen=(\S+) health=(\S+)", log.read_text(errors="replace")[offset:])
+        return m and (m.group(1), f"http://{m.group(2)}")
+
+    return wait_for("ext-authz", listening, 30, log)
+
+
 def start_envoy(processes: Supervisor, config: Path, workdir: Path, concurrency: int,
                 name: str = "envoy") -> tuple[str, str]:
     """Starts Envoy on `config` (admin on a free port) and waits for its listener named
@@ -252,22 +271,7 @@ class Stack:
         so that Envoy's cluster still points at it)."""
         config = self.workdir / "ext-authz.yaml"
         config.write_text(yaml.safe_dump(ext_authz_config(self.stack, self.grant_ttl_seconds), sort_keys=False))
-        if not EXT_AUTHZ.exists():
-            raise StackError(f"{EXT_AUTHZ} is missing: run `make build` first")
-        env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"))
-        log = self.log("ext-authz")
-        offset = log.stat().st_size if log.exists() else 0
-        self.processes.spawn("ext-authz", [str(EXT_AUTHZ), "--config", str(config), "--listen", listen,
-                                             "--health-listen", "127.0.0.1:0"], env=env)
-
-        def listening():
-            self.alive("ext-authz")
-            m = re.search(r"serving listen=(\S+) health=(\S+)", log.read_text(errors="replace")[offset:])
-            if m:
-                self.authz_health_url = f"http://{m.group(2)}"
-            return m and m.group(1)
-
-        self.authz_address = wait_for("ext-authz", listening, 30, log)
+        self.authz_address, self.authz_health_url = start_ext_authz(self.processes, config, listen)
 
     def start_envoy(self):
         config = self.workdir / "envoy.yaml"
