@@ -209,6 +209,9 @@ def ext_authz_manifests(values: dict) -> list:
     meta = lambda kind_name, **extra: {"name": kind_name, "namespace": ns, "labels": labels, **extra}  # noqa: E731
     read = ["get", "list", "watch"]
     sidecar = {"sidecar.istio.io/inject": "true"} if mesh(values) == "istio" else {}
+    # ext-authz lists pods, policies and Secrets at start: through its sidecar, once that is up.
+    pod_annotations = ({"annotations": {"proxy.istio.io/config": '{"holdApplicationUntilProxyStarts": true}'}}
+                       if sidecar else {})
     return [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": LABELS}},
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(name)},
@@ -229,7 +232,7 @@ def ext_authz_manifests(values: dict) -> list:
          "data": {"ext-authz.yaml": yaml.safe_dump(config, sort_keys=False)}},
         {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta(name),
          "spec": {"replicas": 2, "selector": {"matchLabels": {"app.kubernetes.io/name": name}},
-                  "template": {"metadata": {"labels": {**labels, **sidecar}},
+                  "template": {"metadata": {"labels": {**labels, **sidecar}, **pod_annotations},
                                "spec": {"serviceAccountName": name, "containers": [container],
                                         "volumes": [{"name": "config", "configMap": {"name": name}}],
                                         "topologySpreadConstraints": [{

@@ -150,6 +150,8 @@ def test_in_the_mesh_ext_authz_learns_from_its_sidecar_which_proxy_asks():
     by_kind = {o["kind"]: o for o in objects("ext-authz.yaml")}
     pod_labels = by_kind["Deployment"]["spec"]["template"]["metadata"]["labels"]
     assert pod_labels["sidecar.istio.io/inject"] == "true"
+    annotations = by_kind["Deployment"]["spec"]["template"]["metadata"]["annotations"]
+    assert json.loads(annotations["proxy.istio.io/config"]) == {"holdApplicationUntilProxyStarts": True}
     peer = by_kind["PeerAuthentication"]["spec"]
     assert peer["mtls"] == {"mode": "STRICT"}, "a plaintext caller could bring its own x-forwarded-client-cert"
     assert peer["selector"]["matchLabels"].items() <= pod_labels.items()
