@@ -27,6 +27,12 @@ impl Head {
             .unwrap_or(0)
     }
 
+    /// Whether the body is sent with `transfer-encoding: chunked`.
+    pub fn chunked(&self) -> bool {
+        self.header("transfer-encoding")
+            .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
+    }
+
     /// Whether the peer asked to close the connection.
     pub fn closes(&self) -> bool {
         self.header("connection")
@@ -76,4 +82,54 @@ pub async fn skip_body<R: AsyncBufRead + Unpin>(r: &mut R, len: u64) -> std::io:
         return Err(std::io::ErrorKind::UnexpectedEof.into());
     }
     Ok(())
+}
+
+/// Reads and discards the body that `head` announces: chunked, or `content-length` bytes.
+pub async fn skip_message_body<R: AsyncBufRead + Unpin>(
+    r: &mut R,
+    head: &Head,
+) -> std::io::Result<()> {
+    if !head.chunked() {
+        return skip_body(r, head.content_length()).await;
+    }
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if r.read_line(&mut line).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        let digits = line.trim_end().split(';').next().unwrap_or_default();
+        let size = u64::from_str_radix(digits.trim(), 16)
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "bad chunk size"))?;
+        if size == 0 {
+            break;
+        }
+        skip_body(r, size + 2).await?;
+    }
+    // Trailers, up to the blank line.
+    loop {
+        line.clear();
+        if r.read_line(&mut line).await? == 0 || line.trim_end().is_empty() {
+            return Ok(());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn chunked_and_sized_bodies_are_skipped_to_the_next_message() {
+        let wire: &[u8] = b"PUT / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n\
+            5;ext=1\r\nhello\r\n3\r\nabc\r\n0\r\nx-trailer: 1\r\n\r\n\
+            PUT / HTTP/1.1\r\ncontent-length: 2\r\n\r\nokGET /next HTTP/1.1\r\n\r\n";
+        let mut r = tokio::io::BufReader::new(wire);
+        for _ in 0..2 {
+            let head = read_head(&mut r).await.unwrap().unwrap();
+            skip_message_body(&mut r, &head).await.unwrap();
+        }
+        let next = read_head(&mut r).await.unwrap().unwrap();
+        assert_eq!(next.start, "GET /next HTTP/1.1");
+    }
 }

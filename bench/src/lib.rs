@@ -5,11 +5,12 @@
 //! - `bench-load`: an open-loop load generator at a fixed rate that measures every request from
 //!   its intended send time, so a stalled backend cannot hide its own latency.
 //!
-//! Both speak just enough HTTP/1.1 (`http1`) for that: content-length bodies, keep-alive,
-//! `Expect: 100-continue`.
+//! Both speak just enough HTTP/1.1 (`http1`) for that: content-length and chunked bodies,
+//! keep-alive, `Expect: 100-continue`.
 //!
 //! And for `make bench-authz`: `bench-authz-load`, a gRPC load generator for ext-authz's
-//! `Authorization/Check`, open loop at fixed rates or closed loop to saturation.
+//! `Authorization/Check`, open loop at fixed rates or closed loop to saturation; for
+//! `make bench-chunked`: `bench-ext-proc`, an ext_proc server that echoes request bodies.
 
 pub mod http1;
 pub mod pacer;

@@ -6,7 +6,7 @@
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use s3mesh_bench::http1::{read_head, skip_body};
+use s3mesh_bench::http1::{read_head, skip_message_body};
 use s3mesh_bench::scenario::EndpointSpec;
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -49,7 +49,7 @@ async fn serve(
     while let Some(head) = read_head(&mut stream).await? {
         if head.start.starts_with("POST /__bench/start") {
             let _ = START.set(Instant::now());
-            skip_body(&mut stream, head.content_length()).await?;
+            skip_message_body(&mut stream, &head).await?;
             respond(&mut stream, 200, index).await?;
             continue;
         }
@@ -62,7 +62,7 @@ async fn serve(
                 .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
                 .await?;
         }
-        skip_body(&mut stream, head.content_length()).await?;
+        skip_message_body(&mut stream, &head).await?;
         let failure = elapsed_ms().and_then(|t| spec.failure_at(t));
         let status = match failure {
             Some(status) => status,
