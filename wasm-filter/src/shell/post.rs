@@ -129,9 +129,9 @@ impl PostStream {
         Action::Pause
     }
 
-    /// Decides on the request with `grant` and, when allowed, signs it. `false`: refused, and
-    /// the client has its answer.
-    fn sign_with(&mut self, grant: &CompiledGrant, now: u64) -> bool {
+    /// Decides on the request with `grant` and, when allowed, signs it at `time`. `false`:
+    /// refused, and the client has its answer.
+    fn sign_with(&mut self, grant: &CompiledGrant, time: AmzDate) -> bool {
         let headers = self.get_http_request_headers();
         let get = |name: &str| {
             headers
@@ -150,7 +150,7 @@ impl PostStream {
             path: get(":path"),
             headers: &pairs,
         };
-        match grant.decide(&request, AmzDate::from_unix_seconds(now / 1000)) {
+        match grant.decide(&request, time) {
             Ok(allowed) => {
                 let signed = allowed.signed;
                 for (name, value) in &signed.changes.set {
@@ -251,7 +251,8 @@ impl Context for PostStream {
                 self.metrics.grants_fetched.add(1);
                 let grant = Rc::clone(&held.grant);
                 granting.keep(self, caller, held, &json, now);
-                if self.sign_with(&grant, now) && self.route() == Action::Continue {
+                let time = AmzDate::from_unix_seconds(now / 1000);
+                if self.sign_with(&grant, time) && self.route() == Action::Continue {
                     self.resume_http_request();
                 }
             }
@@ -276,13 +277,14 @@ impl HttpContext for PostStream {
         if let Some(granting) = self.granting.clone() {
             let caller = self.caller();
             let now = now_ms(self) as u64;
-            let date = AmzDate::from_unix_seconds(now / 1000).date();
+            let time = AmzDate::from_unix_seconds(now / 1000);
+            let date = time.date();
             match granting.find(self, &caller, now, &date) {
                 Some(found) => {
                     if found.refresh {
                         granting.cache.borrow_mut().want_refresh(&caller);
                     }
-                    if !self.sign_with(&found.grant, now) {
+                    if !self.sign_with(&found.grant, time) {
                         return Action::Pause;
                     }
                 }
