@@ -96,6 +96,13 @@ impl Callers {
     }
 }
 
+/// The call's one `x-forwarded-client-cert` value, from all its values in order: `None` when
+/// absent, repeated or not text. A sidecar that sets the header leaves exactly one.
+pub fn sole_value<'a>(mut values: impl Iterator<Item = Option<&'a str>>) -> Option<&'a str> {
+    let first = values.next()??;
+    values.next().is_none().then_some(first)
+}
+
 /// The one `URI=` of the last element of an `x-forwarded-client-cert` value: elements are
 /// separated by `,`, their `key=value` pairs by `;`, and quoted values may hold either (with
 /// `\"` for a quote). `None` when the element has no URI or more than one.
@@ -183,6 +190,14 @@ mod tests {
         assert_eq!(last_element_uri(&format!("URI={TEAM_A},Hash=00")), None);
         assert_eq!(last_element_uri("URI="), None);
         assert_eq!(last_element_uri(""), None);
+    }
+
+    #[test]
+    fn a_repeated_or_unreadable_header_names_nobody() {
+        assert_eq!(sole_value([Some("URI=a")].into_iter()), Some("URI=a"));
+        assert_eq!(sole_value([Some("URI=a"), Some("URI=b")].into_iter()), None);
+        assert_eq!(sole_value([None].into_iter()), None);
+        assert_eq!(sole_value(std::iter::empty()), None);
     }
 
     #[test]

@@ -304,6 +304,16 @@ async fn a_sidecar_asks_only_for_its_own_workload_and_the_gateway_for_anybody() 
         assert_eq!(status, 503);
         assert!(body.contains("cannot tell which proxy asked"), "{body}");
     }
+    // Two header lines: not what a sidecar leaves, so nobody is named.
+    let mut twice = tonic::Request::new(request());
+    for uri in [workload, other] {
+        let value = format!("URI={uri}").parse().unwrap();
+        twice
+            .metadata_mut()
+            .append("x-forwarded-client-cert", value);
+    }
+    let response = client.check(twice).await.unwrap().into_inner();
+    assert_eq!(denied(&response).0, 503);
 }
 
 #[tokio::test]
