@@ -15,6 +15,7 @@
 
 use std::collections::BTreeSet;
 
+use axum::http::HeaderMap;
 use serde::Deserialize;
 use thiserror::Error;
 
@@ -96,10 +97,11 @@ impl Callers {
     }
 }
 
-/// The call's one `x-forwarded-client-cert` value, from all its values in order: `None` when
-/// absent, repeated or not text. A sidecar that sets the header leaves exactly one.
-pub fn sole_value<'a>(mut values: impl Iterator<Item = Option<&'a str>>) -> Option<&'a str> {
-    let first = values.next()??;
+/// The one `x-forwarded-client-cert` value among a call's headers (gRPC metadata or the grant
+/// route's): `None` when absent, repeated or not text. A sidecar that sets it leaves exactly one.
+pub fn asking_proxy(headers: &HeaderMap) -> Option<&str> {
+    let mut values = headers.get_all(XFCC).iter();
+    let first = values.next()?.to_str().ok()?;
     values.next().is_none().then_some(first)
 }
 
@@ -150,6 +152,7 @@ fn unquote(value: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::HeaderValue;
 
     const TEAM_A: &str = "spiffe://cluster.local/ns/team-a/sa/uploader";
     const GATEWAY: &str = "spiffe://cluster.local/ns/s3mesh-system/sa/s3mesh-gateway";
@@ -194,10 +197,25 @@ mod tests {
 
     #[test]
     fn a_repeated_or_unreadable_header_names_nobody() {
-        assert_eq!(sole_value([Some("URI=a")].into_iter()), Some("URI=a"));
-        assert_eq!(sole_value([Some("URI=a"), Some("URI=b")].into_iter()), None);
-        assert_eq!(sole_value([None].into_iter()), None);
-        assert_eq!(sole_value(std::iter::empty()), None);
+        let headers = |values: &[HeaderValue]| {
+            let mut map = HeaderMap::new();
+            for value in values {
+                map.append(XFCC, value.clone());
+            }
+            map
+        };
+        let (a, b) = (
+            HeaderValue::from_static("URI=a"),
+            HeaderValue::from_static("URI=b"),
+        );
+        assert_eq!(
+            asking_proxy(&headers(std::slice::from_ref(&a))),
+            Some("URI=a")
+        );
+        assert_eq!(asking_proxy(&headers(&[a, b])), None);
+        let unreadable = HeaderValue::from_bytes(b"URI=\xff").unwrap();
+        assert_eq!(asking_proxy(&headers(&[unreadable])), None);
+        assert_eq!(asking_proxy(&headers(&[])), None);
     }
 
     #[test]

@@ -21,7 +21,7 @@ use s3mesh_access::signing::ChunkSigning;
 use s3mesh_s3_request::{chunk_signing, S3Error};
 use tonic::{Request, Response, Status};
 
-use crate::callers::{sole_value, XFCC};
+use crate::callers::asking_proxy;
 use crate::check::{Decision, HttpAttributes};
 use crate::reload::Current;
 use crate::telemetry::{check_span, CheckMetrics};
@@ -82,7 +82,7 @@ impl Authorization for AuthzService {
         let attrs = HttpAttributes {
             source,
             principal,
-            proxy: sole_value(metadata.get_all(XFCC).iter().map(|v| v.to_str().ok())),
+            proxy: asking_proxy(metadata.as_ref()),
             method: &http.method,
             host: &http.host,
             path: &http.path,
@@ -181,10 +181,7 @@ pub fn routes(current: Arc<Current>) -> tonic::service::Routes {
             ISSUE_PATH,
             axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
                 let (current, metrics) = (Arc::clone(&grants), metrics.clone());
-                async move {
-                    let proxy = sole_value(headers.get_all(XFCC).iter().map(|v| v.to_str().ok()));
-                    issue_grant(&current, &metrics, proxy, &body)
-                }
+                async move { issue_grant(&current, &metrics, asking_proxy(&headers), &body) }
             }),
         );
     tonic::service::Routes::from(router)
