@@ -162,11 +162,9 @@ impl RootContext for Root {
         for caller in wanted {
             match granting.shared(self, &caller, now, &date) {
                 Some(held) if now < held.refresh_ms => {
-                    granting
-                        .cache
-                        .borrow_mut()
-                        .insert(caller.clone(), held, now);
-                    granting.cache.borrow_mut().renewed(&caller);
+                    let mut cache = granting.cache.borrow_mut();
+                    cache.renewed(&caller);
+                    cache.insert(caller, held, now);
                 }
                 _ => match granting.ask(self, &caller, date.clone()) {
                     Ok(token) => {
