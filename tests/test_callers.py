@@ -24,6 +24,10 @@ TEAM_B = "spiffe://cluster.local/ns/team-b/sa/app"
 SECRET = "callers-test-secret-0123456789abcdef"
 
 
+#: A fresh P-256 key, unencrypted, for `openssl req`.
+NEW_KEY = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+
+
 def openssl(*args, cwd: Path):
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
 
@@ -31,8 +35,7 @@ def openssl(*args, cwd: Path):
 def issue(pki: Path, name: str, san: str):
     """A key and a certificate for `san`, signed by the test CA."""
     (pki / f"{name}.ext").write_text(f"subjectAltName={san}\n")
-    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-            "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=pki)
+    openssl("req", *NEW_KEY, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=pki)
     openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
             "-out", f"{name}.crt", "-days", "1", "-extfile", f"{name}.ext", cwd=pki)
 
@@ -77,8 +80,8 @@ def sidecar(tmp_path_factory):
     work = tmp_path_factory.mktemp("callers")
     pki = work / "pki"
     pki.mkdir()
-    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-            "-keyout", "ca.key", "-out", "ca.crt", "-subj", "/CN=s3mesh-test-ca", "-days", "1", cwd=pki)
+    openssl("req", "-x509", *NEW_KEY, "-keyout", "ca.key", "-out", "ca.crt", "-subj", "/CN=s3mesh-test-ca",
+            "-days", "1", cwd=pki)
     issue(pki, "server", "IP:127.0.0.1")
     for name, uri in (("team-a", TEAM_A), ("team-b", TEAM_B), ("gateway", GATEWAY)):
         issue(pki, name, f"URI:{uri}")
