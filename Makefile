@@ -10,7 +10,7 @@ WASM     := target/wasm32-wasip1/release/s3mesh_wasm_filter.wasm
 AUTHZ    := target/debug/s3mesh-ext-authz
 S3SFS    := .tools/bin/s3s-fs
 MINIO_GO := .tools/bin/minio-go-client
-RUST_SRC := $(shell find Cargo.toml Cargo.lock clippy.toml sigv4 s3-request access wasm-filter ext-authz -type f \( -name '*.rs' -o -name '*.toml' -o -name Cargo.lock \) 2>/dev/null)
+RUST_SRC := $(shell find Cargo.toml Cargo.lock clippy.toml sigv4 s3-request access filter wasm-filter ext-authz -type f \( -name '*.rs' -o -name '*.toml' -o -name Cargo.lock \) 2>/dev/null)
 
 .PHONY: help setup build run test test-rust test-wasm test-integration lint fmt clean crd deploy-render .wasm-target bench-lb bench-expect bench-authz bench-chunked soak fuzz bench-overhead
 
@@ -77,7 +77,7 @@ test-rust:
 test-wasm: .wasm-target
 	@command -v node >/dev/null || { echo "node (>= 20) is needed to run the wasm tests"; exit 1; }
 	CARGO_TARGET_WASM32_WASIP1_RUNNER="node --no-warnings $(CURDIR)/tools/wasi-runner.mjs" \
-	  cargo test --target wasm32-wasip1 -p s3mesh-sigv4 -p s3mesh-s3-request -p s3mesh-access -p s3mesh-wasm-filter
+	  cargo test --target wasm32-wasip1 -p s3mesh-sigv4 -p s3mesh-s3-request -p s3mesh-access -p s3mesh-filter
 
 test-integration: setup build $(S3SFS) $(MINIO_GO)
 	cargo build -p s3mesh-aws-sdk-client
@@ -134,7 +134,7 @@ bench-authz: setup $(VENV)/.installed-bench
 lint: .wasm-target
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
-	cargo clippy --target wasm32-wasip1 -p s3mesh-wasm-filter -- -D warnings
+	cargo clippy --target wasm32-wasip1 -p s3mesh-filter -p s3mesh-wasm-filter -- -D warnings
 
 fmt:
 	cargo fmt --all

@@ -73,3 +73,9 @@ def test_endpoint_and_operation_metrics_are_labelled(stack):
         assert f's3mesh_endpoint_in_flight{{s3_endpoint="{endpoint}"}}' in prom
     assert re.search(r's3mesh_operation_requests_total\{s3_operation="GetObject"\} [1-9]', prom)
     assert re.search(r's3mesh_operation_requests_total\{s3_operation="PutObject"\} [1-9]', prom)
+    # Every request served is counted once, under the route by which it reached its endpoint.
+    served = re.findall(r's3mesh_endpoint_requests_total\{s3_endpoint="([^"]+)",s3_route="([a-z_]+)"\} (\d+)', prom)
+    assert {e for e, _, _ in served} >= set(stack.endpoints)
+    assert {r for _, r, _ in served} == {"faster", "less_loaded", "tie", "faded", "probe", "alone", "unhinted",
+                                        "retry"}
+    assert sum(int(n) for _, _, n in served) >= 2

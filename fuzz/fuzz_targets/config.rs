@@ -4,7 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use s3mesh_ext_authz::config::Config;
-use s3mesh_wasm_filter::config::FilterConfig;
+use s3mesh_filter::config::FilterConfig;
 
 fuzz_target!(|input: (Vec<u8>, String)| {
     let (filter, authz) = input;

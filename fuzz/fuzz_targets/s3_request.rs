@@ -5,8 +5,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use s3mesh_s3_request::RequestTarget;
-use s3mesh_wasm_filter::config::PreConfig;
-use s3mesh_wasm_filter::pre::{inspect, RequestHead};
+use s3mesh_filter::config::PreConfig;
+use s3mesh_filter::pre::{inspect, RequestHead};
 
 fuzz_target!(|input: (String, String, String, Option<String>, Vec<String>)| {
     let (method, authority, path, copy_source, header_names) = input;

@@ -1,6 +1,6 @@
 //! Grant mode's state in one worker, shared by its streams (which use grants and ask for the
 //! first) and its root context (which renews grants in use): the grant cache, Envoy's shared
-//! data, and the calls to ext-authz. The logic is [`crate::grants`]; this is its host side.
+//! data, and the calls to ext-authz. The logic is [`s3mesh_filter::grants`]; this is its host side.
 
 use std::cell::RefCell;
 use std::time::Duration;
@@ -9,8 +9,8 @@ use proxy_wasm::traits::Context;
 use s3mesh_access::grant::ISSUE_PATH;
 use s3mesh_s3_request::S3Error;
 
-use crate::config::GrantsConfig;
-use crate::grants::{
+use s3mesh_filter::config::GrantsConfig;
+use s3mesh_filter::grants::{
     decode_record, encode_record, read_answer, Answer, Caller, Found, GrantCache, Held,
 };
 

@@ -3,7 +3,8 @@
 //! A metric defined under the same name in every worker's VM is one Envoy stat: the per-endpoint
 //! in-flight gauge is therefore process-wide without any locking in the filter. Labels travel in
 //! the name as `tag=.=value;.;` (the convention of Istio's `extraStatTags`); the `stats_tags` in
-//! `envoy/s3mesh.yaml` turn them into Prometheus labels `s3_endpoint` and `s3_operation`.
+//! `envoy/s3mesh.yaml` turn them into Prometheus labels `s3_endpoint`, `s3_route` and
+//! `s3_operation`.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -11,6 +12,7 @@ use std::rc::Rc;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
+use s3mesh_filter::endpoint::Route;
 
 /// One metric; if the host refuses to define it, updates become no-ops (stats must never fail
 /// a request).
@@ -50,6 +52,17 @@ pub(super) struct EndpointMetrics {
     pub(super) errors: Metric,
     pub(super) in_flight: Metric,
     pub(super) ttfb_ms: Metric,
+    /// Requests served, by how they reached the endpoint.
+    pub(super) routes: RouteMetrics,
+}
+
+/// One counter per [`Route`].
+pub(super) struct RouteMetrics([Metric; Route::ALL.len()]);
+
+impl RouteMetrics {
+    pub(super) fn get(&self, route: Route) -> &Metric {
+        &self.0[route.index()]
+    }
 }
 
 /// Per S3 operation.
@@ -101,6 +114,10 @@ impl Metrics {
                 errors: m(MetricType::Counter, "s3mesh_endpoint_errors_total"),
                 in_flight: m(MetricType::Gauge, "s3mesh_endpoint_in_flight"),
                 ttfb_ms: m(MetricType::Histogram, "s3mesh_endpoint_ttfb_ms"),
+                routes: RouteMetrics(Route::ALL.map(|route| {
+                    let name = tagged("s3_route", route.as_str(), "s3mesh_endpoint_requests_total");
+                    Metric::define(MetricType::Counter, &tagged("s3_endpoint", address, &name))
+                })),
             })
         });
         Rc::clone(entry)

@@ -19,11 +19,11 @@ use proxy_wasm::types::{ContextType, LogLevel};
 use s3mesh_s3_request::S3Error;
 use s3mesh_sigv4::AmzDate;
 
-use crate::config::{FilterConfig, PreConfig};
-use crate::endpoint::Selector;
-use crate::grants::{Answer, Caller};
 use granting::Granting;
 use metrics::Metrics;
+use s3mesh_filter::config::{FilterConfig, PreConfig};
+use s3mesh_filter::endpoint::Selector;
+use s3mesh_filter::grants::{Answer, Caller};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -32,7 +32,6 @@ proxy_wasm::main! {{
     });
 }}
 
-/// Wall-clock milliseconds from the host (the only clock a wasm filter has).
 /// Answers the client with `error` as S3 XML; the request goes no further.
 fn send_s3_error(stream: &impl HttpContext, error: &S3Error, path: &str, request_id: &str) {
     let resource = path.split('?').next().unwrap_or_default();
@@ -47,6 +46,7 @@ fn send_s3_error(stream: &impl HttpContext, error: &S3Error, path: &str, request
     );
 }
 
+/// Wall-clock milliseconds from the host (the only clock a wasm filter has).
 fn now_ms(context: &dyn Context) -> f64 {
     context
         .get_current_time()

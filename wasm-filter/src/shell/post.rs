@@ -17,10 +17,10 @@ use s3mesh_sigv4::AmzDate;
 use super::granting::{self, Granting};
 use super::metrics::Metrics;
 use super::{now_ms, send_s3_error};
-use crate::chunk_resign;
-use crate::endpoint::outcome::{classify, Outcome};
-use crate::endpoint::{LatencyClass, Selector};
-use crate::grants::{Answer, Caller};
+use s3mesh_filter::chunk_resign;
+use s3mesh_filter::endpoint::outcome::{classify, Outcome};
+use s3mesh_filter::endpoint::{LatencyClass, Route, Selector};
+use s3mesh_filter::grants::{Answer, Caller};
 
 pub(super) struct PostStream {
     selector: Rc<RefCell<Selector>>,
@@ -29,8 +29,8 @@ pub(super) struct PostStream {
     waiting_for: Option<Caller>,
     metrics: Rc<Metrics>,
     operation: Operation,
-    /// The endpoint named first, whose in-flight gauge this stream holds.
-    first: Option<String>,
+    /// The endpoint named first, whose in-flight gauge this stream holds, and why it was.
+    first: Option<(String, Route)>,
     /// When the request was fully handed to the upstream side (headers, or the last body byte).
     sent_ms: f64,
     ttfb_ms: Option<f64>,
@@ -217,7 +217,7 @@ impl PostStream {
             .choose(LatencyClass::of(self.operation), now, |a| {
                 metrics.endpoint(a).in_flight.get()
             });
-        match &hint.first {
+        match hint.first_address() {
             Some(first) => {
                 let m = self.metrics.endpoint(first);
                 m.selected.add(1);
@@ -336,7 +336,8 @@ impl HttpContext for PostStream {
     }
 
     fn on_log(&mut self) {
-        if let Some(first) = &self.first {
+        let first = self.first.as_ref().map(|(a, route)| (a.as_str(), *route));
+        if let Some((first, _)) = first {
             self.metrics.endpoint(first).in_flight.add(-1);
         }
         let upstream = self
@@ -350,11 +351,7 @@ impl HttpContext for PostStream {
         let outcome = classify(status, flags, latency, self.retry_after.as_deref());
         let class = LatencyClass::of(self.operation);
         let mut selector = self.selector.borrow_mut();
-        if let Some(first) = self
-            .first
-            .as_deref()
-            .filter(|f| self.attempts > 1 && *f != upstream)
-        {
+        if let Some((first, _)) = first.filter(|(f, _)| self.attempts > 1 && *f != upstream) {
             // The first choice failed and Envoy retried elsewhere.
             selector.observe(
                 first,
@@ -374,6 +371,7 @@ impl HttpContext for PostStream {
             return;
         }
         let m = self.metrics.endpoint(&upstream);
+        m.routes.get(Route::of_served(first, &upstream)).add(1);
         match outcome {
             Outcome::Failure { .. } => m.errors.add(1),
             Outcome::Success { latency_ms } => {

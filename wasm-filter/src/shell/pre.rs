@@ -1,4 +1,4 @@
-//! Role `pre` in Envoy: applies [`crate::pre::inspect`] to the request headers.
+//! Role `pre` in Envoy: applies [`s3mesh_filter::pre::inspect`] to the request headers.
 
 use std::rc::Rc;
 
@@ -8,8 +8,8 @@ use s3mesh_s3_request::headers::OPERATION;
 
 use super::metrics::Metrics;
 use super::send_s3_error;
-use crate::config::PreConfig;
-use crate::pre::{self, RequestHead};
+use s3mesh_filter::config::PreConfig;
+use s3mesh_filter::pre::{self, RequestHead};
 
 pub(super) struct PreStream {
     config: Rc<PreConfig>,

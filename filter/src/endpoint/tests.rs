@@ -37,7 +37,7 @@ fn simulate(
     for k in 0..n {
         let now = start_ms + k as f64;
         let hint = s.choose(LatencyClass::Read, now, |_| 0);
-        let first = hint.first.unwrap();
+        let first = hint.first.unwrap().0;
         let latency = latency_of(&first);
         s.observe(
             &first,
@@ -74,7 +74,12 @@ fn in_flight_requests_spread_load_across_equal_endpoints() {
     let mut s = Selector::new(&config(4), 3);
     let in_flight = |a: &str| if a == ep(1) { 10 } else { 0 };
     let firsts: Vec<String> = (0..200)
-        .map(|_| s.choose(LatencyClass::Read, 0.0, in_flight).first.unwrap())
+        .map(|_| {
+            s.choose(LatencyClass::Read, 0.0, in_flight)
+                .first
+                .unwrap()
+                .0
+        })
         .collect();
     let busy = firsts.iter().filter(|f| **f == ep(1)).count();
     // Equal latencies: ep(1) wins a draw only against nothing; it is never first.
@@ -188,7 +193,13 @@ fn failures_are_not_fast_successes() {
     }
     // Cooldowns are over (Retry-After 1 ms), yet the fast-failing endpoint is still worse.
     let firsts = (0..100)
-        .filter(|_| s.choose(LatencyClass::Read, 50_000.0, |_| 0).first.unwrap() == ep(2))
+        .filter(|_| {
+            s.choose(LatencyClass::Read, 50_000.0, |_| 0)
+                .first
+                .unwrap()
+                .0
+                == ep(2)
+        })
         .count();
     assert_eq!(firsts, 0);
 }
@@ -214,13 +225,11 @@ fn remote_endpoints_serve_only_while_local_ones_fail() {
         );
     }
     assert_eq!(
-        s.choose(LatencyClass::Read, 10.0, |_| 0).first.as_deref(),
+        s.choose(LatencyClass::Read, 10.0, |_| 0).first_address(),
         Some("10.9.0.1:80")
     );
     assert_ne!(
-        s.choose(LatencyClass::Read, 5_000.0, |_| 0)
-            .first
-            .as_deref(),
+        s.choose(LatencyClass::Read, 5_000.0, |_| 0).first_address(),
         Some("10.9.0.1:80")
     );
 }
@@ -237,12 +246,12 @@ fn classes_are_kept_apart_but_inform_each_other() {
         served(&mut s, 2, LatencyClass::Read, t, 25.0);
     }
     let reads = (0..100)
-        .filter(|_| s.choose(LatencyClass::Read, 30.0, |_| 0).first.unwrap() == ep(1))
+        .filter(|_| s.choose(LatencyClass::Read, 30.0, |_| 0).first.unwrap().0 == ep(1))
         .count();
     assert_eq!(reads, 100);
     // No LIST sample anywhere: the read-class ratio decides.
     assert_eq!(
-        s.choose(LatencyClass::List, 30.0, |_| 0).first.unwrap(),
+        s.choose(LatencyClass::List, 30.0, |_| 0).first.unwrap().0,
         ep(1)
     );
 }
@@ -289,7 +298,10 @@ fn concurrent_requests_on_healthy_peers_do_not_make_a_slow_endpoint_attractive()
     let busy = |a: &str| if a == ep(4) { 0 } else { 3 };
     for k in 0..5_000 {
         assert_ne!(
-            s.choose(LatencyClass::Read, k as f64, busy).first.unwrap(),
+            s.choose(LatencyClass::Read, k as f64, busy)
+                .first
+                .unwrap()
+                .0,
             ep(4),
             "at {k} ms"
         );
@@ -305,7 +317,7 @@ fn an_endpoint_with_far_more_requests_in_flight_than_its_peers_is_avoided() {
     // A stall: ep(1)'s requests pile up while its last latency sample still looks fine.
     let stalled = |a: &str| if a == ep(1) { 12 } else { 3 };
     let chosen = (0..1000)
-        .filter(|_| s.choose(LatencyClass::Read, 1.0, stalled).first.unwrap() == ep(1))
+        .filter(|_| s.choose(LatencyClass::Read, 1.0, stalled).first.unwrap().0 == ep(1))
         .count();
     assert_eq!(chosen, 0);
 }

@@ -20,6 +20,7 @@
 pub mod outcome;
 pub mod peak_ewma;
 mod random;
+pub mod route;
 
 use s3mesh_s3_request::{Operation, OperationClass};
 
@@ -27,6 +28,7 @@ use crate::config::PostConfig;
 use outcome::Outcome;
 use peak_ewma::PeakEwma;
 use random::SplitMix64;
+pub use route::Route;
 
 /// At most this many endpoints are tracked (configured plus discovered).
 const MAX_ENDPOINTS: usize = 256;
@@ -114,8 +116,15 @@ pub struct Hint {
     /// `ip:port,ip:port,…` for `x-gateway-destination-endpoint`, or `None` to let the fallback
     /// policy choose.
     pub value: Option<String>,
-    /// The endpoint tried first.
-    pub first: Option<String>,
+    /// The endpoint tried first, and why it was chosen.
+    pub first: Option<(String, Route)>,
+}
+
+impl Hint {
+    /// The address of the endpoint tried first.
+    pub fn first_address(&self) -> Option<&str> {
+        self.first.as_ref().map(|(address, _)| address.as_str())
+    }
 }
 
 /// Endpoint state of one worker and the choice made from it.
@@ -170,37 +179,49 @@ impl Selector {
             .map(|e| in_flight(&e.address) as f64)
             .collect();
         let mean_in_flight = in_flight.iter().sum::<f64>() / in_flight.len() as f64;
-        let mut ranked: Vec<(usize, f64, usize)> = self
+        let mut ranked: Vec<Candidate> = self
             .endpoints
             .iter()
             .enumerate()
             .map(|(i, e)| {
-                let load = 1.0 + in_flight[i] / (mean_in_flight + 1.0);
-                let cost = self.latency(e, class, now_ms, &baselines) * load;
                 let cooling = usize::from(e.cooldown_until_ms > now_ms);
                 let remote = usize::from(e.pool == Pool::Remote);
-                (cooling * 2 + remote, cost, i)
+                Candidate {
+                    index: i,
+                    tier: cooling * 2 + remote,
+                    latency: self.latency(e, class, now_ms, &baselines),
+                    load: 1.0 + in_flight[i] / (mean_in_flight + 1.0),
+                    unfaded: self.unfaded_latency(e, class, &baselines),
+                    probing: e.latency[class.index()].probing(now_ms, self.tuning.recovery_ms),
+                }
             })
             .collect();
-        ranked.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
-        let best_tier = ranked.iter().take_while(|r| r.0 == ranked[0].0).count();
-        if best_tier >= 2 {
+        ranked.sort_by(|a, b| a.tier.cmp(&b.tier).then(a.cost().total_cmp(&b.cost())));
+        let best_tier = ranked
+            .iter()
+            .take_while(|r| r.tier == ranked[0].tier)
+            .count();
+        let route = if best_tier >= 2 {
             let a = self.rng.below(best_tier);
             let b = (a + 1 + self.rng.below(best_tier - 1)) % best_tier;
-            let winner = if ranked[b].1 * (1.0 + TIE_TOLERANCE) < ranked[a].1 {
-                b
+            let (winner, loser) = if ranked[b].cost() * (1.0 + TIE_TOLERANCE) < ranked[a].cost() {
+                (b, a)
             } else {
-                a
+                (a, b)
             };
+            let route = ranked[winner].route_against(&ranked[loser]);
             let chosen = ranked.remove(winner);
             ranked.insert(0, chosen);
-        }
+            route
+        } else {
+            Route::Alone
+        };
         let addresses: Vec<&str> = ranked
             .iter()
-            .map(|r| self.endpoints[r.2].address.as_str())
+            .map(|r| self.endpoints[r.index].address.as_str())
             .collect();
         Hint {
-            first: addresses.first().map(|a| (*a).to_owned()),
+            first: addresses.first().map(|a| ((*a).to_owned(), route)),
             value: Some(addresses.join(",")),
         }
     }
@@ -275,18 +296,37 @@ impl Selector {
         baselines: &[Option<f64>; 4],
     ) -> f64 {
         let recovery = self.tuning.recovery_ms;
-        let estimate = |c: LatencyClass| {
+        Self::expected(class, baselines, |c, base| {
+            e.latency[c.index()].estimate(now_ms, base, recovery)
+        })
+    }
+
+    /// As [`Self::latency`], with every penalty as it was at its last sample (no idle fading).
+    fn unfaded_latency(
+        &self,
+        e: &Endpoint,
+        class: LatencyClass,
+        baselines: &[Option<f64>; 4],
+    ) -> f64 {
+        Self::expected(class, baselines, |c, _| e.latency[c.index()].value())
+    }
+
+    /// The latency for `class` from per-class estimates `estimate(class, baseline)`.
+    fn expected(
+        class: LatencyClass,
+        baselines: &[Option<f64>; 4],
+        estimate: impl Fn(LatencyClass, f64) -> Option<f64>,
+    ) -> f64 {
+        let with_base = |c: LatencyClass| {
             let base = baselines[c.index()].unwrap_or(UNKNOWN_LATENCY_MS);
-            e.latency[c.index()]
-                .estimate(now_ms, base, recovery)
-                .map(|v| (v, base))
+            estimate(c, base).map(|v| (v, base))
         };
-        let latency = match estimate(class) {
+        let latency = match with_base(class) {
             Some((v, _)) => v,
             None => {
                 let ratios: Vec<f64> = LatencyClass::ALL
                     .iter()
-                    .filter_map(|c| estimate(*c))
+                    .filter_map(|c| with_base(*c))
                     .map(|(v, b)| v / b.max(1e-3))
                     .collect();
                 let ratio = if ratios.is_empty() {
@@ -298,6 +338,43 @@ impl Selector {
             }
         };
         latency.max(1e-3)
+    }
+}
+
+/// One endpoint as the draw weighs it.
+#[derive(Debug, Clone, Copy)]
+struct Candidate {
+    index: usize,
+    /// 0 healthy local, 1 healthy remote, 2 cooling local, 3 cooling remote.
+    tier: usize,
+    /// Expected latency now (penalties faded with idle time).
+    latency: f64,
+    /// Expected latency with penalties as at their last sample.
+    unfaded: f64,
+    /// `1 + in_flight / (mean_in_flight + 1)`.
+    load: f64,
+    /// Its estimate for the class is held at the baseline to probe it.
+    probing: bool,
+}
+
+impl Candidate {
+    fn cost(&self) -> f64 {
+        self.latency * self.load
+    }
+
+    /// Why `self` won the draw against `rival`.
+    fn route_against(&self, rival: &Candidate) -> Route {
+        if self.probing {
+            Route::Probe
+        } else if self.unfaded * self.load > rival.cost() * (1.0 + TIE_TOLERANCE) {
+            Route::Faded
+        } else if self.cost() * (1.0 + TIE_TOLERANCE) >= rival.cost() {
+            Route::Tie
+        } else if self.latency > rival.latency {
+            Route::LessLoaded
+        } else {
+            Route::Faster
+        }
     }
 }
 

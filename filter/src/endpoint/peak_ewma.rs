@@ -44,6 +44,12 @@ impl PeakEwma {
         self.has_samples().then_some(self.value)
     }
 
+    /// Whether, at `now_ms`, the estimate has gone without samples long enough to be taken at
+    /// the baseline (see [`Self::estimate`]).
+    pub fn probing(&self, now_ms: f64, recovery_tau_ms: f64) -> bool {
+        self.has_samples() && now_ms - self.updated_ms >= PROBE_AFTER * recovery_tau_ms
+    }
+
     /// The estimate at `now_ms`: the part above `baseline_ms` shrinks with idle time.
     pub fn estimate(&self, now_ms: f64, baseline_ms: f64, recovery_tau_ms: f64) -> Option<f64> {
         let value = self.value()?;
