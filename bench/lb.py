@@ -12,19 +12,26 @@ balancing and is measured by `make bench-overhead`):
   (`unhinted_share: 1.0`) on a least_request cluster: the cost of the wasm VMs without the
   balancing decision.
 
-Every repetition runs every scenario for every configuration, rotating the configuration order
-from one repetition to the next. Results: bench/results/lb.json (medians over repetitions),
+Two conditions, in the same run: Envoy with the machine's CPU to itself ("unconstrained"), and
+Envoy under a CPU limit ("cpu_limited": a CFS quota of ENVOY_CPU_LIMIT cores in a cgroup of its
+own, which is how Kubernetes enforces a sidecar container's `resources.limits.cpu`; see
+bench/cpu_limit.py). Every repetition runs every condition, scenario and configuration,
+rotating the configuration order from one repetition to the next. For s3mesh, each trial also
+reads from Envoy's stats how the requests reached the degraded endpoint 0
+(`s3mesh_endpoint_requests_total` by `s3_route`). Results: bench/results/lb.json (medians over repetitions),
 bench/results/lb-trials.json (every trial), the plots bench/results/lb-*.png and the "Load
 balancing" section of BENCHMARKS.md.
 """
 
 import argparse
 import json
+import re
 import signal
 import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import yaml
@@ -33,6 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.backend import start_backend  # noqa: E402
+from bench.cpu_limit import CpuLimit  # noqa: E402
 from bench.report import RESULTS, write_section  # noqa: E402
 from bench.procfs import cpu_seconds, rss_mb  # noqa: E402
 from devstack.processes import Supervisor  # noqa: E402
@@ -44,20 +52,31 @@ ENDPOINTS, SERVICE_MS, SLOTS = 4, 10.0, 8
 RATE = 1000.0  # requests/s: about 31% of the healthy fleet's 3,200/s capacity
 WARMUP_S = 2.0
 FOREVER = 1e9
+#: Envoy's CPU limit in the cpu_limited condition, in cores. s3mesh's Envoy uses about a quarter
+#: of a core at RATE unconstrained: under this limit it runs at about two thirds of its quota and
+#: is stopped whenever a burst uses a period's quota up, as a sidecar near its limit is.
+ENVOY_CPU_LIMIT = 0.3
+CONDITIONS = {"unconstrained": None, "cpu_limited": ENVOY_CPU_LIMIT}
+#: The no-op control measures what hosting the wasm filters costs; the unconstrained runs show it,
+#: so the limited ones leave it out to keep the run within an hour.
+CONFIGS_UNDER = {"unconstrained": CONFIGS, "cpu_limited": ["round_robin", "least_request", "s3mesh"]}
 
 #: name -> (description, duration s, what endpoint 0 does, window of interest (s), retries on)
 SCENARIOS = {
-    "S0": ("all endpoints equal", 15, {}, None, True),
-    "S1": ("endpoint 0 five times slower, whole run", 15,
+    "S0": ("all endpoints equal", 10, {}, None, True),
+    "S1": ("endpoint 0 five times slower, whole run", 10,
            {"slow": [{"from_s": 0, "to_s": FOREVER, "service_ms": 5 * SERVICE_MS}]}, None, True),
-    "S1_window": ("endpoint 0 five times slower from t=20 s to t=40 s", 60,
-                  {"slow": [{"from_s": 20, "to_s": 40, "service_ms": 5 * SERVICE_MS}]}, (20, 40), True),
-    "S2": ("endpoint 0 stalls 200 ms every 2 s", 15, {"stall": {"every_ms": 2000, "for_ms": 200}}, None, True),
-    "S3": ("endpoint 0 answers 503 at once from t=5 s to t=25 s, no retry", 30,
-           {"fail": [{"from_s": 5, "to_s": 25, "status": 503}]}, (5, 25), False),
-    "S3_retry": ("as S3, with one retry on 503 (the shipped route)", 30,
-                 {"fail": [{"from_s": 5, "to_s": 25, "status": 503}]}, (5, 25), True),
+    "S1_window": ("endpoint 0 five times slower from t=10 s to t=25 s", 40,
+                  {"slow": [{"from_s": 10, "to_s": 25, "service_ms": 5 * SERVICE_MS}]}, (10, 25), True),
+    "S2": ("endpoint 0 stalls 200 ms every 2 s", 10, {"stall": {"every_ms": 2000, "for_ms": 200}}, None, True),
+    "S3": ("endpoint 0 answers 503 at once from t=4 s to t=12 s, no retry", 16,
+           {"fail": [{"from_s": 4, "to_s": 12, "status": 503}]}, (4, 12), False),
+    "S3_retry": ("as S3, with one retry on 503 (the shipped route)", 16,
+                 {"fail": [{"from_s": 4, "to_s": 12, "status": 503}]}, (4, 12), True),
 }
+#: After S1_window's slow spell, the endpoint counts as recovered once a second gives it at least
+#: this share (a fair share is 1/ENDPOINTS).
+RECOVERED_SHARE = 0.8 / ENDPOINTS
 
 LB_TYPES = {
     "round_robin": ("envoy.load_balancing_policies.round_robin",
@@ -67,9 +86,10 @@ LB_TYPES = {
 }
 
 
-def envoy_config(config: str, endpoints: list[str], retry: bool) -> dict:
-    """The product's Envoy configuration, adapted to one competitor."""
-    post = {"unhinted_share": 1.0} if config == "noop_least_request" else None
+def envoy_config(config: str, endpoints: list[str], retry: bool, tuning: dict | None = None) -> dict:
+    """The product's Envoy configuration, adapted to one competitor (`tuning`: post filter
+    settings to try instead of the shipped defaults)."""
+    post = {"unhinted_share": 1.0} if config == "noop_least_request" else tuning
     # The per-request mode's chain without its ext_authz: endpoint selection alone, nothing signed.
     cfg = yaml.safe_load(render_envoy("127.0.0.1:0", WASM, endpoints, "127.0.0.1:9", post,
                                       authorization="ext_authz"))
@@ -98,20 +118,35 @@ def scaled(obj, k: float):
     return obj
 
 
-def trial(workdir: Path, scenario: str, config: str, time_scale: float) -> dict:
+ROUTE_STAT = re.compile(r"s3_endpoint=\.=(.*?);\.;s3_route=\.=(.*?);\.;s3mesh_endpoint_requests_total: (\d+)")
+
+
+def routes_to(admin_url: str, endpoint: str) -> dict[str, int]:
+    """How the requests served by `endpoint` reached it, from the filter's counters."""
+    with urllib.request.urlopen(f"{admin_url}/stats?filter=s3mesh_endpoint_requests_total", timeout=5) as r:
+        text = r.read().decode()
+    return {route: int(n) for address, route, n in ROUTE_STAT.findall(text) if address == endpoint}
+
+
+def trial(workdir: Path, scenario: str, config: str, time_scale: float, cpu_limit: float | None,
+          tuning: dict | None = None) -> dict:
     _, duration, degraded, window, retry = SCENARIOS[scenario]
     duration *= time_scale
     window = tuple(w * time_scale for w in window) if window else (WARMUP_S, duration)
     workdir.mkdir(parents=True, exist_ok=True)
     procs = Supervisor(workdir / "logs")
+    limit = CpuLimit("s3mesh-bench-envoy", cpu_limit) if cpu_limit else None
     try:
         spec = [{"service_ms": SERVICE_MS, "slots": SLOTS} for _ in range(ENDPOINTS)]
         spec[0].update(scaled(degraded, time_scale))
         endpoints = start_backend(procs, workdir, spec)
         config_path = workdir / "envoy.json"
-        config_path.write_text(json.dumps(envoy_config(config, endpoints, retry)))
-        _, listener = start_envoy(procs, config_path, workdir, concurrency=1)
+        config_path.write_text(json.dumps(envoy_config(config, endpoints, retry, tuning)))
+        admin_url, listener = start_envoy(procs, config_path, workdir, concurrency=1)
         pid = procs.procs["envoy"].pid
+        if limit:
+            limit.add(pid)
+            throttled0 = limit.throttled()
         cpu0 = cpu_seconds(pid)
         out = workdir / "load.json"
         subprocess.run([BIN / "bench-load", "--target", listener, "--path", "/bench/object", "--rate", str(RATE),
@@ -119,34 +154,53 @@ def trial(workdir: Path, scenario: str, config: str, time_scale: float) -> dict:
                         "--control", endpoints[0]], check=True, capture_output=True, timeout=duration + 60)
         cpu = cpu_seconds(pid) - cpu0
         rss = rss_mb(pid)
+        throttled = [b - a for a, b in zip(throttled0, limit.throttled())] if limit else [0, 0.0]
+        routes = routes_to(admin_url, endpoints[0]) if config.startswith("s3mesh") else {}
         procs.check_all()
     finally:
         procs.stop()
+        if limit:
+            limit.remove()
     load = json.loads(out.read_text())
     in_window = [s for s in load["seconds"] if window[0] <= s["t"] < window[1]]
     degraded_n = sum(s["by_endpoint"].get("0", 0) for s in in_window)
+    share = [(s["t"], s["by_endpoint"].get("0", 0) / max(1, s["n"])) for s in load["seconds"]]
+    recovered = [t for t, x in share if t >= window[1] and x >= RECOVERED_SHARE]
     return {
+        # Seconds from the end of S1_window's slow spell until endpoint 0 had its share back
+        # (the rest of the run if it never had).
+        "recovery_s": (recovered[0] if recovered else duration) - window[1] if scenario == "S1_window" else 0.0,
         "p50_ms": load["p50_ms"], "p99_ms": load["p99_ms"], "p999_ms": load["p999_ms"],
         "rps": load["ok_per_s"], "error_rate": load["error_rate"],
         "degraded_share": degraded_n / max(1, sum(s["n"] for s in in_window)),
         "envoy_cpu_us_per_req": cpu * 1e6 / max(1, load["sent"]), "envoy_rss_mb": rss,
-        "share_by_second": [[s["t"], s["by_endpoint"].get("0", 0) / max(1, s["n"])] for s in load["seconds"]],
+        "throttled_periods": throttled[0], "throttled_s": throttled[1],
+        "routes_to_degraded": routes,
+        "share_by_second": [list(x) for x in share],
         "errors_by_second": [[s["t"], s["errors"] / max(1, s["n"])] for s in load["seconds"]],
     }
 
 
 METRICS = ["p50_ms", "p99_ms", "p999_ms", "rps", "error_rate", "degraded_share", "envoy_cpu_us_per_req",
-           "envoy_rss_mb"]
+           "envoy_rss_mb", "throttled_s", "recovery_s"]
+ROUTES = ["faster", "less_loaded", "tie", "faded", "probe", "alone", "unhinted", "retry"]
 
 
 def medians(trials: dict) -> dict:
-    return {scenario: {config: {m: statistics.median(t[m] for t in runs) for m in METRICS} | {"repetitions": len(runs)}
-                       for config, runs in by_config.items()}
+    """Per scenario and configuration, the median of every metric over the repetitions, and the
+    median count of each route to endpoint 0."""
+    def summary(runs):
+        out = {m: statistics.median(t[m] for t in runs) for m in METRICS} | {"repetitions": len(runs)}
+        if any(t["routes_to_degraded"] for t in runs):
+            out["routes_to_degraded"] = {r: statistics.median(t["routes_to_degraded"].get(r, 0) for t in runs)
+                                         for r in ROUTES}
+        return out
+    return {scenario: {config: summary(runs) for config, runs in by_config.items()}
             for scenario, by_config in trials.items()}
 
 
 def goals(med: dict) -> list[tuple[str, float, str, bool]]:
-    """(goal, measured ratio or value, target, met)."""
+    """(goal, measured ratio or value, target, met) for one condition's medians."""
     out = []
 
     def ratio(scenario, metric, other):
@@ -162,10 +216,12 @@ def goals(med: dict) -> list[tuple[str, float, str, bool]]:
         r = ratio("S1", "p99_ms", "round_robin")
         add("S1 p99 vs round_robin", r, "<= 0.2x", r <= 0.2)
         s = med["S1"]["s3mesh"]["degraded_share"]
-        add("S1 share to the slow endpoint", s, "<= 5%", s <= 0.05)
+        add("S1 share to the slow endpoint", s, "<= 1%", s <= 0.01)
     if "S1_window" in med:
         s = med["S1_window"]["s3mesh"]["degraded_share"]
-        add("S1 (t=20-40 s) share to the slow endpoint while slow", s, "<= 5%", s <= 0.05)
+        add("S1_window share to the slow endpoint while slow", s, "<= 1%", s <= 0.01)
+        r = med["S1_window"]["s3mesh"]["recovery_s"]
+        add("S1_window: seconds until the healed endpoint has its share back", r, "<= 15 s", r <= 15)
     if "S2" in med:
         r = ratio("S2", "p999_ms", "least_request")
         add("S2 p99.9 vs least_request", r, "<= 0.5x", r <= 0.5)
@@ -185,76 +241,104 @@ def goals(med: dict) -> list[tuple[str, float, str, bool]]:
     return out
 
 
-def plot(trials: dict, med: dict):
+def plot(trials: dict, med: dict, out: Path):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    scenarios = list(med)
-    fig, axes = plt.subplots(1, len(scenarios), figsize=(3.2 * len(scenarios), 4), sharey=True)
-    for ax, scenario in zip(axes, scenarios):
-        xs = range(3)
-        for i, config in enumerate(CONFIGS):
-            m = med[scenario][config]
-            ax.bar([x + i * 0.2 for x in xs], [m["p50_ms"], m["p99_ms"], m["p999_ms"]], width=0.2, label=config)
-        ax.set_xticks([x + 0.3 for x in xs], ["p50", "p99", "p99.9"])
-        ax.set_yscale("log")
-        ax.set_title(scenario)
-    axes[0].set_ylabel("latency from intended send (ms, log)")
-    axes[-1].legend(fontsize=7)
+    conditions = list(med)
+    scenarios = list(next(iter(med.values())))
+    fig, axes = plt.subplots(len(conditions), len(scenarios), figsize=(3.2 * len(scenarios), 3.6 * len(conditions)),
+                             sharey=True, squeeze=False)
+    for row, condition in zip(axes, conditions):
+        for ax, scenario in zip(row, scenarios):
+            configs = list(med[condition][scenario])
+            xs = range(3)
+            width = 0.8 / len(configs)
+            for i, config in enumerate(configs):
+                m = med[condition][scenario][config]
+                ax.bar([x + i * width for x in xs], [m["p50_ms"], m["p99_ms"], m["p999_ms"]], width=width,
+                       label=config)
+            ax.set_xticks([x + 0.3 for x in xs], ["p50", "p99", "p99.9"])
+            ax.set_yscale("log")
+            ax.set_title(f"{scenario}, {condition}", fontsize=9)
+        row[0].set_ylabel("latency from intended send (ms, log)")
+    axes[0, -1].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(RESULTS / "lb-latency.png", dpi=110)
+    fig.savefig(out / "lb-latency.png", dpi=100)
     plt.close(fig)
 
-    shown = [s for s in ("S1_window", "S3", "S3_retry") if s in trials]
+    shown = [(c, s) for c in conditions for s in ("S1_window", "S3", "S3_retry") if s in trials[c]]
     if not shown:
         return
-    fig, axes = plt.subplots(len(shown), 1, figsize=(8, 2.8 * len(shown)), squeeze=False)
-    for ax, scenario in zip(axes[:, 0], shown):
+    fig, axes = plt.subplots(len(shown), 1, figsize=(8, 2.6 * len(shown)), squeeze=False)
+    for ax, (condition, scenario) in zip(axes[:, 0], shown):
         key = "share_by_second" if scenario == "S1_window" else "errors_by_second"
-        for config in CONFIGS:
+        for config, runs in trials[condition][scenario].items():
             series: dict[int, list[float]] = {}
-            for t in trials[scenario][config]:
+            for t in runs:
                 for second, value in t[key]:
                     series.setdefault(second, []).append(value)
             xs = sorted(series)
             ax.plot(xs, [statistics.mean(series[x]) * 100 for x in xs], label=config)
-        ax.set_title(f"{scenario}: {'share to endpoint 0' if key == 'share_by_second' else 'error rate'} per second (%)")
+        what = "share to endpoint 0" if key == "share_by_second" else "error rate"
+        ax.set_title(f"{scenario}, {condition}: {what} per second (%)", fontsize=9)
         ax.set_xlabel("t (s)")
     axes[0, 0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(RESULTS / "lb-over-time.png", dpi=110)
+    fig.savefig(out / "lb-over-time.png", dpi=100)
     plt.close(fig)
 
 
-def markdown(med: dict, met: list, reps: int, elapsed_s: float) -> str:
+def markdown(med: dict, met: dict, reps: int, elapsed_s: float) -> str:
+    conditions = list(med)
     lines = [
         "## Load balancing (`make bench-lb`)",
         "",
         f"4 endpoints (10 ms service time, 8 slots each: 3,200 requests/s capacity), open-loop GET at "
         f"{RATE:.0f} requests/s, latency from the intended send time, Envoy 1.40 with one worker, a fresh "
         f"Envoy and backend per trial; medians of {reps} repetitions, configurations interleaved (order "
-        f"rotated per repetition). Run took {elapsed_s / 60:.0f} min. Raw trials: "
-        "`bench/results/lb-trials.json`; medians: `bench/results/lb.json`.",
+        f"rotated per repetition). Two conditions in the same run: **unconstrained** (Envoy has the "
+        f"machine's CPU) and **cpu_limited** (Envoy in a cgroup with a CFS quota of {ENVOY_CPU_LIMIT} cores "
+        f"per 100 ms period: how Kubernetes enforces a sidecar's CPU limit). Run took "
+        f"{elapsed_s / 60:.0f} min. Raw trials: `bench/results/lb-trials.json`; medians: `bench/results/lb.json`.",
         "",
         "### Goals",
         "",
-        "| goal | measured | target | |",
-        "|---|---|---|---|",
+        "| goal | target | " + " | ".join(conditions) + " |",
+        "|---|---|" + "---|" * len(conditions),
     ]
-    for text, value, target, ok in met:
-        shown = f"{value * 100:.3f}%" if "%" in target else f"{value:.3f}x"
-        lines.append(f"| {text} | {shown} | {target} | {'met' if ok else '**missed**'} |")
+    for i, (text, _, target, _) in enumerate(met[conditions[0]]):
+        cells = []
+        for condition in conditions:
+            _, value, _, ok = met[condition][i]
+            shown = (f"{value * 100:.3f}%" if "%" in target else f"{value:.1f} s" if target.endswith(" s")
+                     else f"{value:.3f}x")
+            cells.append(f"{shown} {'met' if ok else '**missed**'}")
+        lines.append(f"| {text} | {target} | " + " | ".join(cells) + " |")
     lines += ["", "### Medians", "",
-              "| scenario | config | p50 ms | p99 ms | p99.9 ms | ok/s | errors | share to endpoint 0 | Envoy CPU µs/req |",
-              "|---|---|---|---|---|---|---|---|---|"]
-    for scenario, by_config in med.items():
-        for config, m in by_config.items():
-            lines.append(f"| {scenario} | {config} | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} | {m['p999_ms']:.2f} | "
-                         f"{m['rps']:.0f} | {m['error_rate'] * 100:.3f}% | {m['degraded_share'] * 100:.2f}% | "
-                         f"{m['envoy_cpu_us_per_req']:.1f} |")
-    lines += ["", "Scenarios: " + "; ".join(f"**{k}** {v[0]}" for k, v in SCENARIOS.items() if k in med) + ".",
+              "| condition | scenario | config | p50 ms | p99 ms | p99.9 ms | ok/s | errors | share to endpoint 0 "
+              "| Envoy CPU µs/req | Envoy throttled s |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for condition, by_scenario in med.items():
+        for scenario, by_config in by_scenario.items():
+            for config, m in by_config.items():
+                lines.append(f"| {condition} | {scenario} | {config} | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} | "
+                             f"{m['p999_ms']:.2f} | {m['rps']:.0f} | {m['error_rate'] * 100:.3f}% | "
+                             f"{m['degraded_share'] * 100:.2f}% | {m['envoy_cpu_us_per_req']:.1f} | "
+                             f"{m['throttled_s']:.2f} |")
+    lines += ["", "### How s3mesh's requests reached endpoint 0", "",
+              "Median requests per trial that endpoint 0 served, by `s3_route` of "
+              "`s3mesh_endpoint_requests_total` (whole trial, warm-up included).", "",
+              "| condition | scenario | " + " | ".join(ROUTES) + " |", "|---|---|" + "---|" * len(ROUTES)]
+    for condition, by_scenario in med.items():
+        for scenario, by_config in by_scenario.items():
+            routes = by_config.get("s3mesh", {}).get("routes_to_degraded")
+            if routes:
+                lines.append(f"| {condition} | {scenario} | " + " | ".join(f"{routes[r]:g}" for r in ROUTES) + " |")
+    scenarios = next(iter(med.values()))
+    lines += ["", "Scenarios: " + "; ".join(f"**{k}** {v[0]}" for k, v in SCENARIOS.items() if k in scenarios) + ".",
               "", "![latency percentiles per policy](bench/results/lb-latency.png)",
               "", "![share to the degraded endpoint and error rate over time](bench/results/lb-over-time.png)", ""]
     return "\n".join(lines)
@@ -264,35 +348,50 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repetitions", type=int, default=5)
     parser.add_argument("--scenarios", nargs="*", default=list(SCENARIOS))
-    parser.add_argument("--quick", action="store_true", help="scaled-down smoke run; writes nothing under bench/results")
+    parser.add_argument("--conditions", nargs="*", default=list(CONDITIONS))
+    parser.add_argument("--configs", nargs="*", default=CONFIGS, help="a subset, for exploring")
+    parser.add_argument("--tuning", type=json.loads, help="post filter settings to try (JSON); writes nothing")
+    parser.add_argument("--quick", action="store_true", help="scaled-down smoke run: prints its report, plots into --workdir, "
+                        "writes nothing under bench/results")
     parser.add_argument("--workdir", type=Path, default=ROOT / "bench" / "work")
     args = parser.parse_args()
     # SIGTERM must unwind like Ctrl-C so that every trial's processes are stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     scale = 0.2 if args.quick else 1.0
-    trials = {s: {c: [] for c in CONFIGS} for s in args.scenarios}
+    configs = {c: [x for x in CONFIGS_UNDER[c] if x in args.configs] for c in args.conditions}
+    trials = {c: {s: {x: [] for x in configs[c]} for s in args.scenarios} for c in args.conditions}
     started = time.monotonic()
     for rep in range(args.repetitions):
-        order = CONFIGS[rep % len(CONFIGS):] + CONFIGS[: rep % len(CONFIGS)]
-        for scenario in args.scenarios:
-            for config in order:
-                result = trial(args.workdir / f"{scenario}-{config}-{rep}", scenario, config, scale)
-                trials[scenario][config].append(result)
-                print(f"rep {rep} {scenario:9} {config:18} p99 {result['p99_ms']:8.2f} ms  p99.9 "
-                      f"{result['p999_ms']:8.2f} ms  errors {result['error_rate'] * 100:6.3f}%  "
-                      f"share0 {result['degraded_share'] * 100:5.1f}%  cpu {result['envoy_cpu_us_per_req']:5.1f} µs/req",
-                      flush=True)
-    med = medians(trials)
-    met = goals(med)
-    for text, value, target, ok in met:
-        print(f"{'met   ' if ok else 'MISSED'} {text}: {value:.4f} (target {target})")
+        for condition in args.conditions:
+            names = configs[condition]
+            order = names[rep % len(names):] + names[: rep % len(names)]
+            for scenario in args.scenarios:
+                for config in order:
+                    result = trial(args.workdir / f"{condition}-{scenario}-{config}-{rep}", scenario, config, scale,
+                                   CONDITIONS[condition], args.tuning)
+                    trials[condition][scenario][config].append(result)
+                    print(f"rep {rep} {condition:13} {scenario:9} {config:18} p99 {result['p99_ms']:8.2f} ms  "
+                          f"p99.9 {result['p999_ms']:8.2f} ms  errors {result['error_rate'] * 100:6.3f}%  "
+                          f"share0 {result['degraded_share'] * 100:5.2f}%  cpu {result['envoy_cpu_us_per_req']:5.1f} "
+                          f"µs/req  throttled {result['throttled_s']:5.2f} s  routes {result['routes_to_degraded']}",
+                          flush=True)
+    med = {c: medians(t) for c, t in trials.items()}
+    if args.configs != CONFIGS or args.tuning:
+        return
+    met = {c: goals(m) for c, m in med.items()}
+    for condition, results in met.items():
+        for text, value, target, ok in results:
+            print(f"{condition:13} {'met   ' if ok else 'MISSED'} {text}: {value:.4f} (target {target})")
+    report = markdown(med, met, args.repetitions, time.monotonic() - started)
     if args.quick:
+        plot(trials, med, args.workdir)
+        print(report)
         return
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "lb.json").write_text(json.dumps({"scenarios": med}, indent=2))
-    (RESULTS / "lb-trials.json").write_text(json.dumps({"scenarios": trials}))
-    plot(trials, med)
-    write_section(markdown(med, met, args.repetitions, time.monotonic() - started), "bench-lb")
+    (RESULTS / "lb.json").write_text(json.dumps({"conditions": med}, indent=2))
+    (RESULTS / "lb-trials.json").write_text(json.dumps({"conditions": trials}))
+    plot(trials, med, RESULTS)
+    write_section(report, "bench-lb")
 
 
 if __name__ == "__main__":

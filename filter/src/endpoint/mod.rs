@@ -6,11 +6,14 @@
 //! 1. endpoints are tiered: healthy local, healthy remote, cooling-down local, cooling-down
 //!    remote (remote pools serve only while local ones fail);
 //! 2. within the best tier, two endpoints are drawn at random and the one with the lower cost
-//!    `latency × (1 + in_flight / (mean_in_flight + 1))` goes first (power of two choices: no
-//!    herding of every worker onto the same "best" endpoint). In-flight counts are weighed
-//!    against the fleet's mean rather than as a queue length: an S3 endpoint serves many
-//!    requests at once, so a few in flight do not make it slower, but clearly more than its
-//!    peers (a stall, a saturated node) do;
+//!    `latency × (1 + max(0, in_flight - mean_in_flight) / (mean_in_flight + 1))` goes first
+//!    (power of two choices: no herding of every worker onto the same "best" endpoint).
+//!    In-flight counts are weighed against the fleet's mean rather than as a queue length: an
+//!    S3 endpoint serves many requests at once, so a few in flight do not make it slower, but
+//!    clearly more than its peers (a stall, a saturated node) do. Only the excess over the mean
+//!    counts: an endpoint is idle because it is avoided, and crediting idleness let a slow
+//!    endpoint win whenever Envoy was short of CPU (its own queueing then inflates every
+//!    healthy endpoint's latency and in-flight count alike; `make bench-lb`, cpu_limited);
 //! 3. the rest follow by tier and cost, so Envoy's retries move to the next best.
 //!
 //! A configured share of requests goes without a hint, so that the cluster's fallback policy
@@ -190,7 +193,7 @@ impl Selector {
                     index: i,
                     tier: cooling * 2 + remote,
                     latency: self.latency(e, class, now_ms, &baselines),
-                    load: 1.0 + in_flight[i] / (mean_in_flight + 1.0),
+                    load: 1.0 + (in_flight[i] - mean_in_flight).max(0.0) / (mean_in_flight + 1.0),
                     unfaded: self.unfaded_latency(e, class, &baselines),
                     probing: e.latency[class.index()].probing(now_ms, self.tuning.recovery_ms),
                 }
@@ -351,7 +354,7 @@ struct Candidate {
     latency: f64,
     /// Expected latency with penalties as at their last sample.
     unfaded: f64,
-    /// `1 + in_flight / (mean_in_flight + 1)`.
+    /// `1 + max(0, in_flight - mean_in_flight) / (mean_in_flight + 1)`.
     load: f64,
     /// Its estimate for the class is held at the baseline to probe it.
     probing: bool,

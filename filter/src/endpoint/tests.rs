@@ -321,3 +321,26 @@ fn an_endpoint_with_far_more_requests_in_flight_than_its_peers_is_avoided() {
         .count();
     assert_eq!(chosen, 0);
 }
+
+#[test]
+fn a_proxy_short_of_cpu_does_not_make_a_slow_endpoint_attractive() {
+    // Measured in `make bench-lb` under a CPU limit: Envoy's own stalls add the same delay to
+    // every sample (10 ms endpoints looked like 24 ms, the 50 ms one like 53 ms) and keep more
+    // requests in flight on the healthy endpoints, while the avoided slow one is idle.
+    let mut s = Selector::new(&config(4), 37);
+    for i in 1..=4 {
+        let latency = if i == 4 { 53.0 } else { 24.0 };
+        served(&mut s, i, LatencyClass::Read, 0.0, latency);
+    }
+    let busy = |a: &str| if a == ep(4) { 0 } else { 5 };
+    let chosen = (0..1_000)
+        .filter(|k| {
+            s.choose(LatencyClass::Read, *k as f64, busy)
+                .first
+                .unwrap()
+                .0
+                == ep(4)
+        })
+        .count();
+    assert_eq!(chosen, 0);
+}

@@ -1,0 +1,45 @@
+"""A CPU limit on a running process, the way Kubernetes enforces a container's
+`resources.limits.cpu`: a CFS bandwidth quota on a cgroup (`cpu.cfs_quota_us` per
+`cpu.cfs_period_us`). Within each period the process may run for the quota; once it has used it
+up, the kernel stops it until the next period, so a sidecar at its limit sees its work delayed
+in bursts, not evenly slowed. Needs the cgroup v1 `cpu` controller (what these machines mount);
+elsewhere it says so."""
+
+import os
+from pathlib import Path
+
+CPU_CONTROLLER = Path("/sys/fs/cgroup/cpu")
+#: Kubernetes' default CFS period.
+PERIOD_US = 100_000
+
+
+class CpuLimitUnavailable(RuntimeError):
+    """This machine does not let the benchmark create a CPU cgroup."""
+
+
+class CpuLimit:
+    """A cgroup of its own capped at `cores` CPUs; `add(pid)` moves a process (all its threads)
+    into it; `remove()` deletes the cgroup once its processes have exited."""
+
+    def __init__(self, name: str, cores: float, period_us: int = PERIOD_US):
+        if not os.access(CPU_CONTROLLER / "cgroup.procs", os.W_OK):
+            raise CpuLimitUnavailable(f"a CPU limit needs a writable cgroup v1 cpu controller at {CPU_CONTROLLER} "
+                                      "(run as root on a machine that mounts it)")
+        self.path = CPU_CONTROLLER / name
+        self.path.mkdir(exist_ok=True)
+        (self.path / "cpu.cfs_period_us").write_text(str(period_us))
+        (self.path / "cpu.cfs_quota_us").write_text(str(max(1000, int(cores * period_us))))
+
+    def add(self, pid: int):
+        (self.path / "cgroup.procs").write_text(str(pid))
+
+    def throttled(self) -> tuple[int, float]:
+        """(periods in which the quota ran out, seconds the group was stopped) so far."""
+        stat = dict(line.split() for line in (self.path / "cpu.stat").read_text().splitlines())
+        return int(stat["nr_throttled"]), int(stat["throttled_time"]) / 1e9
+
+    def remove(self):
+        try:
+            os.rmdir(self.path)
+        except OSError:
+            pass
