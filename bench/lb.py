@@ -351,6 +351,7 @@ def main():
     parser.add_argument("--conditions", nargs="*", default=list(CONDITIONS))
     parser.add_argument("--configs", nargs="*", default=CONFIGS, help="a subset, for exploring")
     parser.add_argument("--tuning", type=json.loads, help="post filter settings to try (JSON); writes nothing")
+    parser.add_argument("--cpu-limit", type=float, help=f"cores for cpu_limited instead of {ENVOY_CPU_LIMIT}; writes nothing")
     parser.add_argument("--quick", action="store_true", help="scaled-down smoke run: prints its report, plots into --workdir, "
                         "writes nothing under bench/results")
     parser.add_argument("--workdir", type=Path, default=ROOT / "bench" / "work")
@@ -359,6 +360,7 @@ def main():
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     scale = 0.2 if args.quick else 1.0
     configs = {c: [x for x in CONFIGS_UNDER[c] if x in args.configs] for c in args.conditions}
+    limits = CONDITIONS | ({"cpu_limited": args.cpu_limit} if args.cpu_limit else {})
     trials = {c: {s: {x: [] for x in configs[c]} for s in args.scenarios} for c in args.conditions}
     started = time.monotonic()
     for rep in range(args.repetitions):
@@ -368,7 +370,7 @@ def main():
             for scenario in args.scenarios:
                 for config in order:
                     result = trial(args.workdir / f"{condition}-{scenario}-{config}-{rep}", scenario, config, scale,
-                                   CONDITIONS[condition], args.tuning)
+                                   limits[condition], args.tuning)
                     trials[condition][scenario][config].append(result)
                     print(f"rep {rep} {condition:13} {scenario:9} {config:18} p99 {result['p99_ms']:8.2f} ms  "
                           f"p99.9 {result['p999_ms']:8.2f} ms  errors {result['error_rate'] * 100:6.3f}%  "
@@ -376,7 +378,7 @@ def main():
                           f"µs/req  throttled {result['throttled_s']:5.2f} s  routes {result['routes_to_degraded']}",
                           flush=True)
     med = {c: medians(t) for c, t in trials.items()}
-    if args.configs != CONFIGS or args.tuning:
+    if args.configs != CONFIGS or args.tuning or args.cpu_limit:
         return
     met = {c: goals(m) for c, m in med.items()}
     for condition, results in met.items():

@@ -194,8 +194,6 @@ impl Selector {
                     tier: cooling * 2 + remote,
                     latency: self.latency(e, class, now_ms, &baselines),
                     load: 1.0 + (in_flight[i] - mean_in_flight).max(0.0) / (mean_in_flight + 1.0),
-                    unfaded: self.unfaded_latency(e, class, &baselines),
-                    probing: e.latency[class.index()].probing(now_ms, self.tuning.recovery_ms),
                 }
             })
             .collect();
@@ -212,7 +210,7 @@ impl Selector {
             } else {
                 (a, b)
             };
-            let route = ranked[winner].route_against(&ranked[loser]);
+            let route = self.route(&ranked[winner], &ranked[loser], class, now_ms, &baselines);
             let chosen = ranked.remove(winner);
             ranked.insert(0, chosen);
             route
@@ -304,14 +302,30 @@ impl Selector {
         })
     }
 
-    /// As [`Self::latency`], with every penalty as it was at its last sample (no idle fading).
-    fn unfaded_latency(
+    /// Why `winner` won the draw against `rival` (only the winner's route is ever needed, so
+    /// its undecayed estimate is computed here rather than for every candidate).
+    fn route(
         &self,
-        e: &Endpoint,
+        winner: &Candidate,
+        rival: &Candidate,
         class: LatencyClass,
+        now_ms: f64,
         baselines: &[Option<f64>; 4],
-    ) -> f64 {
-        Self::expected(class, baselines, |c, _| e.latency[c.index()].value())
+    ) -> Route {
+        let e = &self.endpoints[winner.index];
+        let unfaded = Self::expected(class, baselines, |c, _| e.latency[c.index()].value());
+        let probing = e.latency[class.index()].probing(now_ms, self.tuning.recovery_ms);
+        if probing && unfaded > winner.latency {
+            Route::Probe
+        } else if unfaded * winner.load > rival.cost() * (1.0 + TIE_TOLERANCE) {
+            Route::Faded
+        } else if winner.cost() * (1.0 + TIE_TOLERANCE) >= rival.cost() {
+            Route::Tie
+        } else if winner.latency > rival.latency {
+            Route::LessLoaded
+        } else {
+            Route::Faster
+        }
     }
 
     /// The latency for `class` from per-class estimates `estimate(class, baseline)`.
@@ -352,32 +366,13 @@ struct Candidate {
     tier: usize,
     /// Expected latency now (penalties faded with idle time).
     latency: f64,
-    /// Expected latency with penalties as at their last sample.
-    unfaded: f64,
     /// `1 + max(0, in_flight - mean_in_flight) / (mean_in_flight + 1)`.
     load: f64,
-    /// Its estimate for the class is held at the baseline to probe it.
-    probing: bool,
 }
 
 impl Candidate {
     fn cost(&self) -> f64 {
         self.latency * self.load
-    }
-
-    /// Why `self` won the draw against `rival`.
-    fn route_against(&self, rival: &Candidate) -> Route {
-        if self.probing {
-            Route::Probe
-        } else if self.unfaded * self.load > rival.cost() * (1.0 + TIE_TOLERANCE) {
-            Route::Faded
-        } else if self.cost() * (1.0 + TIE_TOLERANCE) >= rival.cost() {
-            Route::Tie
-        } else if self.latency > rival.latency {
-            Route::LessLoaded
-        } else {
-            Route::Faster
-        }
     }
 }
 

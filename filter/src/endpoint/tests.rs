@@ -286,26 +286,36 @@ fn unknown_endpoints_are_discovered_and_unhinted_share_is_honoured() {
     ));
 }
 
-#[test]
-fn concurrent_requests_on_healthy_peers_do_not_make_a_slow_endpoint_attractive() {
-    let mut s = Selector::new(&config(4), 29);
+/// Four endpoints that each answered once at t=0, the first three in `healthy_ms` and ep(4) in
+/// `slow_ms`; then `requests` choices 1 ms apart while every healthy endpoint has `busy`
+/// requests in flight and ep(4) none. Returns how often ep(4) was chosen first.
+fn slow_idle_endpoint_chosen(
+    seed: u64,
+    healthy_ms: f64,
+    slow_ms: f64,
+    busy: u64,
+    requests: usize,
+) -> usize {
+    let mut s = Selector::new(&config(4), seed);
     for i in 1..=4 {
-        let latency = if i == 4 { 50.0 } else { 10.0 };
+        let latency = if i == 4 { slow_ms } else { healthy_ms };
         served(&mut s, i, LatencyClass::Read, 0.0, latency);
     }
+    let in_flight = |a: &str| if a == ep(4) { 0 } else { busy };
+    (0..requests)
+        .filter(|k| {
+            s.choose(LatencyClass::Read, *k as f64, in_flight)
+                .first_address()
+                == Some(ep(4).as_str())
+        })
+        .count()
+}
+
+#[test]
+fn concurrent_requests_on_healthy_peers_do_not_make_a_slow_endpoint_attractive() {
     // Healthy endpoints each serve a few requests at once; the slow one is idle. For the next
     // five seconds without new samples from it, it must not be chosen first.
-    let busy = |a: &str| if a == ep(4) { 0 } else { 3 };
-    for k in 0..5_000 {
-        assert_ne!(
-            s.choose(LatencyClass::Read, k as f64, busy)
-                .first
-                .unwrap()
-                .0,
-            ep(4),
-            "at {k} ms"
-        );
-    }
+    assert_eq!(slow_idle_endpoint_chosen(29, 10.0, 50.0, 3, 5_000), 0);
 }
 
 #[test]
@@ -327,20 +337,72 @@ fn a_proxy_short_of_cpu_does_not_make_a_slow_endpoint_attractive() {
     // Measured in `make bench-lb` under a CPU limit: Envoy's own stalls add the same delay to
     // every sample (10 ms endpoints looked like 24 ms, the 50 ms one like 53 ms) and keep more
     // requests in flight on the healthy endpoints, while the avoided slow one is idle.
-    let mut s = Selector::new(&config(4), 37);
-    for i in 1..=4 {
-        let latency = if i == 4 { 53.0 } else { 24.0 };
-        served(&mut s, i, LatencyClass::Read, 0.0, latency);
+    assert_eq!(slow_idle_endpoint_chosen(37, 24.0, 53.0, 5, 1_000), 0);
+}
+
+/// The routes of `n` choices at `now` among endpoints that answered once at t=0 in
+/// `latencies_ms` (ep(1) first), with `in_flight` requests in flight to each.
+fn routes_of(latencies_ms: &[f64], in_flight: &[u64], now: f64, n: usize) -> Vec<(String, Route)> {
+    let mut s = Selector::new(&config(latencies_ms.len()), 41);
+    for (i, latency) in latencies_ms.iter().enumerate() {
+        served(&mut s, i + 1, LatencyClass::Read, 0.0, *latency);
     }
-    let busy = |a: &str| if a == ep(4) { 0 } else { 5 };
-    let chosen = (0..1_000)
-        .filter(|k| {
-            s.choose(LatencyClass::Read, *k as f64, busy)
-                .first
-                .unwrap()
-                .0
-                == ep(4)
-        })
-        .count();
-    assert_eq!(chosen, 0);
+    let busy = |a: &str| {
+        (1..=in_flight.len())
+            .find(|i| ep(*i) == a)
+            .map_or(0, |i| in_flight[i - 1])
+    };
+    (0..n)
+        .filter_map(|_| s.choose(LatencyClass::Read, now, busy).first)
+        .collect()
+}
+
+#[test]
+fn every_route_to_the_first_choice_is_told_apart() {
+    let only = |routes: Vec<(String, Route)>, want: (String, Route)| {
+        assert!(!routes.is_empty());
+        assert!(routes.iter().all(|r| *r == want), "{routes:?}");
+    };
+    only(
+        routes_of(&[10.0, 50.0], &[0, 0], 1.0, 50),
+        (ep(1), Route::Faster),
+    );
+    only(
+        routes_of(&[10.0, 10.0], &[0, 0], 1.0, 50)
+            .into_iter()
+            .filter(|r| r.0 == ep(2))
+            .collect(),
+        (ep(2), Route::Tie),
+    );
+    // ep(2) is a little slower, but ep(1) has a pile of requests in flight.
+    only(
+        routes_of(&[10.0, 12.0], &[10, 0], 1.0, 50),
+        (ep(2), Route::LessLoaded),
+    );
+    // 2.8 recovery constants after its one slow answer, ep(4)'s penalty has faded enough to
+    // beat busy peers: it wins only because of the fading.
+    let faded = routes_of(&[10.0, 10.0, 10.0, 50.0], &[8, 8, 8, 0], 14_000.0, 400);
+    only(
+        faded.into_iter().filter(|r| r.0 == ep(4)).collect(),
+        (ep(4), Route::Faded),
+    );
+    // Three recovery constants without a sample: taken at the baseline, probed.
+    let probed = routes_of(&[10.0, 10.0, 10.0, 50.0], &[0, 0, 0, 0], 15_000.0, 400);
+    only(
+        probed.into_iter().filter(|r| r.0 == ep(4)).collect(),
+        (ep(4), Route::Probe),
+    );
+    // Every other endpoint cooling down.
+    let mut s = Selector::new(&config(2), 43);
+    s.observe(
+        &ep(2),
+        LatencyClass::Read,
+        0.0,
+        Outcome::Failure {
+            latency_ms: 1.0,
+            retry_after_ms: None,
+        },
+    );
+    let hint = s.choose(LatencyClass::Read, 1.0, |_| 0);
+    assert_eq!(hint.first, Some((ep(1), Route::Alone)));
 }
