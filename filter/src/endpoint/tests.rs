@@ -25,6 +25,19 @@ fn served(s: &mut Selector, i: usize, class: LatencyClass, t: f64, latency_ms: f
     s.observe(&ep(i), class, t, Outcome::Success { latency_ms });
 }
 
+/// Endpoint `i` failed a read at `t` ms, fast (1 ms) and without `Retry-After`.
+fn failed(s: &mut Selector, i: usize, t: f64) {
+    s.observe(
+        &ep(i),
+        LatencyClass::Read,
+        t,
+        Outcome::Failure {
+            latency_ms: 1.0,
+            retry_after_ms: None,
+        },
+    );
+}
+
 /// Serves `n` sequential requests (one at a time, 1 ms apart) with per-endpoint latency
 /// `latency_of`, returning how many went to each endpoint first.
 fn simulate(
@@ -92,15 +105,7 @@ fn in_flight_requests_spread_load_across_equal_endpoints() {
 #[test]
 fn a_failing_endpoint_cools_down_and_is_tried_last() {
     let mut s = Selector::new(&config(3), 5);
-    s.observe(
-        &ep(2),
-        LatencyClass::Read,
-        0.0,
-        Outcome::Failure {
-            latency_ms: 1.0,
-            retry_after_ms: None,
-        },
-    );
+    failed(&mut s, 2, 0.0);
     for k in 0..100 {
         let hint = s
             .choose(LatencyClass::Read, 10.0 + k as f64, |_| 0)
@@ -109,24 +114,8 @@ fn a_failing_endpoint_cools_down_and_is_tried_last() {
         assert!(hint.ends_with(&ep(2)), "{hint}");
     }
     // Consecutive failures back off exponentially: 1 s, 2 s, 4 s.
-    s.observe(
-        &ep(2),
-        LatencyClass::Read,
-        1_500.0,
-        Outcome::Failure {
-            latency_ms: 1.0,
-            retry_after_ms: None,
-        },
-    );
-    s.observe(
-        &ep(2),
-        LatencyClass::Read,
-        3_600.0,
-        Outcome::Failure {
-            latency_ms: 1.0,
-            retry_after_ms: None,
-        },
-    );
+    failed(&mut s, 2, 1_500.0);
+    failed(&mut s, 2, 3_600.0);
     assert!(s
         .choose(LatencyClass::Read, 7_500.0, |_| 0)
         .value
@@ -214,15 +203,7 @@ fn remote_endpoints_serve_only_while_local_ones_fail() {
         assert!(hint.ends_with("10.9.0.1:80"), "{hint}");
     }
     for i in 1..=2 {
-        s.observe(
-            &ep(i),
-            LatencyClass::Read,
-            0.0,
-            Outcome::Failure {
-                latency_ms: 1.0,
-                retry_after_ms: None,
-            },
-        );
+        failed(&mut s, i, 0.0);
     }
     assert_eq!(
         s.choose(LatencyClass::Read, 10.0, |_| 0).first_address(),
@@ -394,15 +375,7 @@ fn every_route_to_the_first_choice_is_told_apart() {
     );
     // Every other endpoint cooling down.
     let mut s = Selector::new(&config(2), 43);
-    s.observe(
-        &ep(2),
-        LatencyClass::Read,
-        0.0,
-        Outcome::Failure {
-            latency_ms: 1.0,
-            retry_after_ms: None,
-        },
-    );
+    failed(&mut s, 2, 0.0);
     let hint = s.choose(LatencyClass::Read, 1.0, |_| 0);
     assert_eq!(hint.first, Some((ep(1), Route::Alone)));
 }
