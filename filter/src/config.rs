@@ -54,7 +54,8 @@ pub struct PostConfig {
     #[serde(default)]
     pub remote_endpoints: Vec<String>,
     /// Share of requests (0.0–1.0) sent without a hint, so the cluster's fallback policy keeps
-    /// sampling every endpoint and endpoints missing from this list get discovered.
+    /// sampling every endpoint and endpoints missing from this list get discovered. None while
+    /// an endpoint cools down after failures: the fallback policy would favour it.
     #[serde(default = "default_unhinted_share")]
     pub unhinted_share: f64,
     /// Time constant of the latency estimate's decay after a peak.

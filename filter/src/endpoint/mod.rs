@@ -18,7 +18,10 @@
 //!
 //! A configured share of requests goes without a hint, so that the cluster's fallback policy
 //! keeps sampling every endpoint and endpoints unknown to the configuration are discovered from
-//! the addresses they answer from.
+//! the addresses they answer from. Only while no endpoint cools down: the fallback policy
+//! favours a failing endpoint (it fails fast, so it has the fewest requests in flight), and its
+//! pick for the retry of a request that endpoint failed is the same endpoint often enough to
+//! lose requests (`make bench-lb`, S3_retry).
 
 pub mod outcome;
 pub mod peak_ewma;
@@ -169,7 +172,10 @@ impl Selector {
         now_ms: f64,
         in_flight: impl Fn(&str) -> u64,
     ) -> Hint {
-        if self.endpoints.is_empty() || self.rng.unit() < self.tuning.unhinted_share {
+        let all_healthy = self.endpoints.iter().all(|e| e.cooldown_until_ms <= now_ms);
+        if self.endpoints.is_empty()
+            || (all_healthy && self.rng.unit() < self.tuning.unhinted_share)
+        {
             return Hint {
                 value: None,
                 first: None,

@@ -238,6 +238,20 @@ fn classes_are_kept_apart_but_inform_each_other() {
 }
 
 #[test]
+fn no_request_is_left_unhinted_while_an_endpoint_cools_down() {
+    let mut c = config(3);
+    c.unhinted_share = 0.5;
+    let mut s = Selector::new(&c, 29);
+    failed(&mut s, 1, 0.0);
+    assert!((0..1_000).all(|_| s.choose(LatencyClass::Read, 10.0, |_| 0).value.is_some()));
+    // Once the cooldown is over, the fallback policy gets its share again.
+    let unhinted = (0..1_000)
+        .filter(|_| s.choose(LatencyClass::Read, 5_000.0, |_| 0).value.is_none())
+        .count();
+    assert!((400..600).contains(&unhinted), "{unhinted}");
+}
+
+#[test]
 fn unknown_endpoints_are_discovered_and_unhinted_share_is_honoured() {
     let mut c = config(1);
     c.unhinted_share = 0.1;
