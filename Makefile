@@ -8,16 +8,17 @@ VENV     := .venv
 PY       := $(VENV)/bin/python
 WASM     := target/wasm32-wasip1/release/s3mesh_wasm_filter.wasm
 AUTHZ    := target/debug/s3mesh-ext-authz
+NATIVE   := target/debug/libs3mesh_native.so
 S3SFS    := .tools/bin/s3s-fs
 MINIO_GO := .tools/bin/minio-go-client
-RUST_SRC := $(shell find Cargo.toml Cargo.lock clippy.toml sigv4 s3-request access filter wasm-filter ext-authz -type f \( -name '*.rs' -o -name '*.toml' -o -name Cargo.lock \) 2>/dev/null)
+RUST_SRC := $(shell find Cargo.toml Cargo.lock clippy.toml sigv4 s3-request access filter wasm-filter native-filter ext-authz -type f \( -name '*.rs' -o -name '*.toml' -o -name Cargo.lock \) 2>/dev/null)
 
 .PHONY: help setup build run test test-rust test-wasm test-integration lint fmt clean crd deploy-render .wasm-target bench-lb bench-expect bench-authz bench-chunked soak fuzz bench-overhead
 
 help:
 	@echo "make run    - start the local stack (S3 store on 3 endpoints, ext-authz, Envoy) on \$${S3MESH_LISTEN:-127.0.0.1:8480}"
 	@echo "make test   - lint, unit tests (host and wasm), integration tests through real Envoy"
-	@echo "make build  - build the wasm filter and ext-authz"
+	@echo "make build  - build the wasm filter, the native filter (Envoy dynamic module) and ext-authz"
 	@echo "make lint   - cargo fmt --check and clippy (host and wasm32-wasip1)"
 	@echo "make crd    - regenerate deploy/crds/ from the S3AccessPolicy Rust type"
 	@echo "make deploy-render - regenerate deploy/manifests/ from deploy/values.example.yaml"
@@ -44,13 +45,18 @@ $(VENV)/.installed: requirements.txt
 
 ## Build -----------------------------------------------------------------------------------------
 
-build: $(WASM) $(AUTHZ)
+build: $(WASM) $(AUTHZ) $(NATIVE)
 
 $(WASM): $(RUST_SRC) | .wasm-target
 	cargo build --release --target wasm32-wasip1 -p s3mesh-wasm-filter
 
 $(AUTHZ): $(RUST_SRC)
 	cargo build -p s3mesh-ext-authz
+
+# The native filter (Envoy dynamic module). A debug build: its panic test hook exists only there,
+# and the stack's Envoy finds it through ENVOY_DYNAMIC_MODULES_SEARCH_PATH.
+$(NATIVE): $(RUST_SRC)
+	cargo build -p s3mesh-native-filter
 
 # The policy CRD is generated from its Rust type; a unit test fails while the copy is stale.
 crd: $(AUTHZ)
@@ -102,7 +108,7 @@ $(VENV)/.installed-bench: $(VENV)/.installed requirements-bench.txt
 	touch $@
 
 bench-lb: setup $(VENV)/.installed-bench $(WASM)
-	cargo build --release -p s3mesh-bench
+	cargo build --release -p s3mesh-bench -p s3mesh-native-filter
 	$(PY) bench/lb.py $(BENCH_ARGS)
 
 bench-expect: setup build
@@ -120,11 +126,11 @@ soak: setup build $(VENV)/.installed-bench
 	$(PY) bench/soak.py
 
 bench-chunked: setup build
-	cargo build --release -p s3mesh-bench
+	cargo build --release -p s3mesh-bench -p s3mesh-native-filter
 	$(PY) bench/chunked.py
 
 bench-overhead: setup build $(VENV)/.installed-bench
-	cargo build --release -p s3mesh-ext-authz -p s3mesh-bench
+	cargo build --release -p s3mesh-ext-authz -p s3mesh-bench -p s3mesh-native-filter
 	$(PY) bench/overhead.py
 
 bench-authz: setup $(VENV)/.installed-bench

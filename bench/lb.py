@@ -48,6 +48,9 @@ from devstack.stack import EXT_AUTHZ_FILTER, WASM, connection_manager, render_en
 
 BIN = ROOT / "target" / "release"
 CONFIGS = ["round_robin", "least_request", "s3mesh", "noop_least_request"]
+#: Further configurations for explorations (`--configs`): s3mesh with both roles in the native
+#: shell (release build of `libs3mesh_native.so`).
+EXTRA_CONFIGS = ["s3mesh_native"]
 ENDPOINTS, SERVICE_MS, SLOTS = 4, 10.0, 8
 RATE = 1000.0  # requests/s: about 31% of the healthy fleet's 3,200/s capacity
 WARMUP_S = 2.0
@@ -91,15 +94,16 @@ def envoy_config(config: str, endpoints: list[str], retry: bool, tuning: dict | 
     settings to try instead of the shipped defaults)."""
     post = {"unhinted_share": 1.0} if config == "noop_least_request" else tuning
     # The per-request mode's chain without its ext_authz: endpoint selection alone, nothing signed.
+    shell = "native" if config == "s3mesh_native" else "wasm"
     cfg = yaml.safe_load(render_envoy("127.0.0.1:0", WASM, endpoints, "127.0.0.1:9", post,
-                                      authorization="ext_authz"))
+                                      authorization="ext_authz", shell=shell))
     resources = cfg["static_resources"]
     hcm = connection_manager(cfg)
-    keep_wasm = config in ("s3mesh", "noop_least_request")
+    keep_filter = config in ("s3mesh", "s3mesh_native", "noop_least_request")
     hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] != EXT_AUTHZ_FILTER
-                           and (keep_wasm or not f["name"].startswith("s3mesh."))]
+                           and (keep_filter or not f["name"].startswith("s3mesh."))]
     resources["clusters"] = [c for c in resources["clusters"] if c["name"] == "s3"]
-    if config != "s3mesh":
+    if not config.startswith("s3mesh"):
         name, type_url = LB_TYPES["round_robin" if config == "round_robin" else "least_request"]
         resources["clusters"][0]["load_balancing_policy"] = {
             "policies": [{"typed_extension_config": {"name": name, "typed_config": {"@type": type_url}}}]}
@@ -118,12 +122,14 @@ def scaled(obj, k: float):
     return obj
 
 
-ROUTE_STAT = re.compile(r"s3_endpoint=\.=(.*?);\.;s3_route=\.=(.*?);\.;s3mesh_endpoint_requests_total: (\d+)")
+#: The filter's route counter in Prometheus form, as either shell names it.
+ROUTE_STAT = re.compile(r'^(?:envoy_)?s3mesh_endpoint_requests_total\{s3_endpoint="([^"]+)",s3_route="([a-z_]+)"\} (\d+)$',
+                        re.M)
 
 
 def routes_to(admin_url: str, endpoint: str) -> dict[str, int]:
     """How the requests served by `endpoint` reached it, from the filter's counters."""
-    with urllib.request.urlopen(f"{admin_url}/stats?filter=s3mesh_endpoint_requests_total", timeout=5) as r:
+    with urllib.request.urlopen(f"{admin_url}/stats/prometheus", timeout=5) as r:
         text = r.read().decode()
     return {route: int(n) for address, route, n in ROUTE_STAT.findall(text) if address == endpoint}
 
@@ -142,7 +148,7 @@ def trial(workdir: Path, scenario: str, config: str, time_scale: float, cpu_limi
         endpoints = start_backend(procs, workdir, spec)
         config_path = workdir / "envoy.json"
         config_path.write_text(json.dumps(envoy_config(config, endpoints, retry, tuning)))
-        admin_url, listener = start_envoy(procs, config_path, workdir, concurrency=1)
+        admin_url, listener = start_envoy(procs, config_path, workdir, concurrency=1, native_dir=BIN)
         pid = procs.procs["envoy"].pid
         if limit:
             limit.add(pid)
@@ -349,7 +355,8 @@ def main():
     parser.add_argument("--repetitions", type=int, default=5)
     parser.add_argument("--scenarios", nargs="*", default=list(SCENARIOS))
     parser.add_argument("--conditions", nargs="*", default=list(CONDITIONS))
-    parser.add_argument("--configs", nargs="*", default=CONFIGS, help="a subset, for exploring")
+    parser.add_argument("--configs", nargs="*", default=CONFIGS, choices=CONFIGS + EXTRA_CONFIGS,
+                        help="a subset, or s3mesh_native, for exploring")
     parser.add_argument("--tuning", type=json.loads, help="post filter settings to try (JSON); writes nothing")
     parser.add_argument("--cpu-limit", type=float, help=f"cores for cpu_limited instead of {ENVOY_CPU_LIMIT}; writes nothing")
     parser.add_argument("--quick", action="store_true", help="scaled-down smoke run: prints its report, plots into --workdir, "
@@ -359,7 +366,7 @@ def main():
     # SIGTERM must unwind like Ctrl-C so that every trial's processes are stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     scale = 0.2 if args.quick else 1.0
-    configs = {c: [x for x in CONFIGS_UNDER[c] if x in args.configs] for c in args.conditions}
+    configs = {c: [x for x in CONFIGS_UNDER[c] + EXTRA_CONFIGS if x in args.configs] for c in args.conditions}
     limits = CONDITIONS | ({"cpu_limited": args.cpu_limit} if args.cpu_limit else {})
     if "cpu_limited" in args.conditions:
         CpuLimit("s3mesh-bench-envoy", limits["cpu_limited"]).remove()  # fails now, not in an hour

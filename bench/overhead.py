@@ -16,7 +16,9 @@ priority, share core 0:
 - `s3mesh_pre_only`: the `pre` filter alone;
 - `s3mesh_post_only`: the `post` filter alone, in grant mode (caller lookup, decision, signing,
   endpoint choice);
-- `s3mesh_ext_authz_only`: ext_authz without the wasm filters.
+- `s3mesh_ext_authz_only`: ext_authz without the wasm filters;
+- `s3mesh_native`, `s3mesh_native_ext_authz`: `s3mesh` and `s3mesh_ext_authz` with both filters
+  in the native shell (the release build of `libs3mesh_native.so`) instead of wasm.
 The backend answers at once, so the proxy dominates. Per trial: a closed loop over 32
 connections for the maximum rate, with Envoy's and ext-authz's CPU per request and Envoy's
 resident memory; then an open loop at a fixed rate, 25% of plain Envoy's capacity as measured in
@@ -57,9 +59,12 @@ REPETITIONS = 5
 CLOSED_CONNECTIONS = 32
 MAX_S, RATE_S, WARMUP_S = 6, 6, 1
 CONFIGS = ["plain", "envoy_aws_signing", "s3mesh", "s3mesh_ext_authz", "s3mesh_wasm_only",
-           "s3mesh_pre_only", "s3mesh_post_only", "s3mesh_ext_authz_only"]
+           "s3mesh_pre_only", "s3mesh_post_only", "s3mesh_ext_authz_only", "s3mesh_native",
+           "s3mesh_native_ext_authz"]
 PATH = "/demo/bench-object"
 GOAL_RPS_RATIO, GOAL_P99_DELTA_US = 0.8, 300
+#: The native shell's goal in grant mode: at least this share of `aws_request_signing`'s rate.
+GOAL_NATIVE_RPS_RATIO = 0.9
 ROUTER = "envoy.filters.http.router"
 SIGNING = {
     "name": "envoy.filters.http.aws_request_signing",
@@ -73,8 +78,9 @@ SIGNING = {
 
 
 def envoy_config(name: str, backend: str, authz: str) -> dict:
-    mode = "grant" if name in ("s3mesh", "s3mesh_post_only") else "ext_authz"
-    config = yaml.safe_load(render_envoy("127.0.0.1:0", WASM, [backend], authz, authorization=mode))
+    mode = "grant" if name in ("s3mesh", "s3mesh_post_only", "s3mesh_native") else "ext_authz"
+    shell = "native" if name.startswith("s3mesh_native") else "wasm"
+    config = yaml.safe_load(render_envoy("127.0.0.1:0", WASM, [backend], authz, authorization=mode, shell=shell))
     hcm = connection_manager(config)
     filters = {f["name"]: f for f in hcm["http_filters"]}
     keep = {
@@ -86,6 +92,8 @@ def envoy_config(name: str, backend: str, authz: str) -> dict:
         "s3mesh_pre_only": ["s3mesh.pre", ROUTER],
         "s3mesh_post_only": ["s3mesh.post", ROUTER],
         "s3mesh_ext_authz_only": [AUTHZ, ROUTER],
+        "s3mesh_native": [f["name"] for f in hcm["http_filters"]],
+        "s3mesh_native_ext_authz": [f["name"] for f in hcm["http_filters"]],
     }[name]
     hcm["http_filters"] = [filters[n] for n in keep]
     if name == "envoy_aws_signing":
@@ -110,7 +118,7 @@ def trial(workdir: Path, name: str, backend: str, authz: str, authz_pid: int, ra
     try:
         config = workdir / f"{name}.json"
         config.write_text(json.dumps(envoy_config(name, backend, authz)))
-        _, listener = start_envoy(procs, config, workdir, concurrency=1)
+        _, listener = start_envoy(procs, config, workdir, concurrency=1, native_dir=BIN)
         pid = procs.procs["envoy"].pid
         subprocess.run(["taskset", "-a", "-p", "-c", "1", str(pid)], check=True, capture_output=True)
         # Its core to itself: other processes (the stack's own Envoy and store, the system) must
@@ -208,6 +216,9 @@ def markdown(configs: dict, rate: float) -> str:
             f"{c['authz_cpu_us_per_req']:.1f} | {c['rss_mb']:.0f} |"
             for name, c in configs.items()]
     per_request = configs["s3mesh_ext_authz"]["max_rps"] / signing["max_rps"]
+    native = configs["s3mesh_native"]
+    native_ratio = native["max_rps"] / signing["max_rps"]
+    native_delta = native["p99_us"] - plain["p99_us"]
     return "\n".join([
         "## Overhead (`make bench-overhead`)",
         "",
@@ -232,6 +243,14 @@ def markdown(configs: dict, rate: float) -> str:
         f"{'' if delta <= GOAL_P99_DELTA_US else f', by {delta - GOAL_P99_DELTA_US:,.0f} µs'}); where that rate is "
         f"at or above a configuration's capacity, its queue grows for the whole run and the p99 "
         f"measures the overload, not the proxy.",
+        f"- The native shell, grant mode (`s3mesh_native`): **{native_ratio:.2f}×** "
+        f"`aws_request_signing`'s maximum rate (goal ≥ {GOAL_NATIVE_RPS_RATIO}: "
+        f"{met(native_ratio >= GOAL_NATIVE_RPS_RATIO)}"
+        f"{'' if native_ratio >= GOAL_NATIVE_RPS_RATIO else f', by {GOAL_NATIVE_RPS_RATIO - native_ratio:.2f}'}), "
+        f"{native['max_rps'] / mesh['max_rps']:.2f}× the wasm shell's; p99 **{native_delta:+,.0f} µs** from "
+        f"plain Envoy's (goal within {GOAL_P99_DELTA_US} µs: {met(native_delta <= GOAL_P99_DELTA_US)}); "
+        f"per request (`s3mesh_native_ext_authz`) "
+        f"{configs['s3mesh_native_ext_authz']['max_rps'] / signing['max_rps']:.2f}×.",
         "",
         *attribution(configs),
         "",
@@ -252,7 +271,7 @@ def attribution(configs: dict) -> list[str]:
         f"- `pre` alone: {over('s3mesh_pre_only'):+.1f} µs; `post` alone in grant mode (caller lookup, "
         f"decision, SigV4 in wasm, endpoint choice, response bookkeeping): {over('s3mesh_post_only'):+.1f} µs; "
         f"both without signing: {over('s3mesh_wasm_only'):+.1f} µs; `s3mesh` (grant): "
-        f"{over('s3mesh'):+.1f} µs.",
+        f"{over('s3mesh'):+.1f} µs; the same in the native shell: {over('s3mesh_native'):+.1f} µs.",
         f"- Per request, ext_authz costs Envoy {over('s3mesh_ext_authz_only'):+.1f} µs on its own and "
         f"ext-authz {configs['s3mesh_ext_authz']['authz_cpu_us_per_req']:.1f} µs; the whole per-request "
         f"mode {authz_total:+.1f} µs of CPU per request against {over('s3mesh'):+.1f} µs in grant mode.",

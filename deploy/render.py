@@ -1,6 +1,6 @@
 """Renders s3mesh's Kubernetes and Istio manifests: `python deploy/render.py --values FILE --out DIR`.
 
-One source of truth: every Envoy setting here (the two wasm filters and their configuration,
+One source of truth: every Envoy setting here (the two filters and their configuration,
 ext_authz in the per-request mode, the connection-manager settings, the route's timeouts and retries, the
 `override_host` balancing) is taken from the product's `envoy/s3mesh.yaml`, rendered by the same
 function that renders the local stack of `make run` (`devstack.stack.render_envoy`). Nothing is
@@ -15,8 +15,10 @@ Files written (one per mode, plus what every mode shares):
 - `istio-sidecar.yaml`: EnvoyFilters for SIDECAR_OUTBOUND on the workloads that opt in;
 - `istio-gateway.yaml`: a dedicated s3mesh gateway with EnvoyFilters on GATEWAY;
 - `plain.yaml`: an Envoy Deployment with the same filters, for clusters without a mesh;
-- `wasmplugin.yaml`: the `WasmPlugin` alternative for the two filters (sidecar mode).
-The CRD is `deploy/crds/s3accesspolicy.yaml`, generated from the Rust type.
+- `wasmplugin.yaml`: the `WasmPlugin` alternative for the two filters (sidecar mode; wasm only).
+`filter` in the values chooses the shell: "wasm" (default; the module fetched through ECDS) or
+"native" (the Envoy dynamic module, inline in the filter chain, its `.so` mounted into the proxy
+from an image volume). The CRD is `deploy/crds/s3accesspolicy.yaml`, generated from the Rust type.
 """
 
 import argparse
@@ -30,7 +32,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from devstack.stack import EXT_AUTHZ_FILTER, connection_manager, render_envoy  # noqa: E402
+from devstack.stack import EXT_AUTHZ_FILTER, FILTER_SHELLS, connection_manager, render_envoy  # noqa: E402
 
 HCM = "envoy.filters.network.http_connection_manager"
 HCM_TYPE = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
@@ -42,6 +44,9 @@ PLAIN_PORT = 8080
 PLAIN_NAME = "s3mesh-envoy"
 #: Where the plain-Kubernetes Envoy finds the module (an image volume of the wasm OCI artifact).
 PLAIN_WASM = Path("/etc/s3mesh/wasm/plugin.wasm")
+#: Where every proxy finds the native module (an image volume of the native OCI artifact, whose
+#: one file is `libs3mesh_native.so`); Envoy looks there through ENVOY_DYNAMIC_MODULES_SEARCH_PATH.
+NATIVE_DIR = Path("/etc/s3mesh/native")
 #: Connection-manager settings s3mesh needs wherever it runs.
 HCM_KEYS = ["use_remote_address", "normalize_path", "merge_slashes", "path_with_escaped_slashes_action", "proxy_100_continue",
             "stream_idle_timeout", "request_headers_timeout", "local_reply_config"]
@@ -55,18 +60,33 @@ def pre_config(values: dict) -> dict:
     return {"role": "pre", "virtual_host_domains": values["store"]["virtual_host_domains"]}
 
 
+def filter_shell(values: dict) -> str:
+    """"wasm" (the proxy-wasm module, default) or "native" (the Envoy dynamic module)."""
+    value = values.get("filter", "wasm")
+    if value not in FILTER_SHELLS:
+        raise ValueError(f"filter: {value!r} is neither of {FILTER_SHELLS}")
+    return value
+
+
+def settings(filter_def: dict) -> dict:
+    """The `StringValue` holding an s3mesh filter's JSON configuration, in either shell."""
+    typed = filter_def["typed_config"]
+    return typed["filter_config"] if "filter_config" in typed else typed["config"]["configuration"]
+
+
 def product(values: dict, wasm: Path, authz_cluster: str) -> dict:
     """The product's Envoy configuration for this deployment, as `make run` renders it, in the
-    values' authorization mode, with ext-authz reached through `authz_cluster`."""
+    values' authorization mode and filter shell, with ext-authz reached through `authz_cluster`."""
     rendered = render_envoy(f"0.0.0.0:{PLAIN_PORT}", wasm, values["store"]["endpoints"], "127.0.0.1:9191",
-                            pre_config=pre_config(values), authorization=authorization(values))
+                            pre_config=pre_config(values), authorization=authorization(values),
+                            shell=filter_shell(values))
     config = yaml.safe_load(rendered)
     hcm = connection_manager(config)
     clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
     filters = {f["name"]: f for f in hcm["http_filters"]}
     if EXT_AUTHZ in filters:
         filters[EXT_AUTHZ]["typed_config"]["grpc_service"]["envoy_grpc"]["cluster_name"] = authz_cluster
-    post_config = filters["s3mesh.post"]["typed_config"]["config"]["configuration"]
+    post_config = settings(filters["s3mesh.post"])
     post = json.loads(post_config["value"])
     if "grants" in post:
         post["grants"].update(cluster=authz_cluster, authority=authz_host(values))
@@ -101,6 +121,16 @@ def authz_cluster_name(values: dict) -> str:
     return f"outbound|{AUTHZ_PORT}||{authz_host(values)}"
 
 
+def native_volume(values: dict) -> dict:
+    """The native module's OCI artifact as an image volume (Kubernetes 1.33+)."""
+    return {"name": "s3mesh-native", "image": {"reference": values["images"]["native_oci"], "pullPolicy": "IfNotPresent"}}
+
+
+#: How a proxy container mounts the native module and tells Envoy where it is.
+NATIVE_MOUNT = {"name": "s3mesh-native", "mountPath": str(NATIVE_DIR), "readOnly": True}
+NATIVE_ENV = {"name": "ENVOY_DYNAMIC_MODULES_SEARCH_PATH", "value": str(NATIVE_DIR)}
+
+
 def ecds_wasm(filter_def: dict, values: dict) -> dict:
     """A wasm filter as an ECDS extension config: the module fetched by URL, checked by sha256."""
     typed = copy.deepcopy(filter_def["typed_config"])
@@ -130,20 +160,20 @@ def mesh_patches(values: dict, context: str, port: int, vhost_name: str | None) 
     listener = {"portNumber": port, "filterChain": {"filter": {"name": HCM, "subFilter": {"name": ROUTER}}}}
     pre, post = p["filters"]["s3mesh.pre"], p["filters"]["s3mesh.post"]
     patches = []
-    for wasm_filter in (pre, post):
-        patches.append({"applyTo": "EXTENSION_CONFIG", "match": {"context": context},
-                        "patch": {"operation": "ADD", "value": ecds_wasm(wasm_filter, values)}})
+    if filter_shell(values) == "wasm":
+        for wasm_filter in (pre, post):
+            patches.append({"applyTo": "EXTENSION_CONFIG", "match": {"context": context},
+                            "patch": {"operation": "ADD", "value": ecds_wasm(wasm_filter, values)}})
+        roles = [{"name": f["typed_config"]["config"]["name"],
+                  "config_discovery": {"config_source": {"ads": {}, "initial_fetch_timeout": "0s"},
+                                       "type_urls": [WASM_TYPE]}} for f in (pre, post)]
+    else:
+        # The dynamic module's configuration goes inline: nothing to fetch, the `.so` is on disk.
+        roles = [{"name": f"s3mesh-{role}", "typed_config": copy.deepcopy(f["typed_config"])}
+                 for role, f in (("pre", pre), ("post", post))]
     # In grant mode there is no ext_authz filter: the "post" filter asks ext-authz for grants.
     authz = [copy.deepcopy(p["filters"][EXT_AUTHZ])] if EXT_AUTHZ in p["filters"] else []
-    inserted = [
-        {"name": pre["typed_config"]["config"]["name"],
-         "config_discovery": {"config_source": {"ads": {}, "initial_fetch_timeout": "0s"},
-                              "type_urls": [WASM_TYPE]}},
-        *authz,
-        {"name": post["typed_config"]["config"]["name"],
-         "config_discovery": {"config_source": {"ads": {}, "initial_fetch_timeout": "0s"},
-                              "type_urls": [WASM_TYPE]}},
-    ]
+    inserted = [roles[0], *authz, roles[1]]
     for value in inserted:
         patches.append({"applyTo": "HTTP_FILTER", "match": {"context": context, "listener": listener},
                         "patch": {"operation": "INSERT_BEFORE", "value": value}})
@@ -303,17 +333,20 @@ def istio_gateway(values: dict) -> list:
     selector = {"istio": name}
     labels = {**selector, **LABELS}
     store = values["store"]
+    proxy = {"name": "istio-proxy", "image": "auto", "ports": [{"containerPort": port, "name": "https-s3"}],
+             "securityContext": {"runAsNonRoot": True, "allowPrivilegeEscalation": False}}
+    pod = {"serviceAccountName": name, "containers": [proxy]}
+    if filter_shell(values) == "native":
+        # Istio's gateway injection merges these into the proxy container it injects.
+        proxy.update(env=[NATIVE_ENV], volumeMounts=[NATIVE_MOUNT])
+        pod["volumes"] = [native_volume(values)]
     return [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "namespace": ns, "labels": labels}},
         {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": ns, "labels": labels},
          "spec": {"replicas": 2, "selector": {"matchLabels": selector},
                   "template": {"metadata": {"labels": {**labels, "sidecar.istio.io/inject": "true"},
                                             "annotations": {"inject.istio.io/templates": "gateway"}},
-                               "spec": {"serviceAccountName": name,
-                                        "containers": [{"name": "istio-proxy", "image": "auto",
-                                                        "ports": [{"containerPort": port, "name": "https-s3"}],
-                                                        "securityContext": {"runAsNonRoot": True,
-                                                                            "allowPrivilegeEscalation": False}}]}}}},
+                               "spec": pod}}},
         {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": ns, "labels": labels},
          "spec": {"selector": selector, "ports": [{"name": "https-s3", "port": port, "targetPort": port}]}},
         {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
@@ -354,26 +387,31 @@ def plain(values: dict) -> list:
     name = PLAIN_NAME
     labels = {"app.kubernetes.io/name": name, **LABELS}
     config = plain_envoy_config(values)
+    if filter_shell(values) == "native":
+        module_mounts, module_volume, env = [NATIVE_MOUNT], native_volume(values), [NATIVE_ENV]
+    else:
+        module_mounts = [{"name": "wasm", "mountPath": str(PLAIN_WASM.parent), "readOnly": True}]
+        # The wasm OCI artifact as an image volume (Kubernetes 1.33+).
+        module_volume = {"name": "wasm", "image": {"reference": values["images"]["wasm_oci"], "pullPolicy": "IfNotPresent"}}
+        env = []
+    container = {
+        "name": "envoy", "image": values["images"]["envoy"],
+        "args": ["-c", "/etc/s3mesh/envoy/envoy.json", "--concurrency", "2"],
+        "ports": [{"name": "s3", "containerPort": PLAIN_PORT}],
+        "readinessProbe": {"tcpSocket": {"port": "s3"}, "periodSeconds": 5},
+        "resources": {"requests": {"cpu": "500m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
+        "securityContext": {"runAsNonRoot": True, "runAsUser": 101, "readOnlyRootFilesystem": True,
+                            "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+        **({"env": env} if env else {}),
+        "volumeMounts": [{"name": "config", "mountPath": "/etc/s3mesh/envoy", "readOnly": True}, *module_mounts]}
     return [
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": ns, "labels": labels},
          "data": {"envoy.json": json.dumps(config, indent=1)}},
         {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": ns, "labels": labels},
          "spec": {"replicas": 2, "selector": {"matchLabels": {"app.kubernetes.io/name": name}},
                   "template": {"metadata": {"labels": labels}, "spec": {
-                      "containers": [{
-                          "name": "envoy", "image": values["images"]["envoy"],
-                          "args": ["-c", "/etc/s3mesh/envoy/envoy.json", "--concurrency", "2"],
-                          "ports": [{"name": "s3", "containerPort": PLAIN_PORT}],
-                          "readinessProbe": {"tcpSocket": {"port": "s3"}, "periodSeconds": 5},
-                          "resources": {"requests": {"cpu": "500m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
-                          "securityContext": {"runAsNonRoot": True, "runAsUser": 101, "readOnlyRootFilesystem": True,
-                                              "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
-                          "volumeMounts": [{"name": "config", "mountPath": "/etc/s3mesh/envoy", "readOnly": True},
-                                           {"name": "wasm", "mountPath": str(PLAIN_WASM.parent), "readOnly": True}]}],
-                      "volumes": [{"name": "config", "configMap": {"name": name}},
-                                  # The wasm OCI artifact as an image volume (Kubernetes 1.33+).
-                                  {"name": "wasm", "image": {"reference": values["images"]["wasm_oci"],
-                                                             "pullPolicy": "IfNotPresent"}}]}}}},
+                      "containers": [container],
+                      "volumes": [{"name": "config", "configMap": {"name": name}}, module_volume]}}}},
         {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": ns, "labels": labels},
          "spec": {"selector": {"app.kubernetes.io/name": name},
                   "ports": [{"name": "http-s3", "port": 80, "targetPort": "s3"}]}},
@@ -386,7 +424,9 @@ def plain(values: dict) -> list:
 def wasmplugin(values: dict) -> list:
     """The two filters as WasmPlugins (sidecar mode): Istio pulls the OCI artifact itself.
     The cluster and connection-manager settings (and ext_authz, in the per-request mode) still
-    come from the EnvoyFilter."""
+    come from the EnvoyFilter. None for the native shell: a WasmPlugin loads wasm only."""
+    if filter_shell(values) == "native":
+        return []
     p = product(values, Path("/unused"), authz_cluster_name(values))
     plugins = []
     for role, phase, priority in (("pre", "AUTHN", 10), ("post", "AUTHZ", -10)):

@@ -8,7 +8,7 @@ import sys
 import threading
 from pathlib import Path
 
-from devstack.stack import AUTHORIZATION_MODES, ROOT, Stack, StackError
+from devstack.stack import AUTHORIZATION_MODES, FILTER_SHELLS, ROOT, Stack, StackError
 
 
 def port_free(listen: str) -> bool:
@@ -30,6 +30,9 @@ def main() -> int:
                         default=os.environ.get("S3MESH_AUTHORIZATION", "grant"),
                         help="grant: the filter signs with short-lived grants (default); "
                              "ext_authz: ext-authz checks every request")
+    parser.add_argument("--shell", choices=FILTER_SHELLS, default=os.environ.get("S3MESH_FILTER", "wasm"),
+                        help="wasm: the proxy-wasm filter (default); native: the Envoy dynamic module "
+                             "for the roles it has (pre so far), wasm for the rest")
     args = parser.parse_args()
     if not port_free(args.listen):
         print(f"s3mesh: {args.listen} is in use; set S3MESH_LISTEN=host:port to listen elsewhere", file=sys.stderr)
@@ -37,7 +40,7 @@ def main() -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    stack = Stack(args.workdir, listen=args.listen, authorization=args.authorization)
+    stack = Stack(args.workdir, listen=args.listen, authorization=args.authorization, shell=args.shell)
     try:
         stack.start()
     except StackError as e:
@@ -45,7 +48,7 @@ def main() -> int:
         return 1
     print(f"""
 s3mesh is serving S3 on {stack.url}  (store endpoints: {', '.join(stack.endpoints)})
-Envoy admin: {stack.admin_url}   logs: {args.workdir / 'logs'}   authorization: {args.authorization}
+Envoy admin: {stack.admin_url}   logs: {args.workdir / 'logs'}   authorization: {args.authorization}   filter: {args.shell}
 
 Try it from another shell -- no S3 credentials needed, s3mesh signs for you:
   echo hello > /tmp/hello.txt

@@ -25,6 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_STACK = ROOT / "devstack" / "stack.yaml"
 ENVOY_TEMPLATE = ROOT / "envoy" / "s3mesh.yaml"
 WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "s3mesh_wasm_filter.wasm"
+#: Where Envoy finds the native filter, `libs3mesh_native.so` (`make build` builds it here).
+NATIVE_DIR = Path(os.environ.get("S3MESH_NATIVE_DIR", ROOT / "target" / "debug"))
 EXT_AUTHZ = Path(os.environ.get("S3MESH_EXT_AUTHZ_BIN", ROOT / "target" / "debug" / "s3mesh-ext-authz"))
 VENV_BIN = ROOT / ".venv" / "bin"
 #: The second signature-verifying store (installed by `make test`).
@@ -69,6 +71,23 @@ def ext_authz_config(stack: dict, grant_ttl_seconds: int | None = None) -> dict:
 AUTHORIZATION_MODES = ("grant", "ext_authz")
 EXT_AUTHZ_FILTER = "envoy.filters.http.ext_authz"
 
+#: Which shell runs the filter: "wasm" (proxy-wasm, the default) or "native" (the Envoy dynamic
+#: module).
+FILTER_SHELLS = ("wasm", "native")
+DYNAMIC_MODULE_FILTER = "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter"
+
+
+def native_filter(role: str, config: str) -> dict:
+    """The `typed_config` of an s3mesh filter run by the native shell."""
+    return {
+        "@type": DYNAMIC_MODULE_FILTER,
+        # Loaded once and never closed: its state lives as long as the process. Its stats are
+        # `s3mesh.<name>` (Prometheus: `envoy_s3mesh_<name>`).
+        "dynamic_module_config": {"name": "s3mesh_native", "do_not_close": True, "metrics_namespace": "s3mesh"},
+        "filter_name": role,
+        "filter_config": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": config},
+    }
+
 
 def connection_manager(config: dict) -> dict:
     """The HTTP connection manager of a parsed s3mesh Envoy configuration (its one listener's one
@@ -77,14 +96,17 @@ def connection_manager(config: dict) -> dict:
 
 
 def render_envoy(listen: str, wasm: Path, s3_endpoints, authz: str, post_overrides=None,
-                 pre_config=None, authorization: str = "grant") -> str:
+                 pre_config=None, authorization: str = "grant", shell: str = "wasm") -> str:
     """Fills envoy/s3mesh.yaml. `post_overrides` replaces fields of the "post" filter's
     configuration (tests use it to pin the hint or to feed a bad configuration); `pre_config`
     replaces the local stack's "pre" configuration (deploy/render.py passes the cluster's).
     In `authorization` mode "grant" the ext_authz filter leaves the chain and the "post" filter
-    asks ext-authz's cluster for grants instead."""
+    asks ext-authz's cluster for grants instead. With `shell` "native" both roles run as
+    Envoy dynamic modules (Envoy needs ENVOY_DYNAMIC_MODULES_SEARCH_PATH)."""
     if authorization not in AUTHORIZATION_MODES:
         raise ValueError(f"authorization must be one of {AUTHORIZATION_MODES}, not {authorization!r}")
+    if shell not in FILTER_SHELLS:
+        raise ValueError(f"shell must be one of {FILTER_SHELLS}, not {shell!r}")
     host, port = listen.rsplit(":", 1)
     grants = {"grants": {"cluster": "s3mesh_ext_authz"}} if authorization == "grant" else {}
     post = {"role": "post", "endpoints": list(s3_endpoints), **grants, **(post_overrides or {})}
@@ -97,11 +119,17 @@ def render_envoy(listen: str, wasm: Path, s3_endpoints, authz: str, post_overrid
         s3_lb_endpoints=json.dumps([socket_address(e) for e in s3_endpoints]),
         authz_lb_endpoints=json.dumps([socket_address(authz)]),
     )
-    if authorization == "ext_authz":
+    if authorization == "ext_authz" and shell == "wasm":
         return rendered
     config = yaml.safe_load(rendered)
     hcm = connection_manager(config)
-    hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] != EXT_AUTHZ_FILTER]
+    if authorization == "grant":
+        hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] != EXT_AUTHZ_FILTER]
+    if shell == "native":
+        for f in hcm["http_filters"]:
+            if f["name"].startswith("s3mesh."):
+                role = f["name"].removeprefix("s3mesh.")
+                f["typed_config"] = native_filter(role, f["typed_config"]["config"]["configuration"]["value"])
     return yaml.safe_dump(config, sort_keys=False)
 
 
@@ -143,13 +171,14 @@ def start_ext_authz(processes: Supervisor, config: Path, listen: str = "127.0.0.
 
 
 def start_envoy(processes: Supervisor, config: Path, workdir: Path, concurrency: int,
-                name: str = "envoy") -> tuple[str, str]:
+                name: str = "envoy", native_dir: Path = NATIVE_DIR) -> tuple[str, str]:
     """Starts Envoy on `config` (admin on a free port) and waits for its listener named
     "s3mesh"; returns the admin URL and the listener's `host:port`."""
     admin_file = workdir / f"{name}-admin.txt"
     admin_file.unlink(missing_ok=True)
+    env = dict(os.environ, ENVOY_DYNAMIC_MODULES_SEARCH_PATH=str(native_dir))
     processes.spawn(name, [VENV_BIN / "envoy", "-c", config, "--admin-address-path", admin_file,
-                                  "--disable-hot-restart", "--concurrency", concurrency, "-l", "info"])
+                           "--disable-hot-restart", "--concurrency", concurrency, "-l", "info"], env=env)
     admin = wait_for("Envoy admin", lambda: processes.alive(name) and admin_file.exists()
                      and admin_file.read_text().strip(), 60, processes.log(name))
     admin_url = f"http://{admin}"
@@ -176,8 +205,11 @@ class Stack:
 
     def __init__(self, workdir: Path, listen: str = "127.0.0.1:0", stack_file: Path = DEFAULT_STACK,
                  post_overrides=None, extra_endpoints=(), concurrency: int = 2, backend: str = "moto",
-                 envoy_patch=None, authorization: str = "grant", grant_ttl_seconds: int | None = None):
+                 envoy_patch=None, authorization: str = "grant", grant_ttl_seconds: int | None = None,
+                 shell: str = "wasm"):
         self.workdir = Path(workdir)
+        #: One of FILTER_SHELLS.
+        self.shell = shell
         #: One of AUTHORIZATION_MODES.
         self.authorization = authorization
         #: ext-authz's grant lifetime (its default when None): the revocation bound.
@@ -279,7 +311,7 @@ class Stack:
         if callable(overrides):
             overrides = overrides(self.endpoints)
         rendered = render_envoy(self.listen, WASM, self.endpoints + self.extra_endpoints, self.authz_address,
-                                overrides, authorization=self.authorization)
+                                overrides, authorization=self.authorization, shell=self.shell)
         if self.envoy_patch:
             parsed = yaml.safe_load(rendered)
             self.envoy_patch(parsed)
@@ -302,6 +334,13 @@ class Stack:
             if value.strip().lstrip("-").isdigit():
                 out[name] = int(value)
         return out
+
+    def filter_stat(self, name: str) -> int:
+        """A counter or gauge of the s3mesh filter by its wasm name (`s3mesh_…`), wherever the
+        shell that runs it puts it (`wasmcustom.s3mesh_…` or `s3mesh.…`)."""
+        if self.shell == "native":
+            return self.stats().get(f"s3mesh.{name.removeprefix('s3mesh_')}", 0)
+        return self.stats().get(f"wasmcustom.{name}", 0)
 
     def upstream_requests(self) -> dict:
         """Requests Envoy sent to each S3 endpoint (`ip:port` -> count)."""

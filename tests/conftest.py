@@ -18,7 +18,7 @@ from botocore.config import Config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from devstack.stack import AUTHORIZATION_MODES, Stack, free_port  # noqa: E402
+from devstack.stack import AUTHORIZATION_MODES, FILTER_SHELLS, Stack, free_port  # noqa: E402
 
 LOCAL_DEV = "127.0.0.1"
 TEAM_A = "127.0.0.2"
@@ -26,24 +26,35 @@ TEAM_B = "127.0.0.3"
 STRANGER = "127.0.0.9"
 
 
-#: Every end-to-end test runs in both authorization modes: with grants (the default) and with
-#: ext_authz checking every request.
+#: Every end-to-end test runs in both authorization modes (with grants, the default, and with
+#: ext_authz checking every request) on both filter shells (wasm and native).
 MODES = AUTHORIZATION_MODES
+SHELL_MODES = [(shell, mode) for shell in FILTER_SHELLS for mode in MODES]
+SHELL_MODE_IDS = [f"{shell}-{mode}" for shell, mode in SHELL_MODES]
 
 
-@pytest.fixture(scope="session", params=MODES)
-def stack(request, tmp_path_factory):
+@pytest.fixture(scope="session", params=SHELL_MODES, ids=SHELL_MODE_IDS)
+def shell_mode(request):
+    """(filter shell, authorization mode) of the stacks a test gets: a test that uses both
+    stacks gets them in the same shell and mode."""
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def stack(shell_mode, tmp_path_factory):
     # ext-authz logs at trace level here, so the secret scan covers every log level.
     os.environ.setdefault("RUST_LOG", "trace")
-    with Stack(tmp_path_factory.mktemp(f"stack-{request.param}"), authorization=request.param) as s:
+    shell, mode = shell_mode
+    with Stack(tmp_path_factory.mktemp(f"stack-{shell}-{mode}"), authorization=mode, shell=shell) as s:
         yield s
 
 
-@pytest.fixture(scope="session", params=MODES)
-def fs_stack(request, tmp_path_factory):
+@pytest.fixture(scope="session")
+def fs_stack(shell_mode, tmp_path_factory):
     """The same stack on a second, independent SigV4 verifier: s3s-fs."""
-    with Stack(tmp_path_factory.mktemp(f"s3s-fs-{request.param}"), backend="s3s-fs",
-               authorization=request.param) as s:
+    shell, mode = shell_mode
+    with Stack(tmp_path_factory.mktemp(f"s3s-fs-{shell}-{mode}"), backend="s3s-fs", authorization=mode,
+               shell=shell) as s:
         yield s
 
 

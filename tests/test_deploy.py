@@ -7,11 +7,14 @@
   the policy examples against the generated S3AccessPolicy CRD;
 - each mode's Envoy configuration is accepted by real Envoy (`--mode validate`): for the Istio
   modes, the EnvoyFilter patches are applied to an Istio-shaped proxy configuration the way
-  Istio applies them (see `apply_patches`).
+  Istio applies them (see `apply_patches`);
+- all of it again with `filter: native` (the Envoy dynamic module; Envoy loads the real module
+  in validate mode).
 """
 
 import copy
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,7 +28,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from deploy import render  # noqa: E402
-from devstack.stack import AUTHORIZATION_MODES, VENV_BIN, WASM, connection_manager, render_envoy  # noqa: E402
+from devstack.stack import (  # noqa: E402
+    AUTHORIZATION_MODES, FILTER_SHELLS, NATIVE_DIR, VENV_BIN, WASM, connection_manager, render_envoy)
 
 MANIFESTS = ROOT / "deploy" / "manifests"
 ISTIO_CRDS = ROOT.parent / "shared" / "schemas" / "istio-crd-all.gen.yaml"
@@ -39,7 +43,10 @@ def objects(file: str) -> list[dict]:
 
 
 def all_objects() -> list[tuple[str, dict]]:
-    return [(f, o) for f in render.MODES for o in objects(f)]
+    """The committed manifests' objects (wasm), and the same files rendered for the native shell."""
+    native = {**VALUES, "filter": "native"}
+    return [(f, o) for f in render.MODES for o in objects(f)] + [
+        (f, o) for f, make in render.MODES.items() if f not in ("ext-authz.yaml", "examples.yaml") for o in make(native)]
 
 
 def test_committed_manifests_are_what_the_render_script_writes():
@@ -183,10 +190,10 @@ def test_without_a_mesh_only_the_plain_envoy_reaches_ext_authz():
         render.MODES["ext-authz.yaml"]({**VALUES, "mesh": "linkerd"})
 
 
-def manifests(file: str, mode: str) -> list[dict]:
-    """The objects of `file` rendered in authorization `mode` (the committed ones are the
-    example values' mode, checked above to be what the render script writes)."""
-    return render.MODES[file]({**VALUES, "authorization": mode})
+def manifests(file: str, mode: str, shell: str = "wasm") -> list[dict]:
+    """The objects of `file` rendered in authorization `mode` and filter `shell` (the committed
+    ones are the example values', checked above to be what the render script writes)."""
+    return render.MODES[file]({**VALUES, "authorization": mode, "filter": shell})
 
 
 def chain(mode: str, sep: str) -> list[str]:
@@ -333,18 +340,21 @@ def apply_patches(config: dict, envoy_filter: dict, context: str) -> dict:
 def envoy_validates(config: dict, tmp_path: Path, name: str) -> list[str]:
     path = tmp_path / f"{name}.json"
     path.write_text(json.dumps(config))
+    # The native shell's filters load the locally built module from where the stack's Envoy finds it.
+    env = {**os.environ, "ENVOY_DYNAMIC_MODULES_SEARCH_PATH": str(NATIVE_DIR)}
     done = subprocess.run([str(VENV_BIN / "envoy"), "--mode", "validate", "-c", str(path), "-l", "error"],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 0, f"{name}: Envoy refused the configuration:\n{done.stdout}\n{done.stderr}"
     return [f["name"] for f in connection_manager(config)["http_filters"]]
 
 
+@pytest.mark.parametrize("shell", FILTER_SHELLS)
 @pytest.mark.parametrize("mode", AUTHORIZATION_MODES)
-def test_envoy_accepts_the_sidecar_mode_as_istio_would_patch_it(tmp_path, mode):
+def test_envoy_accepts_the_sidecar_mode_as_istio_would_patch_it(tmp_path, mode, shell):
     store = VALUES["store"]
     vhosts = [f"{store['host']}:{store['port']}", f"other.team-b.svc.cluster.local:{store['port']}"]
     base = istio_proxy(store["port"], vhosts, render.authz_cluster_name(VALUES))
-    patched = apply_patches(base, manifests("istio-sidecar.yaml", mode)[0], "SIDECAR_OUTBOUND")
+    patched = apply_patches(base, manifests("istio-sidecar.yaml", mode, shell)[0], "SIDECAR_OUTBOUND")
     assert envoy_validates(patched, tmp_path, "sidecar") == chain(mode, "-")
     hcm = connection_manager(patched)
     s3_vhost, other = hcm["route_config"]["virtual_hosts"]
@@ -354,10 +364,11 @@ def test_envoy_accepts_the_sidecar_mode_as_istio_would_patch_it(tmp_path, mode):
     assert hcm["use_remote_address"] is True, "the caller's address must be the connection's, not a header's"
 
 
+@pytest.mark.parametrize("shell", FILTER_SHELLS)
 @pytest.mark.parametrize("mode", AUTHORIZATION_MODES)
-def test_envoy_accepts_the_gateway_mode_as_istio_would_patch_it(tmp_path, mode):
+def test_envoy_accepts_the_gateway_mode_as_istio_would_patch_it(tmp_path, mode, shell):
     store = VALUES["store"]
-    gateway = next(o for o in manifests("istio-gateway.yaml", mode) if o["kind"] == "EnvoyFilter")
+    gateway = next(o for o in manifests("istio-gateway.yaml", mode, shell) if o["kind"] == "EnvoyFilter")
     base = istio_proxy(VALUES["gateway"]["port"], [f"{store['host']}:{store['port']}"], render.authz_cluster_name(VALUES))
     # A gateway routes to the store's cluster by its service port, not the listener's.
     base["static_resources"]["clusters"][0]["name"] = f"outbound|{store['port']}||{store['host']}"
@@ -367,9 +378,10 @@ def test_envoy_accepts_the_gateway_mode_as_istio_would_patch_it(tmp_path, mode):
     assert envoy_validates(patched, tmp_path, "gateway") == chain(mode, "-")
 
 
+@pytest.mark.parametrize("shell", FILTER_SHELLS)
 @pytest.mark.parametrize("mode", AUTHORIZATION_MODES)
-def test_envoy_accepts_the_plain_kubernetes_envoy(tmp_path, mode):
-    config = json.loads(next(o for o in manifests("plain.yaml", mode) if o["kind"] == "ConfigMap")["data"]["envoy.json"])
+def test_envoy_accepts_the_plain_kubernetes_envoy(tmp_path, mode, shell):
+    config = json.loads(next(o for o in manifests("plain.yaml", mode, shell) if o["kind"] == "ConfigMap")["data"]["envoy.json"])
     for f in connection_manager(config)["http_filters"]:
         code = f["typed_config"].get("config", {}).get("vm_config", {}).get("code")
         if code:
@@ -378,10 +390,40 @@ def test_envoy_accepts_the_plain_kubernetes_envoy(tmp_path, mode):
     assert envoy_validates(config, tmp_path, "plain") == chain(mode, ".")
 
 
+@pytest.mark.parametrize("mode", AUTHORIZATION_MODES)
+def test_the_native_shell_deploys_the_local_stacks_filters_and_mounts_its_module(mode):
+    local = yaml.safe_load(render_envoy("127.0.0.1:0", WASM, VALUES["store"]["endpoints"], "127.0.0.1:9191",
+                                        pre_config=render.pre_config(VALUES), authorization=mode, shell="native"))
+    local_filters = {f["name"]: f["typed_config"] for f in connection_manager(local)["http_filters"]}
+    patches = manifests("istio-sidecar.yaml", mode, "native")[0]["spec"]["configPatches"]
+    assert not [p for p in patches if p["applyTo"] == "EXTENSION_CONFIG"], "nothing to fetch: the module is on disk"
+    inserted = {p["patch"]["value"]["name"]: p["patch"]["value"] for p in patches if p["applyTo"] == "HTTP_FILTER"}
+    for role in ("pre", "post"):
+        mine, theirs = inserted[f"s3mesh-{role}"]["typed_config"], copy.deepcopy(local_filters[f"s3mesh.{role}"])
+        settings = json.loads(theirs["filter_config"]["value"])
+        if "grants" in settings:
+            settings["grants"].update(cluster=render.authz_cluster_name(VALUES), authority=render.authz_host(VALUES))
+            theirs["filter_config"]["value"] = json.dumps(settings)
+        assert mine == theirs
+    mount = {"name": "s3mesh-native", "mountPath": str(render.NATIVE_DIR), "readOnly": True}
+    search = {"name": "ENVOY_DYNAMIC_MODULES_SEARCH_PATH", "value": str(render.NATIVE_DIR)}
+    native = {**VALUES, "authorization": mode, "filter": "native"}
+    for file in ("istio-gateway.yaml", "plain.yaml"):
+        pod = next(o for o in render.MODES[file](native) if o["kind"] == "Deployment")["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        assert mount in container["volumeMounts"] and search in container["env"], file
+        assert {"name": "s3mesh-native", "image": {"reference": VALUES["images"]["native_oci"],
+                                                   "pullPolicy": "IfNotPresent"}} in pod["volumes"], file
+    assert render.MODES["wasmplugin.yaml"](native) == []
+
+
 def test_container_builds_name_what_the_build_produces():
     wasm = (ROOT / "deploy" / "images" / "wasm.Containerfile").read_text()
     assert f"COPY {WASM.relative_to(ROOT)} /plugin.wasm" in wasm
     assert render.PLAIN_WASM.name == "plugin.wasm"
+    native = (ROOT / "deploy" / "images" / "native.Containerfile").read_text()
+    assert "COPY target/release/libs3mesh_native.so /libs3mesh_native.so" in native
+    assert "cargo build --release -p s3mesh-native-filter" in native
     authz = (ROOT / "deploy" / "images" / "ext-authz.Containerfile").read_text()
     assert "cargo build --release --locked -p s3mesh-ext-authz" in authz
     assert "target/release/s3mesh-ext-authz" in authz

@@ -1,17 +1,21 @@
-"""The wasm filter's hint drives Envoy's override_host load balancer, failing endpoints are
-avoided, and a bad filter configuration stops Envoy instead of running half-configured."""
+"""The filter's hint drives Envoy's override_host load balancer, failing endpoints are
+avoided, and a bad filter configuration stops Envoy instead of running half-configured: in both
+filter shells."""
 
 import re
 
 import pytest
 
 from conftest import raw_request, s3_client, unused_address
-from devstack.stack import Stack, StackError
+from devstack.stack import FILTER_SHELLS, Stack, StackError
+
+SHELLS = pytest.mark.parametrize("shell", FILTER_SHELLS)
 
 
-def test_override_host_sends_every_request_to_the_hinted_endpoint_whatever_the_client_says(tmp_path):
+@SHELLS
+def test_override_host_sends_every_request_to_the_hinted_endpoint_whatever_the_client_says(tmp_path, shell):
     pinned = lambda endpoints: {"endpoints": [endpoints[1]], "unhinted_share": 0}  # noqa: E731
-    with Stack(tmp_path, post_overrides=pinned) as stack:
+    with Stack(tmp_path, post_overrides=pinned, shell=shell) as stack:
         s3_client(stack.url).put_object(Bucket="demo", Key="pinned", Body=b"x")
         for i in range(20):
             # Half of the requests carry a hint of their own, naming another endpoint.
@@ -22,21 +26,23 @@ def test_override_host_sends_every_request_to_the_hinted_endpoint_whatever_the_c
         assert sum(counts.values()) == 21, counts
 
 
+@SHELLS
 @pytest.mark.parametrize("overrides, field", [
     ({"endpoints": ["not-an-address"]}, "endpoints[0]"),
     ({"unhinted_share": 3}, "unhinted_share"),
     ({"weights": [1]}, "weights"),
 ])
-def test_a_bad_filter_configuration_is_refused_naming_the_field(tmp_path, overrides, field):
+def test_a_bad_filter_configuration_is_refused_naming_the_field(tmp_path, overrides, field, shell):
     with pytest.raises(StackError) as refused:
-        Stack(tmp_path, post_overrides=overrides).start()
+        Stack(tmp_path, post_overrides=overrides, shell=shell).start()
     message = str(refused.value)
     assert "invalid s3mesh filter configuration" in message and field in message, message
 
 
-def test_a_dead_endpoint_costs_no_request_and_is_avoided(tmp_path):
+@SHELLS
+def test_a_dead_endpoint_costs_no_request_and_is_avoided(tmp_path, shell):
     dead = unused_address()
-    with Stack(tmp_path, extra_endpoints=[dead], post_overrides={"unhinted_share": 0}) as stack:
+    with Stack(tmp_path, extra_endpoints=[dead], post_overrides={"unhinted_share": 0}, shell=shell) as stack:
         s3 = s3_client(stack.url)
         s3.put_object(Bucket="demo", Key="k", Body=b"x")
         for _ in range(60):
@@ -45,7 +51,8 @@ def test_a_dead_endpoint_costs_no_request_and_is_avoided(tmp_path):
         prom = stack.admin("/stats/prometheus")
 
     def metric(name):
-        m = re.search(rf'^{name}{{s3_endpoint="{re.escape(dead)}"}} (\d+)$', prom, re.M)
+        # The native shell's stats carry Envoy's `envoy_` prefix in Prometheus.
+        m = re.search(rf'^(?:envoy_)?{name}{{s3_endpoint="{re.escape(dead)}"}} (\d+)$', prom, re.M)
         return int(m.group(1)) if m else 0
 
     # The dead endpoint was tried first at most a few times (once per worker before it learned,

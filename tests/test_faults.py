@@ -15,12 +15,12 @@ import pytest
 import yaml
 
 from conftest import LOCAL_DEV, raw_request, s3_client
-from devstack.stack import AUTHORIZATION_MODES, Stack, connection_manager
+from devstack.stack import AUTHORIZATION_MODES, FILTER_SHELLS, Stack, connection_manager
 
 
-@pytest.fixture
-def fresh_stack(tmp_path):
-    with Stack(tmp_path / "stack") as s:
+@pytest.fixture(params=FILTER_SHELLS)
+def fresh_stack(tmp_path, request):
+    with Stack(tmp_path / "stack", shell=request.param) as s:
         yield s
 
 
@@ -59,11 +59,12 @@ class Load:
 GRANT_TTL_S = 2
 
 
+@pytest.mark.parametrize("shell", FILTER_SHELLS)
 @pytest.mark.parametrize("mode", AUTHORIZATION_MODES)
-def test_ext_authz_down_fails_closed_and_traffic_recovers_without_restarting_envoy(tmp_path, mode):
+def test_ext_authz_down_fails_closed_and_traffic_recovers_without_restarting_envoy(tmp_path, mode, shell):
     """Per request, every request fails closed at once; with grants, callers keep the grant
     they hold until it expires (at most the grant lifetime), then fail closed the same way."""
-    with Stack(tmp_path / "stack", authorization=mode, grant_ttl_seconds=GRANT_TTL_S) as stack:
+    with Stack(tmp_path / "stack", authorization=mode, grant_ttl_seconds=GRANT_TTL_S, shell=shell) as stack:
         s3_client(stack.url).put_object(Bucket="demo", Key="k", Body=b"v")
         envoy_pid = stack.processes.procs["envoy"].pid
         held_s = GRANT_TTL_S if mode == "grant" else 0
@@ -146,13 +147,14 @@ def test_a_client_that_stops_reading_a_large_get_does_not_affect_others(fresh_st
         stalled.close()
 
 
-def test_a_stalled_readers_upstream_connection_is_released_by_the_idle_timeout(tmp_path):
+@pytest.mark.parametrize("shell", FILTER_SHELLS)
+def test_a_stalled_readers_upstream_connection_is_released_by_the_idle_timeout(tmp_path, shell):
     # The product waits 60 s (the route's idle_timeout); the same configuration with 2 s here.
     def short_idle_timeout(config):
         hcm = connection_manager(config)
         hcm["route_config"]["virtual_hosts"][0]["routes"][0]["route"]["idle_timeout"] = "2s"
 
-    with Stack(tmp_path / "stack", envoy_patch=short_idle_timeout) as stack:
+    with Stack(tmp_path / "stack", envoy_patch=short_idle_timeout, shell=shell) as stack:
         s3_client(stack.url).put_object(Bucket="demo", Key="big", Body=os.urandom(32 * 1024 * 1024))
         stats = stack.stats
         host, port = stack.url.removeprefix("http://").split(":")

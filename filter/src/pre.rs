@@ -4,7 +4,7 @@
 //! later; headers that only s3mesh may set are removed so that no client can steer routing or
 //! smuggle credentials.
 
-use s3mesh_s3_request::headers::is_stripped_from_client;
+use s3mesh_s3_request::headers::{is_stripped_from_client, OPERATION};
 use s3mesh_s3_request::{Operation, RequestTarget, S3Error, S3Request};
 
 use crate::config::PreConfig;
@@ -81,9 +81,88 @@ pub fn inspect<'a>(
     })
 }
 
+/// The first value of header `name` (lower-case) in a header list.
+pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+}
+
+impl<'a> RequestHead<'a> {
+    /// The head as found in a request's headers (pseudo-headers included, names lower-case,
+    /// as Envoy hands them to a filter).
+    pub fn find(headers: &'a [(String, String)]) -> Self {
+        let get = |name: &str| header(headers, name);
+        Self {
+            method: get(":method").unwrap_or_default(),
+            authority: get(":authority").unwrap_or_default(),
+            path: get(":path").unwrap_or_default(),
+            copy_source: get("x-amz-copy-source"),
+        }
+    }
+}
+
+impl PreChanges {
+    /// The request header edits, in the order a shell makes them: `None` removes. The last
+    /// names the operation for `post` (which removes it before the request leaves Envoy).
+    pub fn header_edits(&self) -> Vec<(&str, Option<&str>)> {
+        let removals = self.remove_headers.iter().map(|n| (n.as_str(), None));
+        let target = [
+            self.new_path.as_deref().map(|p| (":path", Some(p))),
+            self.new_authority
+                .as_deref()
+                .map(|a| (":authority", Some(a))),
+        ];
+        removals
+            .chain(target.into_iter().flatten())
+            .chain([(OPERATION, Some(self.operation.as_str()))])
+            .collect()
+    }
+}
+
+/// [`inspect`] on a request's full header list (see [`RequestHead::find`]).
+pub fn inspect_headers(
+    config: &PreConfig,
+    headers: &[(String, String)],
+) -> Result<PreChanges, S3Error> {
+    let names = headers
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .filter(|n| !n.starts_with(':'));
+    inspect(config, &RequestHead::find(headers), names)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_header_list_gives_the_edits_in_order() {
+        let headers: Vec<(String, String)> = [
+            (":method", "PUT"),
+            (":authority", "b.s3.local"),
+            (":path", "/a b"),
+            ("authorization", "AWS4-HMAC-SHA256 x"),
+            ("x-amz-copy-source", "/src/k"),
+        ]
+        .iter()
+        .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+        .collect();
+        let config = PreConfig {
+            virtual_host_domains: vec!["s3.local".into()],
+        };
+        let c = inspect_headers(&config, &headers).unwrap();
+        assert_eq!(
+            c.header_edits(),
+            [
+                ("authorization", None),
+                (":path", Some("/b/a%20b")),
+                (":authority", Some("s3.local")),
+                (OPERATION, Some("CopyObject")),
+            ]
+        );
+    }
 
     fn head<'a>(method: &'a str, authority: &'a str, path: &'a str) -> RequestHead<'a> {
         RequestHead {

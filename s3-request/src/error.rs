@@ -49,6 +49,15 @@ impl S3Error {
         }
     }
 
+    /// 500 `InternalError`: s3mesh itself failed; nothing was sent to the store.
+    pub fn internal_error(message: impl Into<String>) -> Self {
+        Self {
+            status: 500,
+            code: "InternalError",
+            message: message.into(),
+        }
+    }
+
     /// The XML body, naming the resource and the request id so a report can be traced.
     pub fn to_xml(&self, resource: &str, request_id: &str) -> String {
         format!(

@@ -16,7 +16,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
-use std::rc::Rc;
+use std::sync::Arc;
 
 use s3mesh_access::grant::{CompiledGrant, Grant, GrantRequest, GrantResponse};
 use s3mesh_s3_request::S3Error;
@@ -71,7 +71,7 @@ impl Caller {
 #[derive(Debug, Clone)]
 pub struct Held {
     /// The compiled grant.
-    pub grant: Rc<CompiledGrant>,
+    pub grant: Arc<CompiledGrant>,
     /// From then on, a request that uses the grant asks for its successor.
     pub refresh_ms: u64,
     /// Expiry.
@@ -82,7 +82,7 @@ impl Held {
     /// A grant received at `now_ms` that lives `ttl_ms`.
     pub fn new(grant: CompiledGrant, now_ms: u64, ttl_ms: u64) -> Self {
         Self {
-            grant: Rc::new(grant),
+            grant: Arc::new(grant),
             refresh_ms: now_ms.saturating_add(ttl_ms - ttl_ms / 5),
             expires_ms: now_ms.saturating_add(ttl_ms),
         }
@@ -97,12 +97,13 @@ impl Held {
 #[derive(Debug, Clone)]
 pub struct Found {
     /// The grant.
-    pub grant: Rc<CompiledGrant>,
+    pub grant: Arc<CompiledGrant>,
     /// It is in the last fifth of its lifetime.
     pub refresh: bool,
 }
 
-/// One worker's decoded grants, and the callers whose grants are being renewed.
+/// Decoded grants (one worker's in the wasm shell, the process's in the native one), and the
+/// callers whose grants are being renewed.
 #[derive(Debug, Default)]
 pub struct GrantCache {
     entries: HashMap<Caller, Held>,
@@ -119,16 +120,19 @@ impl GrantCache {
             .get(caller)
             .filter(|h| h.usable(now_ms, date))
             .map(|h| Found {
-                grant: Rc::clone(&h.grant),
+                grant: Arc::clone(&h.grant),
                 refresh: now_ms >= h.refresh_ms,
             })
     }
 
-    /// Queues `caller`'s grant for renewal, unless it is queued or under way.
-    pub fn want_refresh(&mut self, caller: &Caller) {
-        if !self.renewing.contains(caller) && !self.wanted.contains(caller) {
+    /// Queues `caller`'s grant for renewal, unless it is queued or under way; `true` when it
+    /// was not.
+    pub fn want_refresh(&mut self, caller: &Caller) -> bool {
+        let new = !self.renewing.contains(caller) && !self.wanted.contains(caller);
+        if new {
             self.wanted.push(caller.clone());
         }
+        new
     }
 
     /// The callers to renew now; they count as under way until [`GrantCache::renewed`].
@@ -185,7 +189,7 @@ pub fn decode_record(bytes: &[u8], now_ms: u64, date: &str) -> Option<Held> {
     let (expiry, json) = rest.split_first_chunk::<8>()?;
     let grant = serde_json::from_slice::<Grant>(json).ok()?.compile().ok()?;
     let held = Held {
-        grant: Rc::new(grant),
+        grant: Arc::new(grant),
         refresh_ms: u64::from_le_bytes(*refresh),
         expires_ms: u64::from_le_bytes(*expiry),
     };

@@ -1,44 +1,27 @@
-//! Role `post` in Envoy: in grant mode decides and signs each request with its caller's grant;
-//! names the endpoints for each request and learns from how it went; re-signs the body of
-//! chunk-signed uploads as it streams through.
+//! Role `post` in Envoy: [`s3mesh_filter::post::PostFlow`] run with proxy-wasm's host calls.
+//! The worker's selector, grants and metrics live in its root context and are shared by its
+//! streams through `Rc`; grants reach the other workers through Envoy's shared data.
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
-use s3mesh_access::grant::CompiledGrant;
-use s3mesh_access::request::Request;
-use s3mesh_s3_request::headers::{ENDPOINT_HINT, INTERNAL_RESPONSE, OPERATION};
-use s3mesh_s3_request::{chunk_signing, Operation, OperationClass, S3Error};
-use s3mesh_sigv4::aws_chunked::Resigner;
-use s3mesh_sigv4::AmzDate;
+use s3mesh_s3_request::{chunk_signing, Operation, S3Error};
 
 use super::granting::{self, Granting};
 use super::metrics::Metrics;
 use super::{now_ms, send_s3_error};
-use s3mesh_filter::chunk_resign;
-use s3mesh_filter::endpoint::outcome::{classify, Outcome};
-use s3mesh_filter::endpoint::{LatencyClass, Route, Selector};
-use s3mesh_filter::grants::{Answer, Caller};
+use s3mesh_filter::endpoint::outcome::Outcome;
+use s3mesh_filter::endpoint::{Hint, LatencyClass, Selector};
+use s3mesh_filter::grants::{Caller, Found, Held};
+use s3mesh_filter::post::{Counter, EndpointCounter, Host, PostFlow, Step};
 
 pub(super) struct PostStream {
     selector: Rc<RefCell<Selector>>,
     granting: Option<Rc<Granting>>,
-    /// The caller whose grant this stream waits for.
-    waiting_for: Option<Caller>,
     metrics: Rc<Metrics>,
-    operation: Operation,
-    /// The endpoint named first, whose in-flight gauge this stream holds, and why it was.
-    first: Option<(String, Route)>,
-    /// When the request was fully handed to the upstream side (headers, or the last body byte).
-    sent_ms: f64,
-    ttfb_ms: Option<f64>,
-    retry_after: Option<String>,
-    attempts: u32,
-    /// For a chunk-signed upload: the body re-signer, and the `:path` and `x-request-id` an
-    /// error names (request headers cannot be read once the body flows).
-    resigner: Option<(Resigner, String, String)>,
+    flow: PostFlow,
 }
 
 impl PostStream {
@@ -50,19 +33,77 @@ impl PostStream {
         Self {
             selector,
             granting,
-            waiting_for: None,
             metrics,
-            operation: Operation::Unknown,
-            first: None,
-            sent_ms: 0.0,
-            ttfb_ms: None,
-            retry_after: None,
-            attempts: 1,
-            resigner: None,
+            flow: PostFlow::default(),
         }
     }
 
-    /// A string from ext_authz's dynamic metadata.
+    /// Runs one step of the flow with this stream as its host.
+    fn step<T>(&mut self, run: impl FnOnce(&mut PostFlow, &mut Self) -> T) -> T {
+        let mut flow = std::mem::take(&mut self.flow);
+        let out = run(&mut flow, self);
+        self.flow = flow;
+        out
+    }
+
+    fn property_u64(&self, path: [&str; 2]) -> u64 {
+        self.get_property(path.to_vec())
+            .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+            .map_or(0, u64::from_le_bytes)
+    }
+
+    /// A property as text; absent or empty is `None`.
+    fn property_text(&self, path: &[&str]) -> Option<String> {
+        self.get_property(path.to_vec())
+            .and_then(|b| String::from_utf8(b).ok())
+            .filter(|s| !s.is_empty())
+    }
+}
+
+fn action(step: Step) -> Action {
+    match step {
+        Step::Continue => Action::Continue,
+        Step::Pause => Action::Pause,
+    }
+}
+
+impl Host for PostStream {
+    fn now_ms(&self) -> f64 {
+        now_ms(self)
+    }
+
+    fn request_headers(&self) -> Vec<(String, String)> {
+        self.get_http_request_headers()
+    }
+
+    fn request_header(&self, name: &str) -> Option<String> {
+        self.get_http_request_header(name)
+    }
+
+    fn set_request_header(&mut self, name: &str, value: Option<&str>) {
+        self.set_http_request_header(name, value);
+    }
+
+    fn response_header(&self, name: &str) -> Option<String> {
+        self.get_http_response_header(name)
+    }
+
+    fn remove_response_header(&mut self, name: &str) {
+        self.set_http_response_header(name, None);
+    }
+
+    fn request_body(&self, size: usize) -> Vec<u8> {
+        self.get_http_request_body(0, size).unwrap_or_default()
+    }
+
+    fn replace_request_body(&mut self, size: usize, bytes: &[u8]) {
+        self.set_http_request_body(0, size, bytes);
+    }
+
+    fn send_s3_error(&mut self, error: &S3Error, path: &str, request_id: &str) {
+        send_s3_error(self, error, path, request_id);
+    }
+
     fn authz_metadata(&self, name: &str) -> Option<String> {
         self.get_property(vec![
             "metadata",
@@ -73,32 +114,8 @@ impl PostStream {
         .and_then(|b| String::from_utf8(b).ok())
     }
 
-    /// `:path` and `x-request-id`, which an error names.
-    fn path_and_request_id(&self) -> (String, String) {
-        let path = self.get_http_request_header(":path").unwrap_or_default();
-        let request_id = self
-            .get_http_request_header("x-request-id")
-            .unwrap_or_default();
-        (path, request_id)
-    }
-
-    fn property_u64(&self, path: [&str; 2]) -> u64 {
-        self.get_property(path.to_vec())
-            .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
-            .map_or(0, u64::from_le_bytes)
-    }
-}
-
-impl PostStream {
-    /// A property as text; absent or empty is `None`.
-    fn property_text(&self, path: &[&str]) -> Option<String> {
-        self.get_property(path.to_vec())
-            .and_then(|b| String::from_utf8(b).ok())
-            .filter(|s| !s.is_empty())
-    }
-
-    /// The caller as Envoy saw the connection: the peer certificate's principal the way
-    /// ext_authz names it (URI SAN, else DNS SAN, else subject), and the source address.
+    /// The peer certificate's principal the way ext_authz names it (URI SAN, else DNS SAN,
+    /// else subject), and the source address.
     fn caller(&self) -> Caller {
         let mtls = self
             .get_property(vec!["connection", "mtls"])
@@ -116,120 +133,106 @@ impl PostStream {
         )
     }
 
-    /// Asks ext-authz for `caller`'s grant; the request waits.
-    fn ask_for_grant(&mut self, granting: &Granting, caller: Caller, date: String) -> Action {
-        match granting.ask(self, &caller, date) {
-            Ok(_) => self.waiting_for = Some(caller),
-            Err(error) => {
-                self.metrics.grant_failures.add(1);
-                log::warn!("{}", error.message);
-                self.refuse(&error);
-            }
-        }
-        Action::Pause
+    fn upstream_address(&self) -> String {
+        self.get_property(vec!["upstream", "address"])
+            .and_then(|b| String::from_utf8(b).ok())
+            .unwrap_or_default()
     }
 
-    /// Decides on the request with `grant` and, when allowed, signs it at `time`. `false`:
-    /// refused, and the client has its answer.
-    fn sign_with(&mut self, grant: &CompiledGrant, time: AmzDate) -> bool {
-        let headers = self.get_http_request_headers();
-        let get = |name: &str| {
-            headers
-                .iter()
-                .find(|(n, _)| n == name)
-                .map_or("", |(_, v)| v.as_str())
-        };
-        let pairs: Vec<(&str, &str)> = headers
-            .iter()
-            .filter(|(n, _)| !n.starts_with(':'))
-            .map(|(n, v)| (n.as_str(), v.as_str()))
-            .collect();
-        let request = Request {
-            method: get(":method"),
-            host: get(":authority"),
-            path: get(":path"),
-            headers: &pairs,
-        };
-        match grant.decide(&request, time) {
-            Ok(allowed) => {
-                let signed = allowed.signed;
-                for (name, value) in &signed.changes.set {
-                    self.set_http_request_header(name, Some(value));
-                }
-                for name in &signed.changes.remove {
-                    self.set_http_request_header(name, None);
-                }
-                if let Some(signing) = &signed.chunk_signing {
-                    let mode = request.header("x-amz-content-sha256");
-                    self.resigner = chunk_resign::own_resigner(mode, signing)
-                        .map(|r| (r, get(":path").to_owned(), get("x-request-id").to_owned()));
-                }
-                true
-            }
-            Err(refused) => {
-                self.metrics.grant_denied.add(1);
-                log::info!(
-                    "denied: request {} identity {} operation {}: {}",
-                    get("x-request-id"),
-                    grant.identity(),
-                    refused.operation.unwrap_or("-"),
-                    refused.error.message
-                );
-                send_s3_error(self, &refused.error, get(":path"), get("x-request-id"));
-                false
-            }
-        }
+    fn response_code(&self) -> u64 {
+        self.property_u64(["response", "code"])
     }
 
-    /// Answers the client with `error` now.
-    fn refuse(&self, error: &S3Error) {
-        let (path, request_id) = self.path_and_request_id();
-        send_s3_error(self, error, &path, &request_id);
+    fn response_flags(&self) -> u64 {
+        self.property_u64(["response", "flags"])
     }
 
-    /// After authorization: the chunk re-signer when ext_authz signed, then the endpoint hint.
-    fn route(&mut self) -> Action {
-        // Reads and listings carry no body: no chunk signatures to re-sign.
-        let bodiless = matches!(
-            self.operation.class(),
-            Some(OperationClass::Read | OperationClass::List)
-        );
-        if self.granting.is_none() && !bodiless {
-            let mode = self.get_http_request_header("x-amz-content-sha256");
-            match chunk_resign::resigner(mode.as_deref(), |name| self.authz_metadata(name)) {
-                Ok(resigner) => {
-                    self.resigner = resigner.map(|r| {
-                        let (path, request_id) = self.path_and_request_id();
-                        (r, path, request_id)
-                    });
-                }
-                Err(error) => {
-                    self.refuse(&error);
-                    return Action::Pause;
-                }
-            }
-        }
-        let now = now_ms(self);
+    fn log_info(&self, message: &str) {
+        log::info!("{message}");
+    }
+
+    fn log_warn(&self, message: &str) {
+        log::warn!("{message}");
+    }
+
+    fn choose(&mut self, class: LatencyClass, now_ms: f64) -> Hint {
         let metrics = &self.metrics;
-        let hint = self
-            .selector
+        self.selector
             .borrow_mut()
-            .choose(LatencyClass::of(self.operation), now, |a| {
-                metrics.endpoint(a).in_flight.get()
-            });
-        match hint.first_address() {
-            Some(first) => {
-                let m = self.metrics.endpoint(first);
-                m.selected.add(1);
-                m.in_flight.add(1);
-            }
-            None => self.metrics.post_unhinted.add(1),
+            .choose(class, now_ms, |a| metrics.endpoint(a).in_flight.get())
+    }
+
+    fn observe(
+        &mut self,
+        address: &str,
+        class: LatencyClass,
+        now_ms: f64,
+        outcome: Outcome,
+    ) -> bool {
+        self.selector
+            .borrow_mut()
+            .observe(address, class, now_ms, outcome)
+    }
+
+    fn grant_mode(&self) -> bool {
+        self.granting.is_some()
+    }
+
+    fn find_grant(&mut self, caller: &Caller, now: u64, date: &str) -> Option<Found> {
+        self.granting.clone()?.find(self, caller, now, date)
+    }
+
+    fn want_refresh(&mut self, caller: &Caller) {
+        if let Some(granting) = &self.granting {
+            granting.cache.borrow_mut().want_refresh(caller);
         }
-        self.first = hint.first;
-        self.sent_ms = now;
-        // Replaces (or removes) any copy that got this far: the hint is trusted routing input.
-        self.set_http_request_header(ENDPOINT_HINT, hint.value.as_deref());
-        Action::Continue
+    }
+
+    fn ask_grant(&mut self, caller: &Caller, date: String) -> Result<(), S3Error> {
+        let granting = self.granting.clone().ok_or_else(|| {
+            S3Error::internal_error("s3mesh asked for a grant without grant mode configured")
+        })?;
+        granting.ask(self, caller, date).map(|_token| ())
+    }
+
+    fn keep_grant(&mut self, caller: Caller, held: Held, json: &[u8], now: u64) {
+        if let Some(granting) = self.granting.clone() {
+            granting.keep(self, caller, held, json, now);
+        }
+    }
+
+    fn count(&self, counter: Counter) {
+        let m = &self.metrics;
+        match counter {
+            Counter::Unhinted => &m.post_unhinted,
+            Counter::DiscoveredEndpoint => &m.discovered_endpoints,
+            Counter::GrantFetched => &m.grants_fetched,
+            Counter::GrantDenied => &m.grant_denied,
+            Counter::GrantFailure => &m.grant_failures,
+        }
+        .add(1);
+    }
+
+    fn count_endpoint(&self, address: &str, counter: EndpointCounter) {
+        let m = self.metrics.endpoint(address);
+        match counter {
+            EndpointCounter::Selected => &m.selected,
+            EndpointCounter::Error => &m.errors,
+            EndpointCounter::Served(route) => m.routes.get(route),
+        }
+        .add(1);
+    }
+
+    fn add_in_flight(&self, address: &str, delta: i64) {
+        self.metrics.endpoint(address).in_flight.add(delta);
+    }
+
+    fn record_ttfb(&self, address: &str, operation: Operation, ms: u64) {
+        self.metrics.endpoint(address).ttfb_ms.record(ms);
+        self.metrics
+            .operation(operation.as_str())
+            .ttfb_ms
+            .record(ms);
     }
 }
 
@@ -241,148 +244,29 @@ impl Context for PostStream {
         body_size: usize,
         _trailers: usize,
     ) {
-        let (Some(caller), Some(granting)) = (self.waiting_for.take(), self.granting.clone())
-        else {
-            return;
-        };
         let now = now_ms(self) as u64;
-        match granting::answer(self, body_size, now) {
-            Ok(Answer::Granted { held, json }) => {
-                self.metrics.grants_fetched.add(1);
-                let grant = Rc::clone(&held.grant);
-                granting.keep(self, caller, held, &json, now);
-                let time = AmzDate::from_unix_seconds(now / 1000);
-                if self.sign_with(&grant, time) && self.route() == Action::Continue {
-                    self.resume_http_request();
-                }
-            }
-            Ok(Answer::Refused(error)) => {
-                self.metrics.grant_denied.add(1);
-                self.refuse(&error);
-            }
-            Err(error) => {
-                self.metrics.grant_failures.add(1);
-                log::warn!("{}", error.message);
-                self.refuse(&error);
-            }
+        let answer = granting::answer(self, body_size, now);
+        if self.step(|flow, host| flow.on_grant_answer(host, answer)) == Step::Continue {
+            self.resume_http_request();
         }
     }
 }
 
 impl HttpContext for PostStream {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let operation = self.get_http_request_header(OPERATION);
-        self.set_http_request_header(OPERATION, None);
-        self.operation = Operation::from_name(operation.as_deref().unwrap_or_default());
-        if let Some(granting) = self.granting.clone() {
-            let caller = self.caller();
-            let now = now_ms(self) as u64;
-            let time = AmzDate::from_unix_seconds(now / 1000);
-            let date = time.date();
-            match granting.find(self, &caller, now, &date) {
-                Some(found) => {
-                    if found.refresh {
-                        granting.cache.borrow_mut().want_refresh(&caller);
-                    }
-                    if !self.sign_with(&found.grant, time) {
-                        return Action::Pause;
-                    }
-                }
-                None => return self.ask_for_grant(&granting, caller, date),
-            }
-        }
-        self.route()
+        action(self.step(|flow, host| flow.on_request_headers(host)))
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        if let Some((mut resigner, path, request_id)) = self.resigner.take() {
-            // Each callback sees the bytes that arrived since the last; they are replaced by
-            // whatever chunks are now complete and re-signed, the rest held until they are.
-            let input = self.get_http_request_body(0, body_size).unwrap_or_default();
-            let mut output = Vec::with_capacity(input.len() + resigner.held());
-            let framed = resigner
-                .push(&input, &mut output)
-                .and_then(|()| match end_of_stream {
-                    true => resigner.finish(),
-                    false => Ok(()),
-                });
-            if let Err(error) = framed {
-                // Answering now resets the upstream request: the store never completes an
-                // object from a half-rewritten body.
-                let error = chunk_resign::framing_error(&error);
-                send_s3_error(self, &error, &path, &request_id);
-                return Action::Pause;
-            }
-            self.set_http_request_body(0, body_size, &output);
-            self.resigner = Some((resigner, path, request_id));
-        }
-        if end_of_stream {
-            self.sent_ms = now_ms(self);
-        }
-        Action::Continue
+        action(self.step(|flow, host| flow.on_request_body(host, body_size, end_of_stream)))
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        self.ttfb_ms = Some(now_ms(self) - self.sent_ms);
-        self.retry_after = self.get_http_response_header("retry-after");
-        self.attempts = self
-            .get_http_response_header("x-envoy-attempt-count")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(1);
-        for name in INTERNAL_RESPONSE {
-            self.set_http_response_header(name, None);
-        }
+        self.step(|flow, host| flow.on_response_headers(host));
         Action::Continue
     }
 
     fn on_log(&mut self) {
-        let first = self.first.as_ref().map(|(a, route)| (a.as_str(), *route));
-        if let Some((first, _)) = first {
-            self.metrics.endpoint(first).in_flight.add(-1);
-        }
-        let upstream = self
-            .get_property(vec!["upstream", "address"])
-            .and_then(|b| String::from_utf8(b).ok())
-            .unwrap_or_default();
-        let now = now_ms(self);
-        let latency = self.ttfb_ms.unwrap_or(now - self.sent_ms);
-        let status = self.property_u64(["response", "code"]);
-        let flags = self.property_u64(["response", "flags"]);
-        let outcome = classify(status, flags, latency, self.retry_after.as_deref());
-        let class = LatencyClass::of(self.operation);
-        let mut selector = self.selector.borrow_mut();
-        if let Some((first, _)) = first.filter(|(f, _)| self.attempts > 1 && *f != upstream) {
-            // The first choice failed and Envoy retried elsewhere.
-            selector.observe(
-                first,
-                class,
-                now,
-                Outcome::Failure {
-                    latency_ms: latency,
-                    retry_after_ms: None,
-                },
-            );
-            self.metrics.endpoint(first).errors.add(1);
-        }
-        if selector.observe(&upstream, class, now, outcome) {
-            self.metrics.discovered_endpoints.add(1);
-        }
-        if upstream.is_empty() {
-            return;
-        }
-        let m = self.metrics.endpoint(&upstream);
-        m.routes.get(Route::of_served(first, &upstream)).add(1);
-        match outcome {
-            Outcome::Failure { .. } => m.errors.add(1),
-            Outcome::Success { latency_ms } => {
-                let ms = latency_ms.max(0.0) as u64;
-                m.ttfb_ms.record(ms);
-                self.metrics
-                    .operation(self.operation.as_str())
-                    .ttfb_ms
-                    .record(ms);
-            }
-            Outcome::NotAttributable => {}
-        }
+        self.step(|flow, host| flow.on_complete(host));
     }
 }

@@ -1,0 +1,103 @@
+//! What role `post` needs from the proxy for one stream: each shell implements [`Host`] with
+//! its own host calls (proxy-wasm's, or Envoy's dynamic-module ABI) and its own storage for the
+//! state streams share (the endpoint selector, grants, metrics).
+
+use s3mesh_s3_request::{Operation, S3Error};
+
+use crate::endpoint::outcome::Outcome;
+use crate::endpoint::{Hint, LatencyClass, Route};
+use crate::grants::{Caller, Found, Held};
+
+/// Counters of role `post` without labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counter {
+    /// A request left to the cluster's fallback policy.
+    Unhinted,
+    /// An endpoint answered that no configuration named.
+    DiscoveredEndpoint,
+    /// A grant arrived from ext-authz.
+    GrantFetched,
+    /// A grant decided against a request.
+    GrantDenied,
+    /// ext-authz could not be asked, or did not answer.
+    GrantFailure,
+}
+
+/// Per-endpoint counters of role `post`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndpointCounter {
+    /// Named first by the filter.
+    Selected,
+    /// Failed a request (as [`Outcome::Failure`] judges).
+    Error,
+    /// Served a request, by how it reached the endpoint.
+    Served(Route),
+}
+
+/// One stream's view of the proxy, for role `post`.
+pub trait Host {
+    /// Wall-clock milliseconds.
+    fn now_ms(&self) -> f64;
+    /// Every request header, pseudo-headers included.
+    fn request_headers(&self) -> Vec<(String, String)>;
+    /// The first value of request header `name`.
+    fn request_header(&self, name: &str) -> Option<String>;
+    /// Sets (`Some`) or removes (`None`) a request header.
+    fn set_request_header(&mut self, name: &str, value: Option<&str>);
+    /// The first value of response header `name`.
+    fn response_header(&self, name: &str) -> Option<String>;
+    /// Removes a response header.
+    fn remove_response_header(&mut self, name: &str);
+    /// The request body bytes this body callback delivers (`size` of them).
+    fn request_body(&self, size: usize) -> Vec<u8>;
+    /// Replaces the `size` bytes this body callback delivered with `bytes`.
+    fn replace_request_body(&mut self, size: usize, bytes: &[u8]);
+    /// Answers the client with `error` as S3 XML; the request goes no further.
+    fn send_s3_error(&mut self, error: &S3Error, path: &str, request_id: &str);
+    /// A string ext_authz left in the stream's dynamic metadata (chunk-signing material).
+    fn authz_metadata(&self, name: &str) -> Option<String>;
+    /// The caller as Envoy saw the connection (peer certificate, source address).
+    fn caller(&self) -> Caller;
+    /// `upstream.address` of the attempt that answered (empty without one).
+    fn upstream_address(&self) -> String;
+    /// `response.code` (0 without a response).
+    fn response_code(&self) -> u64;
+    /// `response.flags`.
+    fn response_flags(&self) -> u64;
+    /// Logs at info level.
+    fn log_info(&self, message: &str);
+    /// Logs at warning level.
+    fn log_warn(&self, message: &str);
+
+    /// The endpoints for a request of `class` (the shared selector's choice).
+    fn choose(&mut self, class: LatencyClass, now_ms: f64) -> Hint;
+    /// Teaches the shared selector; `true` when `address` was new.
+    fn observe(
+        &mut self,
+        address: &str,
+        class: LatencyClass,
+        now_ms: f64,
+        outcome: Outcome,
+    ) -> bool;
+
+    /// Whether grant mode is configured (the filter decides and signs).
+    fn grant_mode(&self) -> bool;
+    /// The caller's usable grant at `now` (ms) for `date` (`YYYYMMDD`), from any worker.
+    fn find_grant(&mut self, caller: &Caller, now: u64, date: &str) -> Option<Found>;
+    /// Marks the caller's grant for renewal in the background.
+    fn want_refresh(&mut self, caller: &Caller);
+    /// Asks ext-authz for the caller's grant; the answer comes to
+    /// [`super::PostFlow::on_grant_answer`].
+    fn ask_grant(&mut self, caller: &Caller, date: String) -> Result<(), S3Error>;
+    /// Keeps a grant from ext-authz (`json` as received) for every worker.
+    fn keep_grant(&mut self, caller: Caller, held: Held, json: &[u8], now: u64);
+
+    /// Adds one to a counter.
+    fn count(&self, counter: Counter);
+    /// Adds one to a per-endpoint counter.
+    fn count_endpoint(&self, address: &str, counter: EndpointCounter);
+    /// Changes the process-wide number of requests in flight to `address`.
+    fn add_in_flight(&self, address: &str, delta: i64);
+    /// Records a time to first byte for the endpoint and the operation.
+    fn record_ttfb(&self, address: &str, operation: Operation, ms: u64);
+}

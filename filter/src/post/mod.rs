@@ -1,0 +1,323 @@
+//! Role `post`, one stream from start to end, whatever shell runs it: in grant mode decides and
+//! signs each request with its caller's grant; names the endpoints for each request and learns
+//! from how it went; re-signs the body of chunk-signed uploads as it streams through. Every
+//! proxy call goes through [`Host`].
+
+mod host;
+
+use s3mesh_access::grant::CompiledGrant;
+use s3mesh_access::request::Request;
+use s3mesh_s3_request::headers::{ENDPOINT_HINT, INTERNAL_RESPONSE, OPERATION};
+use s3mesh_s3_request::{Operation, OperationClass, S3Error};
+use s3mesh_sigv4::aws_chunked::Resigner;
+use s3mesh_sigv4::AmzDate;
+
+use crate::chunk_resign;
+use crate::endpoint::outcome::{classify, Outcome};
+use crate::endpoint::{LatencyClass, Route};
+use crate::grants::{Answer, Caller};
+pub use host::{Counter, EndpointCounter, Host};
+
+/// What the shell tells Envoy after a callback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Let the stream go on.
+    Continue,
+    /// Hold it: waiting for a grant, or answered already.
+    Pause,
+}
+
+/// One stream's state in role `post`.
+#[derive(Debug)]
+pub struct PostFlow {
+    /// The caller whose grant this stream waits for.
+    waiting_for: Option<Caller>,
+    operation: Operation,
+    /// The endpoint named first, whose in-flight count this stream holds, and why it was.
+    first: Option<(String, Route)>,
+    /// When the request was fully handed to the upstream side (headers, or the last body byte).
+    sent_ms: f64,
+    ttfb_ms: Option<f64>,
+    retry_after: Option<String>,
+    attempts: u32,
+    /// For a chunk-signed upload: the body re-signer, and the `:path` and `x-request-id` an
+    /// error names (request headers cannot be read once the body flows).
+    resigner: Option<(Resigner, String, String)>,
+}
+
+impl Default for PostFlow {
+    fn default() -> Self {
+        Self {
+            waiting_for: None,
+            operation: Operation::Unknown,
+            first: None,
+            sent_ms: 0.0,
+            ttfb_ms: None,
+            retry_after: None,
+            attempts: 1,
+            resigner: None,
+        }
+    }
+}
+
+/// `:path` and `x-request-id`, which an error names.
+fn path_and_request_id(host: &impl Host) -> (String, String) {
+    (
+        host.request_header(":path").unwrap_or_default(),
+        host.request_header("x-request-id").unwrap_or_default(),
+    )
+}
+
+/// Answers the client with `error` now.
+fn refuse(host: &mut impl Host, error: &S3Error) {
+    let (path, request_id) = path_and_request_id(host);
+    host.send_s3_error(error, &path, &request_id);
+}
+
+impl PostFlow {
+    /// The request headers arrived (after ext_authz, in the per-request mode).
+    pub fn on_request_headers(&mut self, host: &mut impl Host) -> Step {
+        let operation = host.request_header(OPERATION);
+        host.set_request_header(OPERATION, None);
+        self.operation = Operation::from_name(operation.as_deref().unwrap_or_default());
+        if host.grant_mode() {
+            let caller = host.caller();
+            let now = host.now_ms() as u64;
+            let time = AmzDate::from_unix_seconds(now / 1000);
+            let date = time.date();
+            match host.find_grant(&caller, now, &date) {
+                Some(found) => {
+                    if found.refresh {
+                        host.want_refresh(&caller);
+                    }
+                    if !self.sign_with(host, &found.grant, time) {
+                        return Step::Pause;
+                    }
+                }
+                None => return self.ask_for_grant(host, caller, date),
+            }
+        }
+        self.route(host)
+    }
+
+    /// ext-authz answered the grant call this stream waits for. `Continue`: resume the request.
+    pub fn on_grant_answer(
+        &mut self,
+        host: &mut impl Host,
+        answer: Result<Answer, S3Error>,
+    ) -> Step {
+        let Some(caller) = self.waiting_for.take() else {
+            return Step::Pause;
+        };
+        let now = host.now_ms() as u64;
+        match answer {
+            Ok(Answer::Granted { held, json }) => {
+                host.count(Counter::GrantFetched);
+                let grant = held.grant.clone();
+                host.keep_grant(caller, held, &json, now);
+                let time = AmzDate::from_unix_seconds(now / 1000);
+                if self.sign_with(host, &grant, time) {
+                    return self.route(host);
+                }
+            }
+            Ok(Answer::Refused(error)) => {
+                host.count(Counter::GrantDenied);
+                refuse(host, &error);
+            }
+            Err(error) => {
+                host.count(Counter::GrantFailure);
+                host.log_warn(&error.message);
+                refuse(host, &error);
+            }
+        }
+        Step::Pause
+    }
+
+    /// `size` bytes of request body arrived; `end_of_stream` when they are the last.
+    pub fn on_request_body(
+        &mut self,
+        host: &mut impl Host,
+        size: usize,
+        end_of_stream: bool,
+    ) -> Step {
+        if let Some((mut resigner, path, request_id)) = self.resigner.take() {
+            // Each callback sees the bytes that arrived since the last; they are replaced by
+            // whatever chunks are now complete and re-signed, the rest held until they are.
+            let input = host.request_body(size);
+            let mut output = Vec::with_capacity(input.len() + resigner.held());
+            let framed = resigner
+                .push(&input, &mut output)
+                .and_then(|()| match end_of_stream {
+                    true => resigner.finish(),
+                    false => Ok(()),
+                });
+            if let Err(error) = framed {
+                // Answering now resets the upstream request: the store never completes an
+                // object from a half-rewritten body.
+                let error = chunk_resign::framing_error(&error);
+                host.send_s3_error(&error, &path, &request_id);
+                return Step::Pause;
+            }
+            host.replace_request_body(size, &output);
+            self.resigner = Some((resigner, path, request_id));
+        }
+        if end_of_stream {
+            self.sent_ms = host.now_ms();
+        }
+        Step::Continue
+    }
+
+    /// The response headers arrived: time to first byte, the store's `Retry-After`, Envoy's
+    /// attempt count; headers meant for the filter only are removed.
+    pub fn on_response_headers(&mut self, host: &mut impl Host) {
+        self.ttfb_ms = Some(host.now_ms() - self.sent_ms);
+        self.retry_after = host.response_header("retry-after");
+        self.attempts = host
+            .response_header("x-envoy-attempt-count")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1);
+        for name in INTERNAL_RESPONSE {
+            host.remove_response_header(name);
+        }
+    }
+
+    /// The stream ended: releases its in-flight count and teaches the selector.
+    pub fn on_complete(&mut self, host: &mut impl Host) {
+        let first = self.first.as_ref().map(|(a, route)| (a.as_str(), *route));
+        if let Some((first, _)) = first {
+            host.add_in_flight(first, -1);
+        }
+        let upstream = host.upstream_address();
+        let now = host.now_ms();
+        let latency = self.ttfb_ms.unwrap_or(now - self.sent_ms);
+        let outcome = classify(
+            host.response_code(),
+            host.response_flags(),
+            latency,
+            self.retry_after.as_deref(),
+        );
+        let class = LatencyClass::of(self.operation);
+        if let Some((first, _)) = first.filter(|(f, _)| self.attempts > 1 && *f != upstream) {
+            // The first choice failed and Envoy retried elsewhere.
+            let failed = Outcome::Failure {
+                latency_ms: latency,
+                retry_after_ms: None,
+            };
+            host.observe(first, class, now, failed);
+            host.count_endpoint(first, EndpointCounter::Error);
+        }
+        if host.observe(&upstream, class, now, outcome) {
+            host.count(Counter::DiscoveredEndpoint);
+        }
+        if upstream.is_empty() {
+            return;
+        }
+        let route = Route::of_served(first, &upstream);
+        host.count_endpoint(&upstream, EndpointCounter::Served(route));
+        match outcome {
+            Outcome::Failure { .. } => host.count_endpoint(&upstream, EndpointCounter::Error),
+            Outcome::Success { latency_ms } => {
+                host.record_ttfb(&upstream, self.operation, latency_ms.max(0.0) as u64);
+            }
+            Outcome::NotAttributable => {}
+        }
+    }
+
+    /// Asks ext-authz for `caller`'s grant; the request waits.
+    fn ask_for_grant(&mut self, host: &mut impl Host, caller: Caller, date: String) -> Step {
+        match host.ask_grant(&caller, date) {
+            Ok(()) => self.waiting_for = Some(caller),
+            Err(error) => {
+                host.count(Counter::GrantFailure);
+                host.log_warn(&error.message);
+                refuse(host, &error);
+            }
+        }
+        Step::Pause
+    }
+
+    /// Decides on the request with `grant` and, when allowed, signs it at `time`. `false`:
+    /// refused, and the client has its answer.
+    fn sign_with(&mut self, host: &mut impl Host, grant: &CompiledGrant, time: AmzDate) -> bool {
+        let headers = host.request_headers();
+        let get = |name: &str| crate::pre::header(&headers, name).unwrap_or_default();
+        let pairs: Vec<(&str, &str)> = headers
+            .iter()
+            .filter(|(n, _)| !n.starts_with(':'))
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        let request = Request {
+            method: get(":method"),
+            host: get(":authority"),
+            path: get(":path"),
+            headers: &pairs,
+        };
+        match grant.decide(&request, time) {
+            Ok(allowed) => {
+                let signed = allowed.signed;
+                for (name, value) in &signed.changes.set {
+                    host.set_request_header(name, Some(value));
+                }
+                for name in &signed.changes.remove {
+                    host.set_request_header(name, None);
+                }
+                if let Some(signing) = &signed.chunk_signing {
+                    let mode = request.header("x-amz-content-sha256");
+                    self.resigner = chunk_resign::own_resigner(mode, signing)
+                        .map(|r| (r, get(":path").to_owned(), get("x-request-id").to_owned()));
+                }
+                true
+            }
+            Err(refused) => {
+                host.count(Counter::GrantDenied);
+                host.log_info(&format!(
+                    "denied: request {} identity {} operation {}: {}",
+                    get("x-request-id"),
+                    grant.identity(),
+                    refused.operation.unwrap_or("-"),
+                    refused.error.message
+                ));
+                host.send_s3_error(&refused.error, get(":path"), get("x-request-id"));
+                false
+            }
+        }
+    }
+
+    /// After authorization: the chunk re-signer when ext_authz signed, then the endpoint hint.
+    fn route(&mut self, host: &mut impl Host) -> Step {
+        // Reads and listings carry no body: no chunk signatures to re-sign.
+        let bodiless = matches!(
+            self.operation.class(),
+            Some(OperationClass::Read | OperationClass::List)
+        );
+        if !host.grant_mode() && !bodiless {
+            let mode = host.request_header("x-amz-content-sha256");
+            match chunk_resign::resigner(mode.as_deref(), |name| host.authz_metadata(name)) {
+                Ok(resigner) => {
+                    self.resigner = resigner.map(|r| {
+                        let (path, request_id) = path_and_request_id(host);
+                        (r, path, request_id)
+                    });
+                }
+                Err(error) => {
+                    refuse(host, &error);
+                    return Step::Pause;
+                }
+            }
+        }
+        let now = host.now_ms();
+        let hint = host.choose(LatencyClass::of(self.operation), now);
+        match hint.first_address() {
+            Some(first) => {
+                host.count_endpoint(first, EndpointCounter::Selected);
+                host.add_in_flight(first, 1);
+            }
+            None => host.count(Counter::Unhinted),
+        }
+        self.first = hint.first;
+        self.sent_ms = now;
+        // Replaces (or removes) any copy that got this far: the hint is trusted routing input.
+        host.set_request_header(ENDPOINT_HINT, hint.value.as_deref());
+        Step::Continue
+    }
+}

@@ -1,0 +1,121 @@
+//! Grant mode's hooks: ext-authz's answer to a stream waiting for its grant, and renewal on
+//! Envoy's main thread.
+
+use std::ffi::c_void;
+
+use s3mesh_filter::post::Step;
+
+use super::{barrier, filter, refuse_after_panic, Config};
+use crate::abi::{ConfigEnvoyPtr, EnvoyBuffer, EnvoyHeader, FilterEnvoyPtr};
+use crate::granting;
+use crate::host::Stream;
+use crate::metrics::count_in_config;
+use crate::post::wall_clock_ms;
+
+/// ext-authz answered the grant call a stream waits for.
+///
+/// # Safety
+/// Envoy passes the pointers of a live stream and the answer's, valid during this hook.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)] // Envoy's hook signature
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
+    filter_envoy: FilterEnvoyPtr,
+    filter_module: *mut c_void,
+    _callout_id: u64,
+    result: u32,
+    headers: *const EnvoyHeader,
+    headers_len: usize,
+    body: *const EnvoyBuffer,
+    body_len: usize,
+) {
+    barrier(
+        || {
+            let now = wall_clock_ms() as u64;
+            // SAFETY: per this hook's contract.
+            let answer =
+                unsafe { granting::answer(result, headers, headers_len, body, body_len, now) };
+            // SAFETY: per this hook's contract.
+            let Some(filter) = (unsafe { filter(filter_module) }) else {
+                return;
+            };
+            let step = filter.post(filter_envoy, |flow, host| {
+                flow.on_grant_answer(host, answer)
+            });
+            if step == Some(Step::Continue) {
+                // SAFETY: this hook received `filter_envoy`.
+                unsafe { Stream::new(filter_envoy) }.continue_decoding();
+            }
+        },
+        || refuse_after_panic(filter_envoy),
+    );
+}
+
+/// Main thread: streams queued grants for renewal.
+///
+/// # Safety
+/// Envoy passes the configuration's pointers.
+#[no_mangle]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_scheduled(
+    config_envoy: ConfigEnvoyPtr,
+    config_module: *const c_void,
+    _event_id: u64,
+) {
+    barrier(
+        || {
+            // SAFETY: per this hook's contract, `config_module` came from `config_new`.
+            if let Some(Config::Post(post)) = unsafe { config_module.cast::<Config>().as_ref() } {
+                if let Some(granting) = &post.granting {
+                    // SAFETY: the configuration's pointer, on the main thread.
+                    unsafe { granting.renew(config_envoy, wall_clock_ms() as u64) };
+                }
+            }
+        },
+        || (),
+    );
+}
+
+/// Main thread: ext-authz answered a renewal.
+///
+/// # Safety
+/// Envoy passes the configuration's pointers and the answer's, valid during this hook.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)] // Envoy's hook signature
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_http_callout_done(
+    config_envoy: ConfigEnvoyPtr,
+    config_module: *const c_void,
+    callout_id: u64,
+    result: u32,
+    headers: *const EnvoyHeader,
+    headers_len: usize,
+    body: *const EnvoyBuffer,
+    body_len: usize,
+) {
+    barrier(
+        || {
+            // SAFETY: per this hook's contract, `config_module` came from `config_new`.
+            let Some(Config::Post(post)) = (unsafe { config_module.cast::<Config>().as_ref() })
+            else {
+                return;
+            };
+            let Some(granting) = &post.granting else {
+                return;
+            };
+            let now = wall_clock_ms() as u64;
+            // SAFETY: per this hook's contract.
+            let answer =
+                unsafe { granting::answer(result, headers, headers_len, body, body_len, now) };
+            let failed = answer.is_err();
+            let m = &post.metrics;
+            // SAFETY: the configuration's pointer, in its hook.
+            unsafe {
+                if granting.renewed(callout_id, answer, now) {
+                    count_in_config(config_envoy, m.grants_fetched, 1);
+                    count_in_config(config_envoy, m.grants_renewed, 1);
+                } else if failed {
+                    count_in_config(config_envoy, m.grant_failures, 1);
+                }
+            }
+        },
+        || (),
+    );
+}

@@ -1,0 +1,303 @@
+//! Safe calls into Envoy for one stream: the only place that dereferences what Envoy hands out.
+
+use s3mesh_s3_request::S3Error;
+
+use crate::abi::{self, EnvoyBuffer, EnvoyHeader, FilterEnvoyPtr, ModuleBuffer, ModuleHeader};
+use crate::granting::GrantCall;
+use crate::metrics::Metric;
+
+/// The signature shared by Envoy's metric update callbacks.
+type MetricUpdate =
+    unsafe extern "C" fn(FilterEnvoyPtr, usize, *const ModuleBuffer, usize, u64) -> u32;
+
+/// Envoy's side of one stream, valid for the duration of the hook that received it.
+pub struct Stream(FilterEnvoyPtr);
+
+impl Stream {
+    /// # Safety
+    /// `ptr` is the `filter_envoy_ptr` of the hook being run.
+    pub unsafe fn new(ptr: FilterEnvoyPtr) -> Self {
+        Self(ptr)
+    }
+
+    /// Every request header, pseudo-headers included, in Envoy's order.
+    pub fn request_headers(&self) -> Vec<(String, String)> {
+        self.headers(abi::header_type::REQUEST)
+    }
+
+    fn headers(&self, kind: u32) -> Vec<(String, String)> {
+        // SAFETY: `self.0` is live for this hook; Envoy fills at most `size` entries, and the
+        // bytes are copied before the hook returns.
+        unsafe {
+            let size = abi::envoy_dynamic_module_callback_http_get_headers_size(self.0, kind);
+            let mut raw = vec![
+                EnvoyHeader {
+                    key: EnvoyBuffer::EMPTY,
+                    value: EnvoyBuffer::EMPTY,
+                };
+                size
+            ];
+            if size == 0
+                || !abi::envoy_dynamic_module_callback_http_get_headers(
+                    self.0,
+                    kind,
+                    raw.as_mut_ptr(),
+                )
+            {
+                return Vec::new();
+            }
+            raw.iter()
+                .map(|h| {
+                    (
+                        String::from_utf8_lossy(h.key.bytes()).into_owned(),
+                        String::from_utf8_lossy(h.value.bytes()).into_owned(),
+                    )
+                })
+                .collect()
+        }
+    }
+
+    /// Sets (`Some`) or removes (`None`) a request header.
+    pub fn set_request_header(&self, name: &str, value: Option<&str>) {
+        self.set_header(abi::header_type::REQUEST, name, value);
+    }
+
+    /// Removes a response header.
+    pub fn remove_response_header(&self, name: &str) {
+        self.set_header(abi::header_type::RESPONSE, name, None);
+    }
+
+    fn set_header(&self, kind: u32, name: &str, value: Option<&str>) {
+        let value = value.map_or(ModuleBuffer::NULL, ModuleBuffer::from);
+        // SAFETY: the buffers outlive the call; Envoy copies them.
+        unsafe {
+            abi::envoy_dynamic_module_callback_http_set_header(self.0, kind, name.into(), value);
+        }
+    }
+
+    /// The first value of request header `name`.
+    pub fn request_header(&self, name: &str) -> Option<String> {
+        self.header(abi::header_type::REQUEST, name)
+    }
+
+    /// The first value of response header `name`.
+    pub fn response_header(&self, name: &str) -> Option<String> {
+        self.header(abi::header_type::RESPONSE, name)
+    }
+
+    fn header(&self, kind: u32, name: &str) -> Option<String> {
+        let mut value = EnvoyBuffer::EMPTY;
+        let mut count = 0usize;
+        // SAFETY: `value` and `count` are written before the call returns; the bytes are copied
+        // before this hook ends.
+        unsafe {
+            abi::envoy_dynamic_module_callback_http_get_header(
+                self.0,
+                kind,
+                name.into(),
+                &mut value,
+                0,
+                &mut count,
+            )
+            .then(|| String::from_utf8_lossy(value.bytes()).into_owned())
+        }
+    }
+
+    /// The bytes the current request body callback delivered, copied out of Envoy's slices.
+    pub fn received_body(&self) -> Vec<u8> {
+        let kind = abi::RECEIVED_REQUEST_BODY;
+        // SAFETY: Envoy fills at most `n` slices, readable during this hook; they are copied.
+        unsafe {
+            let n = abi::envoy_dynamic_module_callback_http_get_body_chunks_size(self.0, kind);
+            let mut slices = vec![EnvoyBuffer::EMPTY; n];
+            if n == 0
+                || !abi::envoy_dynamic_module_callback_http_get_body_chunks(
+                    self.0,
+                    kind,
+                    slices.as_mut_ptr(),
+                )
+            {
+                return Vec::new();
+            }
+            slices.iter().flat_map(|s| s.bytes()).copied().collect()
+        }
+    }
+
+    /// Size of what the current request body callback delivered.
+    pub fn received_body_size(&self) -> usize {
+        // SAFETY: a plain query on the live stream.
+        unsafe {
+            abi::envoy_dynamic_module_callback_http_get_body_size(
+                self.0,
+                abi::RECEIVED_REQUEST_BODY,
+            )
+        }
+    }
+
+    /// Replaces the first `size` bytes the current body callback delivered with `bytes`.
+    pub fn replace_received_body(&self, size: usize, bytes: &[u8]) {
+        let kind = abi::RECEIVED_REQUEST_BODY;
+        // SAFETY: `bytes` outlives the call; Envoy copies it.
+        unsafe {
+            abi::envoy_dynamic_module_callback_http_drain_body(self.0, kind, size);
+            abi::envoy_dynamic_module_callback_http_append_body(self.0, kind, bytes.into());
+        }
+    }
+
+    /// A string in the stream's dynamic metadata.
+    pub fn dynamic_metadata(&self, namespace: &str, key: &str) -> Option<String> {
+        let mut value = EnvoyBuffer::EMPTY;
+        let length: *mut usize = &mut value.length;
+        // SAFETY: both result pointers aim into `value` (see the declaration); the bytes are
+        // copied before this hook ends.
+        unsafe {
+            abi::envoy_dynamic_module_callback_http_get_metadata_string(
+                self.0,
+                abi::DYNAMIC_METADATA,
+                namespace.into(),
+                key.into(),
+                &mut value,
+                length,
+            )
+            .then(|| String::from_utf8_lossy(value.bytes()).into_owned())
+        }
+    }
+
+    /// A string attribute; absent or empty is `None`.
+    pub fn attribute_text(&self, id: u32) -> Option<String> {
+        let mut value = EnvoyBuffer::EMPTY;
+        let length: *mut usize = &mut value.length;
+        // SAFETY: as for `dynamic_metadata`.
+        unsafe {
+            abi::envoy_dynamic_module_callback_http_filter_get_attribute_string(
+                self.0, id, &mut value, length,
+            )
+            .then(|| String::from_utf8_lossy(value.bytes()).into_owned())
+            .filter(|s| !s.is_empty())
+        }
+    }
+
+    /// A boolean attribute; absent is `false`.
+    pub fn attribute_bool(&self, id: u32) -> bool {
+        let mut value = false;
+        // SAFETY: `value` is written before the call returns.
+        let found = unsafe {
+            abi::envoy_dynamic_module_callback_http_filter_get_attribute_bool(
+                self.0, id, &mut value,
+            )
+        };
+        found && value
+    }
+
+    /// Sends `call` to `cluster` for this stream; the callout's id, or Envoy's init result.
+    pub fn callout(&self, cluster: &str, call: &GrantCall, timeout_ms: u64) -> Result<u64, u32> {
+        let mut id = 0u64;
+        let headers = call.headers();
+        // SAFETY: every buffer outlives the call; Envoy copies them.
+        let result = unsafe {
+            abi::envoy_dynamic_module_callback_http_filter_http_callout(
+                self.0,
+                &mut id,
+                cluster.into(),
+                headers.as_ptr(),
+                headers.len(),
+                call.body.as_slice().into(),
+                timeout_ms,
+            )
+        };
+        match result {
+            abi::CALLOUT_SUCCESS => Ok(id),
+            failed => Err(failed),
+        }
+    }
+
+    /// Resumes the request a hook stopped.
+    pub fn continue_decoding(&self) {
+        // SAFETY: a plain call on the live stream.
+        unsafe { abi::envoy_dynamic_module_callback_http_filter_continue_decoding(self.0) }
+    }
+
+    /// An integer attribute; absent is 0.
+    pub fn attribute_u64(&self, id: u32) -> u64 {
+        let mut value = 0u64;
+        // SAFETY: `value` is written before the call returns.
+        let found = unsafe {
+            abi::envoy_dynamic_module_callback_http_filter_get_attribute_int(self.0, id, &mut value)
+        };
+        if found {
+            value
+        } else {
+            0
+        }
+    }
+
+    /// Answers the client with `error` as S3 XML; the request goes no further.
+    pub fn send_s3_error(&self, error: &S3Error, path: &str, request_id: &str) {
+        let resource = path.split('?').next().unwrap_or_default();
+        let body = error.to_xml(resource, request_id);
+        let headers = [
+            ModuleHeader {
+                key: "content-type".into(),
+                value: "application/xml".into(),
+            },
+            ModuleHeader {
+                key: "x-amz-request-id".into(),
+                value: request_id.into(),
+            },
+        ];
+        // SAFETY: every buffer outlives the call; Envoy copies them.
+        unsafe {
+            abi::envoy_dynamic_module_callback_http_send_response(
+                self.0,
+                u32::from(error.status),
+                headers.as_ptr(),
+                headers.len(),
+                body.as_bytes().into(),
+                "s3mesh_refused".into(),
+            );
+        }
+    }
+
+    /// Adds `by` to counter `id` with `labels` (their count must match the definition).
+    pub fn count(&self, id: Metric, labels: &[&str], by: u64) {
+        self.update(
+            abi::envoy_dynamic_module_callback_http_filter_increment_counter,
+            id,
+            labels,
+            by,
+        );
+    }
+
+    /// Raises (`delta` > 0) or lowers gauge `id`.
+    pub fn add_to_gauge(&self, id: Metric, labels: &[&str], delta: i64) {
+        let update = match delta >= 0 {
+            true => abi::envoy_dynamic_module_callback_http_filter_increment_gauge,
+            false => abi::envoy_dynamic_module_callback_http_filter_decrement_gauge,
+        };
+        self.update(update, id, labels, delta.unsigned_abs());
+    }
+
+    /// Records `value` in histogram `id`.
+    pub fn record(&self, id: Metric, labels: &[&str], value: u64) {
+        let record = abi::envoy_dynamic_module_callback_http_filter_record_histogram_value;
+        self.update(record, id, labels, value);
+    }
+
+    fn update(&self, call: MetricUpdate, id: Metric, labels: &[&str], value: u64) {
+        let Some(id) = id else {
+            return;
+        };
+        let labels: Vec<ModuleBuffer> = labels.iter().map(|l| (*l).into()).collect();
+        // SAFETY: the label buffers outlive the call. A refused update is ignored: stats must
+        // never fail a request.
+        unsafe {
+            call(self.0, id, labels.as_ptr(), labels.len(), value);
+        }
+    }
+}
+
+/// Logs through Envoy's `dynamic_modules` logger.
+pub fn log(level: u32, message: &str) {
+    // SAFETY: the buffer outlives the call.
+    unsafe { abi::envoy_dynamic_module_callback_log(level, message.into()) }
+}

@@ -1,0 +1,189 @@
+//! Envoy stats of the native filter, defined once per configuration with real labels (the
+//! wasm shell has to encode labels in the name and extract them with `stats_tags`). Names and
+//! labels are the wasm shell's, in the `s3mesh` namespace the filter configuration's
+//! `metrics_namespace` sets: `s3mesh.pre_rejected_total` in `/stats`,
+//! `envoy_s3mesh_pre_rejected_total{…}` in `/stats/prometheus` (Envoy prefixes dynamic-module
+//! stats with `envoy_`; wasm stats lose their `wasmcustom.` and are `s3mesh_…`).
+
+use s3mesh_filter::endpoint::Route;
+
+use crate::abi::{self, ConfigEnvoyPtr, ModuleBuffer};
+
+/// A metric's handle; `None` when Envoy refused to define it (updates are then skipped: stats
+/// must never fail a request).
+pub type Metric = Option<usize>;
+
+/// Signature of Envoy's `define_counter`/`define_gauge`/`define_histogram`.
+type Define = unsafe extern "C" fn(
+    ConfigEnvoyPtr,
+    ModuleBuffer,
+    *const ModuleBuffer,
+    usize,
+    *mut usize,
+) -> u32;
+
+/// Adds `by` to counter `id` outside any stream (renewals on the main thread).
+///
+/// # Safety
+/// `config` is the configuration's Envoy pointer, in one of its hooks.
+pub unsafe fn count_in_config(config: ConfigEnvoyPtr, id: Metric, by: u64) {
+    if let Some(id) = id {
+        // SAFETY: per the contract above; no labels.
+        unsafe {
+            abi::envoy_dynamic_module_callback_http_filter_config_increment_counter(
+                config,
+                id,
+                std::ptr::null(),
+                0,
+                by,
+            );
+        }
+    }
+}
+
+/// Signature of Envoy's config-level metric updates.
+type Update = unsafe extern "C" fn(ConfigEnvoyPtr, usize, *const ModuleBuffer, usize, u64) -> u32;
+
+/// Defines metrics of one configuration.
+pub struct Definer(ConfigEnvoyPtr);
+
+impl Definer {
+    /// # Safety
+    /// `config` is the `filter_config_envoy_ptr` of the `config_new` hook being run, and the
+    /// definer is used only during that hook.
+    pub unsafe fn new(config: ConfigEnvoyPtr) -> Self {
+        Self(config)
+    }
+
+    pub fn counter(&self, name: &str, labels: &[&str]) -> Metric {
+        self.define(
+            abi::envoy_dynamic_module_callback_http_filter_config_define_counter,
+            name,
+            labels,
+        )
+    }
+
+    pub fn gauge(&self, name: &str, labels: &[&str]) -> Metric {
+        self.define(
+            abi::envoy_dynamic_module_callback_http_filter_config_define_gauge,
+            name,
+            labels,
+        )
+    }
+
+    pub fn histogram(&self, name: &str, labels: &[&str]) -> Metric {
+        self.define(
+            abi::envoy_dynamic_module_callback_http_filter_config_define_histogram,
+            name,
+            labels,
+        )
+    }
+
+    /// Creates the series of counter `id` for `labels` at 0, so that it is scraped before the
+    /// first request counts in it (as the wasm shell's are).
+    pub fn zero_counter(&self, id: Metric, labels: &[&str]) {
+        self.zero(
+            abi::envoy_dynamic_module_callback_http_filter_config_increment_counter,
+            id,
+            labels,
+        );
+    }
+
+    /// As [`Self::zero_counter`], for a gauge.
+    pub fn zero_gauge(&self, id: Metric, labels: &[&str]) {
+        self.zero(
+            abi::envoy_dynamic_module_callback_http_filter_config_increment_gauge,
+            id,
+            labels,
+        );
+    }
+
+    fn zero(&self, add: Update, id: Metric, labels: &[&str]) {
+        let Some(id) = id else {
+            return;
+        };
+        let labels: Vec<ModuleBuffer> = labels.iter().map(|l| (*l).into()).collect();
+        // SAFETY: per `new`; the buffers outlive the call.
+        unsafe {
+            add(self.0, id, labels.as_ptr(), labels.len(), 0);
+        }
+    }
+
+    fn define(&self, define: Define, name: &str, labels: &[&str]) -> Metric {
+        let labels: Vec<ModuleBuffer> = labels.iter().map(|l| (*l).into()).collect();
+        let mut id = 0usize;
+        // SAFETY: per `new`; the buffers outlive the call and `id` is written before it returns.
+        let result = unsafe { define(self.0, name.into(), labels.as_ptr(), labels.len(), &mut id) };
+        (result == abi::METRICS_SUCCESS).then_some(id)
+    }
+}
+
+/// The metrics of role `pre`.
+pub struct PreMetrics {
+    pub rejected: Metric,
+    pub stripped_headers: Metric,
+    /// Labelled by `s3_operation`.
+    pub operation_requests: Metric,
+}
+
+impl PreMetrics {
+    pub fn define(d: &Definer) -> Self {
+        Self {
+            rejected: d.counter("pre_rejected_total", &[]),
+            stripped_headers: d.counter("pre_stripped_headers_total", &[]),
+            operation_requests: d.counter("operation_requests_total", &["s3_operation"]),
+        }
+    }
+}
+
+/// The metrics of role `post`.
+pub struct PostMetrics {
+    pub unhinted: Metric,
+    pub discovered_endpoints: Metric,
+    pub grants_fetched: Metric,
+    pub grants_renewed: Metric,
+    pub grant_failures: Metric,
+    pub grant_denied: Metric,
+    /// Labelled by `s3_endpoint`.
+    pub endpoint_selected: Metric,
+    /// Labelled by `s3_endpoint`.
+    pub endpoint_errors: Metric,
+    /// Labelled by `s3_endpoint`.
+    pub endpoint_in_flight: Metric,
+    /// Labelled by `s3_endpoint`.
+    pub endpoint_ttfb_ms: Metric,
+    /// Labelled by `s3_endpoint`, `s3_route`.
+    pub endpoint_requests: Metric,
+    /// Labelled by `s3_operation`.
+    pub operation_ttfb_ms: Metric,
+}
+
+impl PostMetrics {
+    /// Defines the metrics, with the per-endpoint series of every configured endpoint at 0.
+    pub fn define<'a>(d: &Definer, endpoints: impl IntoIterator<Item = &'a str>) -> Self {
+        let endpoint = ["s3_endpoint"];
+        let metrics = Self {
+            unhinted: d.counter("post_unhinted_total", &[]),
+            discovered_endpoints: d.counter("endpoints_discovered_total", &[]),
+            grants_fetched: d.counter("grants_fetched_total", &[]),
+            grants_renewed: d.counter("grants_renewed_total", &[]),
+            grant_failures: d.counter("grant_failures_total", &[]),
+            grant_denied: d.counter("grant_denied_total", &[]),
+            endpoint_selected: d.counter("endpoint_selected_total", &endpoint),
+            endpoint_errors: d.counter("endpoint_errors_total", &endpoint),
+            endpoint_in_flight: d.gauge("endpoint_in_flight", &endpoint),
+            endpoint_ttfb_ms: d.histogram("endpoint_ttfb_ms", &endpoint),
+            endpoint_requests: d.counter("endpoint_requests_total", &["s3_endpoint", "s3_route"]),
+            operation_ttfb_ms: d.histogram("operation_ttfb_ms", &["s3_operation"]),
+        };
+        for address in endpoints {
+            d.zero_counter(metrics.endpoint_selected, &[address]);
+            d.zero_counter(metrics.endpoint_errors, &[address]);
+            d.zero_gauge(metrics.endpoint_in_flight, &[address]);
+            for route in Route::ALL {
+                d.zero_counter(metrics.endpoint_requests, &[address, route.as_str()]);
+            }
+        }
+        metrics
+    }
+}

@@ -1,0 +1,266 @@
+//! Role `post` in Envoy: [`s3mesh_filter::post::PostFlow`] run with the dynamic-module ABI.
+//!
+//! Unlike the wasm shell, whose every worker has its own VM and so its own latency estimates,
+//! one selector and one set of in-flight counts serve the whole process (all workers, behind
+//! one lock held only for a choice, an observation or a count); so does one grant cache
+//! ([`crate::granting`]).
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use s3mesh_filter::config::PostConfig;
+use s3mesh_filter::endpoint::outcome::Outcome;
+use s3mesh_filter::endpoint::{Hint, LatencyClass, Selector};
+use s3mesh_filter::grants::{Caller, Found, Held};
+use s3mesh_filter::post::{Counter, EndpointCounter, Host};
+use s3mesh_s3_request::{chunk_signing, Operation, S3Error};
+
+use crate::abi::{attribute, log_level, ConfigEnvoyPtr};
+use crate::granting::{self, Granting};
+use crate::host::{log, Stream};
+use crate::metrics::{Definer, PostMetrics};
+
+/// What every stream of one `post` configuration shares.
+struct Shared {
+    selector: Selector,
+    /// Requests in flight per endpoint, process-wide.
+    in_flight: HashMap<String, u64>,
+}
+
+/// Role `post` of one configuration.
+pub struct Post {
+    shared: Mutex<Shared>,
+    /// Grant mode; `None` when ext_authz runs before `post` and signs.
+    pub granting: Option<Granting>,
+    pub metrics: PostMetrics,
+}
+
+impl Post {
+    /// # Safety
+    /// `config_envoy` is the configuration being created in `config_new`, `metrics` its definer.
+    pub unsafe fn new(
+        config: &PostConfig,
+        config_envoy: ConfigEnvoyPtr,
+        metrics: &Definer,
+    ) -> Self {
+        let seed = wall_clock_ms().to_bits() ^ u64::from(std::process::id()).rotate_left(32);
+        let selector = Selector::new(config, seed);
+        let metrics = PostMetrics::define(metrics, selector.addresses());
+        let granting = config.grants.clone().map(|grants| {
+            // SAFETY: passed on from the caller.
+            unsafe { Granting::new(grants, config_envoy) }
+        });
+        Self {
+            shared: Mutex::new(Shared {
+                selector,
+                in_flight: HashMap::new(),
+            }),
+            granting,
+            metrics,
+        }
+    }
+
+    /// The shared state. A panic while it was held (caught by the hook's barrier) leaves
+    /// estimates that are still numbers: carry on with them rather than fail every request.
+    fn shared(&self) -> MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Wall-clock milliseconds (grants carry dates; latencies are differences).
+pub fn wall_clock_ms() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+}
+
+/// One stream of role `post` as the flow's [`Host`].
+pub struct PostHost<'a> {
+    pub stream: Stream,
+    pub post: &'a Post,
+}
+
+impl PostHost<'_> {
+    /// A string attribute of the connection, absent or empty as `None`.
+    fn text(&self, id: u32) -> Option<String> {
+        self.stream.attribute_text(id)
+    }
+}
+
+impl Host for PostHost<'_> {
+    fn now_ms(&self) -> f64 {
+        wall_clock_ms()
+    }
+
+    fn request_headers(&self) -> Vec<(String, String)> {
+        self.stream.request_headers()
+    }
+
+    fn request_header(&self, name: &str) -> Option<String> {
+        self.stream.request_header(name)
+    }
+
+    fn set_request_header(&mut self, name: &str, value: Option<&str>) {
+        self.stream.set_request_header(name, value);
+    }
+
+    fn response_header(&self, name: &str) -> Option<String> {
+        self.stream.response_header(name)
+    }
+
+    fn remove_response_header(&mut self, name: &str) {
+        self.stream.remove_response_header(name);
+    }
+
+    fn request_body(&self, _size: usize) -> Vec<u8> {
+        self.stream.received_body()
+    }
+
+    fn replace_request_body(&mut self, size: usize, bytes: &[u8]) {
+        self.stream.replace_received_body(size, bytes);
+    }
+
+    fn send_s3_error(&mut self, error: &S3Error, path: &str, request_id: &str) {
+        self.stream.send_s3_error(error, path, request_id);
+    }
+
+    fn authz_metadata(&self, name: &str) -> Option<String> {
+        self.stream.dynamic_metadata(chunk_signing::NAMESPACE, name)
+    }
+
+    /// The peer certificate's principal the way ext_authz names it (URI SAN, else DNS SAN,
+    /// else subject), and the source address.
+    fn caller(&self) -> Caller {
+        let principal = self
+            .stream
+            .attribute_bool(attribute::CONNECTION_MTLS)
+            .then(|| {
+                self.text(attribute::URI_SAN_PEER_CERTIFICATE)
+                    .or_else(|| self.text(attribute::DNS_SAN_PEER_CERTIFICATE))
+                    .or_else(|| self.text(attribute::SUBJECT_PEER_CERTIFICATE))
+            })
+            .flatten();
+        Caller::new(principal, self.text(attribute::SOURCE_ADDRESS).as_deref())
+    }
+
+    fn upstream_address(&self) -> String {
+        self.stream
+            .attribute_text(attribute::UPSTREAM_ADDRESS)
+            .unwrap_or_default()
+    }
+
+    fn response_code(&self) -> u64 {
+        self.stream.attribute_u64(attribute::RESPONSE_CODE)
+    }
+
+    fn response_flags(&self) -> u64 {
+        self.stream.attribute_u64(attribute::RESPONSE_FLAGS)
+    }
+
+    fn log_info(&self, message: &str) {
+        log(log_level::INFO, message);
+    }
+
+    fn log_warn(&self, message: &str) {
+        log(log_level::WARN, message);
+    }
+
+    fn choose(&mut self, class: LatencyClass, now_ms: f64) -> Hint {
+        let shared = &mut *self.post.shared();
+        let in_flight = &shared.in_flight;
+        shared
+            .selector
+            .choose(class, now_ms, |a| in_flight.get(a).copied().unwrap_or(0))
+    }
+
+    fn observe(
+        &mut self,
+        address: &str,
+        class: LatencyClass,
+        now_ms: f64,
+        outcome: Outcome,
+    ) -> bool {
+        self.post
+            .shared()
+            .selector
+            .observe(address, class, now_ms, outcome)
+    }
+
+    fn grant_mode(&self) -> bool {
+        self.post.granting.is_some()
+    }
+
+    fn find_grant(&mut self, caller: &Caller, now: u64, date: &str) -> Option<Found> {
+        self.post.granting.as_ref()?.cache().get(caller, now, date)
+    }
+
+    fn want_refresh(&mut self, caller: &Caller) {
+        if let Some(granting) = &self.post.granting {
+            granting.want_refresh(caller);
+        }
+    }
+
+    fn ask_grant(&mut self, caller: &Caller, date: String) -> Result<(), S3Error> {
+        let granting = self.post.granting.as_ref().ok_or_else(|| {
+            S3Error::internal_error("s3mesh asked for a grant without grant mode configured")
+        })?;
+        let call = granting.call(caller, date);
+        let config = &granting.config;
+        self.stream
+            .callout(&config.cluster, &call, config.timeout_ms)
+            .map(|_id| ())
+            .map_err(|result| granting::cannot_ask(config, result))
+    }
+
+    fn keep_grant(&mut self, caller: Caller, held: Held, _json: &[u8], now: u64) {
+        if let Some(granting) = &self.post.granting {
+            granting.cache().insert(caller, held, now);
+        }
+    }
+
+    fn count(&self, counter: Counter) {
+        let m = &self.post.metrics;
+        let metric = match counter {
+            Counter::Unhinted => m.unhinted,
+            Counter::DiscoveredEndpoint => m.discovered_endpoints,
+            Counter::GrantFetched => m.grants_fetched,
+            Counter::GrantDenied => m.grant_denied,
+            Counter::GrantFailure => m.grant_failures,
+        };
+        self.stream.count(metric, &[], 1);
+    }
+
+    fn count_endpoint(&self, address: &str, counter: EndpointCounter) {
+        let m = &self.post.metrics;
+        match counter {
+            EndpointCounter::Selected => self.stream.count(m.endpoint_selected, &[address], 1),
+            EndpointCounter::Error => self.stream.count(m.endpoint_errors, &[address], 1),
+            EndpointCounter::Served(route) => {
+                self.stream
+                    .count(m.endpoint_requests, &[address, route.as_str()], 1);
+            }
+        }
+    }
+
+    fn add_in_flight(&self, address: &str, delta: i64) {
+        {
+            let in_flight = &mut self.post.shared().in_flight;
+            match in_flight.get_mut(address) {
+                Some(count) => *count = count.saturating_add_signed(delta),
+                None => {
+                    in_flight.insert(address.to_owned(), 0u64.saturating_add_signed(delta));
+                }
+            }
+        }
+        let gauge = self.post.metrics.endpoint_in_flight;
+        self.stream.add_to_gauge(gauge, &[address], delta);
+    }
+
+    fn record_ttfb(&self, address: &str, operation: Operation, ms: u64) {
+        let m = &self.post.metrics;
+        self.stream.record(m.endpoint_ttfb_ms, &[address], ms);
+        self.stream
+            .record(m.operation_ttfb_ms, &[operation.as_str()], ms);
+    }
+}
