@@ -5,7 +5,7 @@ use std::ffi::c_void;
 
 use s3mesh_filter::post::Step;
 
-use super::{barrier, filter, refuse_after_panic, Config};
+use super::{barrier, filter, refuse_internal, Config};
 use crate::abi::{ConfigEnvoyPtr, EnvoyBuffer, EnvoyHeader, FilterEnvoyPtr};
 use crate::granting;
 use crate::host::Stream;
@@ -46,7 +46,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
                 unsafe { Stream::new(filter_envoy) }.continue_decoding();
             }
         },
-        || refuse_after_panic(filter_envoy),
+        || refuse_internal(filter_envoy),
     );
 }
 

@@ -65,8 +65,8 @@ fn barrier<T>(hook: impl FnOnce() -> T, fallback: impl FnOnce() -> T) -> T {
     })
 }
 
-/// Refuses the request being decided after a caught panic.
-fn refuse_after_panic(filter_envoy: FilterEnvoyPtr) {
+/// Refuses the request being decided after a caught panic (or without a filter to decide it).
+fn refuse_internal(filter_envoy: FilterEnvoyPtr) {
     let error = S3Error::internal_error(
         "s3mesh failed while handling this request and refused it; nothing was sent to the \
          store. Retry, and report it if it persists",

@@ -4,7 +4,7 @@ use std::ffi::c_void;
 
 use s3mesh_filter::post::Step;
 
-use super::{barrier, filter, refuse_after_panic, Config};
+use super::{barrier, filter, refuse_internal, Config};
 use crate::abi::{self, FilterEnvoyPtr};
 use crate::host::Stream;
 
@@ -20,7 +20,9 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
         || {
             // SAFETY: per this hook's contract.
             let Some(filter) = (unsafe { filter(filter_module) }) else {
-                return abi::headers_status::CONTINUE;
+                // `filter_new` failed: no request passes unchecked.
+                refuse_internal(filter_envoy);
+                return abi::headers_status::STOP_ITERATION;
             };
             if let Config::Pre(pre) = filter.config.as_ref() {
                 // SAFETY: this hook received `filter_envoy`.
@@ -34,7 +36,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
             }
         },
         || {
-            refuse_after_panic(filter_envoy);
+            refuse_internal(filter_envoy);
             abi::headers_status::STOP_ITERATION
         },
     )
@@ -63,7 +65,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
             }
         },
         || {
-            refuse_after_panic(filter_envoy);
+            refuse_internal(filter_envoy);
             abi::body_status::STOP_ITERATION_NO_BUFFER
         },
     )
