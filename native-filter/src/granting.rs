@@ -201,11 +201,10 @@ pub unsafe fn answer(
             .iter()
             .find(|h| h.key.bytes() == b":status")
             .map(|h| String::from_utf8_lossy(h.value.bytes()).into_owned());
-        let body: Vec<u8> = slice(body, body_len)
-            .iter()
-            .flat_map(|b| b.bytes())
-            .copied()
-            .collect();
+        let body = slice(body, body_len).iter().fold(Vec::new(), |mut all, b| {
+            all.extend_from_slice(b.bytes());
+            all
+        });
         let status = status.filter(|_| result == abi::CALLOUT_SUCCESS);
         read_answer(status.as_deref(), &body, now_ms)
     }

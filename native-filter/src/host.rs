@@ -119,7 +119,11 @@ impl Stream {
             {
                 return Vec::new();
             }
-            slices.iter().flat_map(|s| s.bytes()).copied().collect()
+            let mut body = Vec::with_capacity(slices.iter().map(|s| s.length).sum());
+            for slice in &slices {
+                body.extend_from_slice(slice.bytes());
+            }
+            body
         }
     }
 
