@@ -2,7 +2,9 @@
 //! this shell uses, declared here by hand: Envoy's Rust SDK is not published as a crate.
 //!
 //! Written against Envoy 1.40 (ABI `v0.2.0`): every callback named below is exported by that
-//! binary (`nm -D envoy`), and `tests/test_native.py` exercises each one through a real Envoy.
+//! binary (`nm -D envoy`), and the integration tests, which run every end-to-end test on this
+//! shell too, exercise each one through a real Envoy. Where an older release took a result as
+//! a pointer and a length pointer instead of one buffer, the declaration passes both.
 //! Types are `#[repr(C)]` mirrors of the header's; enums are passed as their `u32` values so
 //! that a value this file does not know can never be undefined behaviour.
 
