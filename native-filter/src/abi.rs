@@ -33,6 +33,19 @@ impl EnvoyBuffer {
         length: 0,
     };
 
+    /// The bytes of several buffers (a body's slices), copied into one.
+    ///
+    /// # Safety
+    /// As [`Self::bytes`], for every buffer.
+    pub unsafe fn concat(buffers: &[Self]) -> Vec<u8> {
+        let mut all = Vec::with_capacity(buffers.iter().map(|b| b.length).sum());
+        for buffer in buffers {
+            // SAFETY: per the contract above.
+            all.extend_from_slice(unsafe { buffer.bytes() });
+        }
+        all
+    }
+
     /// The bytes.
     ///
     /// # Safety
@@ -61,6 +74,11 @@ impl ModuleBuffer {
         ptr: std::ptr::null(),
         length: 0,
     };
+
+    /// Buffers lending `strs` (metric names and label values) for one call.
+    pub fn all(strs: &[&str]) -> Vec<Self> {
+        strs.iter().map(|s| (*s).into()).collect()
+    }
 }
 
 impl From<&str> for ModuleBuffer {
@@ -163,6 +181,11 @@ pub mod log_level {
 
 /// `envoy_dynamic_module_type_metrics_result`: 0 is success.
 pub const METRICS_SUCCESS: u32 = 0;
+
+/// The signature Envoy's metric updates share, on a stream (`FilterEnvoyPtr`) or on a
+/// configuration (`ConfigEnvoyPtr`): metric id, label values, value.
+pub type MetricUpdate =
+    unsafe extern "C" fn(*mut c_void, usize, *const ModuleBuffer, usize, u64) -> u32;
 
 extern "C" {
     pub fn envoy_dynamic_module_callback_log(level: u32, message: ModuleBuffer);

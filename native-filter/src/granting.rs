@@ -9,7 +9,8 @@
 
 use std::collections::HashMap;
 use std::ffi::c_void;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::marker::PhantomData;
+use std::sync::{Mutex, MutexGuard};
 
 use s3mesh_access::grant::ISSUE_PATH;
 use s3mesh_filter::config::GrantsConfig;
@@ -19,6 +20,7 @@ use s3mesh_sigv4::AmzDate;
 
 use crate::abi::{self, log_level, ConfigEnvoyPtr, EnvoyBuffer, EnvoyHeader, ModuleHeader};
 use crate::host::log;
+use crate::lock;
 
 /// A config scheduler handle: Envoy's object, safe to commit to from any thread.
 struct Scheduler(*mut c_void);
@@ -49,18 +51,15 @@ pub struct Granting {
     scheduler: Scheduler,
 }
 
-/// Takes a lock whose holder panicked (the barrier caught it): the data are still grants.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// The request that asks ext-authz for a grant.
-pub struct GrantCall {
+/// The request that asks ext-authz for a grant; its headers borrow from the [`Granting`] that
+/// made it.
+pub struct GrantCall<'a> {
     headers: [ModuleHeader; 4],
     pub body: Vec<u8>,
+    granting: PhantomData<&'a Granting>,
 }
 
-impl GrantCall {
+impl GrantCall<'_> {
     pub fn headers(&self) -> &[ModuleHeader] {
         &self.headers
     }
@@ -86,9 +85,8 @@ impl Granting {
         lock(&self.cache)
     }
 
-    /// The call asking for `caller`'s grant for `date`. Its header buffers borrow from
-    /// `self` and `body` and must not outlive them.
-    pub fn call(&self, caller: &Caller, date: String) -> GrantCall {
+    /// The call asking for `caller`'s grant for `date`.
+    pub fn call(&self, caller: &Caller, date: String) -> GrantCall<'_> {
         let header = |key: &'static str, value: &str| ModuleHeader {
             key: key.into(),
             value: value.into(),
@@ -101,6 +99,7 @@ impl Granting {
                 header("content-type", "application/json"),
             ],
             body: caller.grant_request(date),
+            granting: PhantomData,
         }
     }
 
@@ -201,10 +200,7 @@ pub unsafe fn answer(
             .iter()
             .find(|h| h.key.bytes() == b":status")
             .map(|h| String::from_utf8_lossy(h.value.bytes()).into_owned());
-        let body = slice(body, body_len).iter().fold(Vec::new(), |mut all, b| {
-            all.extend_from_slice(b.bytes());
-            all
-        });
+        let body = EnvoyBuffer::concat(slice(body, body_len));
         let status = status.filter(|_| result == abi::CALLOUT_SUCCESS);
         read_answer(status.as_deref(), &body, now_ms)
     }

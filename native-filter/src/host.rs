@@ -2,13 +2,11 @@
 
 use s3mesh_s3_request::S3Error;
 
-use crate::abi::{self, EnvoyBuffer, EnvoyHeader, FilterEnvoyPtr, ModuleBuffer, ModuleHeader};
+use crate::abi::{
+    self, EnvoyBuffer, EnvoyHeader, FilterEnvoyPtr, MetricUpdate, ModuleBuffer, ModuleHeader,
+};
 use crate::granting::GrantCall;
 use crate::metrics::Metric;
-
-/// The signature shared by Envoy's metric update callbacks.
-type MetricUpdate =
-    unsafe extern "C" fn(FilterEnvoyPtr, usize, *const ModuleBuffer, usize, u64) -> u32;
 
 /// Envoy's side of one stream, valid for the duration of the hook that received it.
 pub struct Stream(FilterEnvoyPtr);
@@ -119,11 +117,7 @@ impl Stream {
             {
                 return Vec::new();
             }
-            let mut body = Vec::with_capacity(slices.iter().map(|s| s.length).sum());
-            for slice in &slices {
-                body.extend_from_slice(slice.bytes());
-            }
-            body
+            EnvoyBuffer::concat(&slices)
         }
     }
 
@@ -194,7 +188,12 @@ impl Stream {
     }
 
     /// Sends `call` to `cluster` for this stream; the callout's id, or Envoy's init result.
-    pub fn callout(&self, cluster: &str, call: &GrantCall, timeout_ms: u64) -> Result<u64, u32> {
+    pub fn callout(
+        &self,
+        cluster: &str,
+        call: &GrantCall<'_>,
+        timeout_ms: u64,
+    ) -> Result<u64, u32> {
         let mut id = 0u64;
         let headers = call.headers();
         // SAFETY: every buffer outlives the call; Envoy copies them.
@@ -291,7 +290,7 @@ impl Stream {
         let Some(id) = id else {
             return;
         };
-        let labels: Vec<ModuleBuffer> = labels.iter().map(|l| (*l).into()).collect();
+        let labels = ModuleBuffer::all(labels);
         // SAFETY: the label buffers outlive the call. A refused update is ignored: stats must
         // never fail a request.
         unsafe {

@@ -18,3 +18,12 @@ mod host;
 mod metrics;
 mod post;
 mod pre;
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+/// Locks state shared by all workers. A panic while it was held (caught by the hook's barrier)
+/// leaves estimates and grants that are still usable: carry on with them rather than fail
+/// every later request.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}

@@ -7,7 +7,7 @@
 
 use s3mesh_filter::endpoint::Route;
 
-use crate::abi::{self, ConfigEnvoyPtr, ModuleBuffer};
+use crate::abi::{self, ConfigEnvoyPtr, MetricUpdate, ModuleBuffer};
 
 /// A metric's handle; `None` when Envoy refused to define it (updates are then skipped: stats
 /// must never fail a request).
@@ -40,9 +40,6 @@ pub unsafe fn count_in_config(config: ConfigEnvoyPtr, id: Metric, by: u64) {
         }
     }
 }
-
-/// Signature of Envoy's config-level metric updates.
-type Update = unsafe extern "C" fn(ConfigEnvoyPtr, usize, *const ModuleBuffer, usize, u64) -> u32;
 
 /// Defines metrics of one configuration.
 pub struct Definer(ConfigEnvoyPtr);
@@ -98,11 +95,11 @@ impl Definer {
         );
     }
 
-    fn zero(&self, add: Update, id: Metric, labels: &[&str]) {
+    fn zero(&self, add: MetricUpdate, id: Metric, labels: &[&str]) {
         let Some(id) = id else {
             return;
         };
-        let labels: Vec<ModuleBuffer> = labels.iter().map(|l| (*l).into()).collect();
+        let labels = ModuleBuffer::all(labels);
         // SAFETY: per `new`; the buffers outlive the call.
         unsafe {
             add(self.0, id, labels.as_ptr(), labels.len(), 0);
@@ -110,7 +107,7 @@ impl Definer {
     }
 
     fn define(&self, define: Define, name: &str, labels: &[&str]) -> Metric {
-        let labels: Vec<ModuleBuffer> = labels.iter().map(|l| (*l).into()).collect();
+        let labels = ModuleBuffer::all(labels);
         let mut id = 0usize;
         // SAFETY: per `new`; the buffers outlive the call and `id` is written before it returns.
         let result = unsafe { define(self.0, name.into(), labels.as_ptr(), labels.len(), &mut id) };

@@ -6,7 +6,7 @@
 //! ([`crate::granting`]).
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use s3mesh_filter::config::PostConfig;
@@ -19,6 +19,7 @@ use s3mesh_s3_request::{chunk_signing, Operation, S3Error};
 use crate::abi::{attribute, log_level, ConfigEnvoyPtr};
 use crate::granting::{self, Granting};
 use crate::host::{log, Stream};
+use crate::lock;
 use crate::metrics::{Definer, PostMetrics};
 
 /// What every stream of one `post` configuration shares.
@@ -61,10 +62,8 @@ impl Post {
         }
     }
 
-    /// The shared state. A panic while it was held (caught by the hook's barrier) leaves
-    /// estimates that are still numbers: carry on with them rather than fail every request.
     fn shared(&self) -> MutexGuard<'_, Shared> {
-        self.shared.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.shared)
     }
 }
 

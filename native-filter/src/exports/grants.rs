@@ -7,10 +7,22 @@ use s3mesh_filter::post::Step;
 
 use super::{barrier, filter, refuse_internal, Config};
 use crate::abi::{ConfigEnvoyPtr, EnvoyBuffer, EnvoyHeader, FilterEnvoyPtr};
-use crate::granting;
+use crate::granting::{self, Granting};
 use crate::host::Stream;
 use crate::metrics::count_in_config;
-use crate::post::wall_clock_ms;
+use crate::post::{wall_clock_ms, Post};
+
+/// The `post` configuration `config_module` and its grant mode, if it has one.
+///
+/// # Safety
+/// `config_module` was returned by `config_new` and is not destroyed yet.
+unsafe fn grant_mode<'a>(config_module: *const c_void) -> Option<(&'a Post, &'a Granting)> {
+    // SAFETY: per the contract above.
+    match unsafe { config_module.cast::<Config>().as_ref() }? {
+        Config::Post(post) => Some((post, post.granting.as_ref()?)),
+        Config::Pre(_) => None,
+    }
+}
 
 /// ext-authz answered the grant call a stream waits for.
 ///
@@ -63,11 +75,9 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_scheduled(
     barrier(
         || {
             // SAFETY: per this hook's contract, `config_module` came from `config_new`.
-            if let Some(Config::Post(post)) = unsafe { config_module.cast::<Config>().as_ref() } {
-                if let Some(granting) = &post.granting {
-                    // SAFETY: the configuration's pointer, on the main thread.
-                    unsafe { granting.renew(config_envoy, wall_clock_ms() as u64) };
-                }
+            if let Some((_, granting)) = unsafe { grant_mode(config_module) } {
+                // SAFETY: the configuration's pointer, on the main thread.
+                unsafe { granting.renew(config_envoy, wall_clock_ms() as u64) };
             }
         },
         || (),
@@ -93,11 +103,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_http_callout
     barrier(
         || {
             // SAFETY: per this hook's contract, `config_module` came from `config_new`.
-            let Some(Config::Post(post)) = (unsafe { config_module.cast::<Config>().as_ref() })
-            else {
-                return;
-            };
-            let Some(granting) = &post.granting else {
+            let Some((post, granting)) = (unsafe { grant_mode(config_module) }) else {
                 return;
             };
             let now = wall_clock_ms() as u64;
