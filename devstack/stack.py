@@ -8,6 +8,7 @@ listen address is given.
 
 import json
 import os
+import random
 import re
 import secrets
 import socket
@@ -133,8 +134,28 @@ def render_envoy(listen: str, wasm: Path, s3_endpoints, authz: str, post_overrid
     return yaml.safe_dump(config, sort_keys=False)
 
 
+def ephemeral_ports() -> range:
+    """The kernel's range for the source ports of outgoing connections."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return range(int(low), int(high) + 1)
+    except (OSError, ValueError):
+        return range(32768, 61000)
+
+
 def free_port() -> int:
-    """A loopback port nothing listens on right now (bound, then released)."""
+    """A loopback port nothing listens on right now (bound, then released), chosen below the
+    ephemeral range: a server restarted on its old port (ext-authz under test_faults) must find
+    it free, and a port in that range can meanwhile become the source port of any outgoing
+    connection, even of a client's connection to itself while it retries the stopped server."""
+    below = range(10000, ephemeral_ports().start)
+    for port in random.sample(below, min(len(below), 200)):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
@@ -298,9 +319,10 @@ class Stack:
             wait_for("s3s-fs", accepting, 30, self.log(name))
             self.endpoints.append(f"127.0.0.1:{port}")
 
-    def start_ext_authz(self, listen: str = "127.0.0.1:0"):
+    def start_ext_authz(self, listen: str = ""):
         """Starts ext-authz on `listen` (a free port by default; its old address on a restart,
         so that Envoy's cluster still points at it)."""
+        listen = listen or f"127.0.0.1:{free_port()}"
         config = self.workdir / "ext-authz.yaml"
         config.write_text(yaml.safe_dump(ext_authz_config(self.stack, self.grant_ttl_seconds), sort_keys=False))
         self.authz_address, self.authz_health_url = start_ext_authz(self.processes, config, listen)
