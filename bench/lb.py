@@ -44,7 +44,8 @@ from bench.cpu_limit import CpuLimit  # noqa: E402
 from bench.report import RESULTS, write_section  # noqa: E402
 from bench.procfs import cpu_seconds, rss_mb  # noqa: E402
 from devstack.processes import Supervisor  # noqa: E402
-from devstack.stack import EXT_AUTHZ_FILTER, WASM, connection_manager, render_envoy, start_envoy  # noqa: E402
+from devstack.stack import (EXT_AUTHZ_FILTER, NATIVE_METRICS_LAG_S, WASM, connection_manager,  # noqa: E402
+                            render_envoy, start_envoy)
 
 BIN = ROOT / "target" / "release"
 CONFIGS = ["round_robin", "least_request", "s3mesh", "noop_least_request"]
@@ -89,14 +90,18 @@ LB_TYPES = {
 }
 
 
+def shell_of(config: str) -> str:
+    """The filter shell a configuration runs."""
+    return "native" if config == "s3mesh_native" else "wasm"
+
+
 def envoy_config(config: str, endpoints: list[str], retry: bool, tuning: dict | None = None) -> dict:
     """The product's Envoy configuration, adapted to one competitor (`tuning`: post filter
     settings to try instead of the shipped defaults)."""
     post = {"unhinted_share": 1.0} if config == "noop_least_request" else tuning
     # The per-request mode's chain without its ext_authz: endpoint selection alone, nothing signed.
-    shell = "native" if config == "s3mesh_native" else "wasm"
     cfg = yaml.safe_load(render_envoy("127.0.0.1:0", WASM, endpoints, "127.0.0.1:9", post,
-                                      authorization="ext_authz", shell=shell))
+                                      authorization="ext_authz", shell=shell_of(config)))
     resources = cfg["static_resources"]
     hcm = connection_manager(cfg)
     keep_filter = config in ("s3mesh", "s3mesh_native", "noop_least_request")
@@ -127,8 +132,10 @@ ROUTE_STAT = re.compile(r'^(?:envoy_)?s3mesh_endpoint_requests_total\{s3_endpoin
                         re.M)
 
 
-def routes_to(admin_url: str, endpoint: str) -> dict[str, int]:
+def routes_to(admin_url: str, endpoint: str, config: str) -> dict[str, int]:
     """How the requests served by `endpoint` reached it, from the filter's counters."""
+    if shell_of(config) == "native":
+        time.sleep(NATIVE_METRICS_LAG_S)
     with urllib.request.urlopen(f"{admin_url}/stats/prometheus", timeout=5) as r:
         text = r.read().decode()
     return {route: int(n) for address, route, n in ROUTE_STAT.findall(text) if address == endpoint}
@@ -161,7 +168,7 @@ def trial(workdir: Path, scenario: str, config: str, time_scale: float, cpu_limi
         cpu = cpu_seconds(pid) - cpu0
         rss = rss_mb(pid)
         throttled = [b - a for a, b in zip(throttled0, limit.throttled())] if limit else [0, 0.0]
-        routes = routes_to(admin_url, endpoints[0]) if config.startswith("s3mesh") else {}
+        routes = routes_to(admin_url, endpoints[0], config) if config.startswith("s3mesh") else {}
         procs.check_all()
     finally:
         procs.stop()

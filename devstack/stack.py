@@ -143,6 +143,11 @@ def ephemeral_ports() -> range:
         return range(32768, 61000)
 
 
+#: How late the native shell's counters and gauges may reach Envoy's stats: its flush interval
+#: (`native-filter/src/metrics/batch.rs`) with room for a busy main thread.
+NATIVE_METRICS_LAG_S = 0.5
+
+
 def free_port() -> int:
     """A loopback port nothing listens on right now (bound, then released), chosen below the
     ephemeral range: a server restarted on its old port (ext-authz under test_faults) must find
@@ -348,6 +353,17 @@ class Stack:
         with urllib.request.urlopen(f"{self.admin_url}{path}", timeout=5) as r:
             return r.read().decode()
 
+    def settle_metrics(self):
+        """Waits until the filter's counts so far are in Envoy's stats (the native shell adds
+        them up in the module and flushes them every 100 ms)."""
+        if self.shell == "native":
+            time.sleep(NATIVE_METRICS_LAG_S)
+
+    def prometheus(self) -> str:
+        """Envoy's stats in Prometheus form, the filter's counts so far included."""
+        self.settle_metrics()
+        return self.admin("/stats/prometheus")
+
     def stats(self) -> dict:
         """Envoy counters and gauges by name."""
         out = {}
@@ -360,6 +376,7 @@ class Stack:
     def filter_stat(self, name: str) -> int:
         """A counter or gauge of the s3mesh filter by its wasm name (`s3mesh_…`), wherever the
         shell that runs it puts it (`wasmcustom.s3mesh_…` or `s3mesh.…`)."""
+        self.settle_metrics()
         if self.shell == "native":
             return self.stats().get(f"s3mesh.{name.removeprefix('s3mesh_')}", 0)
         return self.stats().get(f"wasmcustom.{name}", 0)

@@ -48,7 +48,7 @@ def test_a_dead_endpoint_costs_no_request_and_is_avoided(tmp_path, shell):
         for _ in range(60):
             status, headers, _ = raw_request(stack.url, "GET", "/demo/k")
             assert status == 200
-        prom = stack.admin("/stats/prometheus")
+        prom = stack.prometheus()
 
     def metric(name):
         # The native shell's stats carry Envoy's `envoy_` prefix in Prometheus.
@@ -74,7 +74,7 @@ def test_internal_headers_do_not_reach_clients(stack):
 def test_endpoint_and_operation_metrics_are_labelled(stack):
     s3_client(stack.url).put_object(Bucket="demo", Key="labelled", Body=b"x")
     raw_request(stack.url, "GET", "/demo/labelled")
-    prom = stack.admin("/stats/prometheus")
+    prom = stack.prometheus()
     for endpoint in stack.endpoints:
         assert f's3mesh_endpoint_selected_total{{s3_endpoint="{endpoint}"}}' in prom
         assert f's3mesh_endpoint_in_flight{{s3_endpoint="{endpoint}"}}' in prom

@@ -158,7 +158,7 @@ def test_client_sent_internal_headers_are_stripped(stack):
 
 def test_filter_counters_are_in_envoy_prometheus_stats(stack):
     raw_request(stack.url, "GET", "/demo/?list-type=2")
-    prom = stack.admin("/stats/prometheus")
+    prom = stack.prometheus()
     for name in ("s3mesh_pre_rejected_total", "s3mesh_post_unhinted_total", "s3mesh_operation_requests_total"):
         assert name in prom, name
 

@@ -357,22 +357,6 @@ extern "C" {
         id: *mut usize,
     ) -> u32;
 
-    pub fn envoy_dynamic_module_callback_http_filter_increment_gauge(
-        filter: FilterEnvoyPtr,
-        id: usize,
-        label_values: *const ModuleBuffer,
-        label_values_len: usize,
-        value: u64,
-    ) -> u32;
-
-    pub fn envoy_dynamic_module_callback_http_filter_decrement_gauge(
-        filter: FilterEnvoyPtr,
-        id: usize,
-        label_values: *const ModuleBuffer,
-        label_values_len: usize,
-        value: u64,
-    ) -> u32;
-
     pub fn envoy_dynamic_module_callback_http_filter_record_histogram_value(
         filter: FilterEnvoyPtr,
         id: usize,
@@ -391,7 +375,8 @@ extern "C" {
         id: *mut usize,
     ) -> u32;
 
-    /// As `increment_counter`, during `config_new` (series that must exist before traffic).
+    /// As `increment_counter`, in a configuration's hook: during `config_new` (series that
+    /// must exist before traffic) and on the main thread (batched counts).
     pub fn envoy_dynamic_module_callback_http_filter_config_increment_counter(
         config: ConfigEnvoyPtr,
         id: usize,
@@ -400,7 +385,7 @@ extern "C" {
         value: u64,
     ) -> u32;
 
-    /// As `increment_gauge`, during `config_new`.
+    /// As `increment_gauge`, in a configuration's hook.
     pub fn envoy_dynamic_module_callback_http_filter_config_increment_gauge(
         config: ConfigEnvoyPtr,
         id: usize,
@@ -409,9 +394,9 @@ extern "C" {
         value: u64,
     ) -> u32;
 
-    /// Adds `value` to counter `id` with the given label values.
-    pub fn envoy_dynamic_module_callback_http_filter_increment_counter(
-        filter: FilterEnvoyPtr,
+    /// As `decrement_gauge`, in a configuration's hook.
+    pub fn envoy_dynamic_module_callback_http_filter_config_decrement_gauge(
+        config: ConfigEnvoyPtr,
         id: usize,
         label_values: *const ModuleBuffer,
         label_values_len: usize,

@@ -8,7 +8,6 @@
 //! (`config_http_callout`) while requests go on with the grant in hand.
 
 use std::collections::HashMap;
-use std::ffi::c_void;
 use std::marker::PhantomData;
 use std::sync::{Mutex, MutexGuard};
 
@@ -21,26 +20,7 @@ use s3mesh_sigv4::AmzDate;
 use crate::abi::{self, log_level, ConfigEnvoyPtr, EnvoyBuffer, EnvoyHeader, ModuleHeader};
 use crate::host::log;
 use crate::lock;
-
-/// A config scheduler handle: Envoy's object, safe to commit to from any thread.
-struct Scheduler(*mut c_void);
-
-// SAFETY: Envoy's config scheduler exists to be committed to from any thread; it is deleted
-// once, when the configuration is.
-unsafe impl Send for Scheduler {}
-// SAFETY: as above; commits do not need exclusive access.
-unsafe impl Sync for Scheduler {}
-
-impl Drop for Scheduler {
-    fn drop(&mut self) {
-        if !self.0.is_null() {
-            // SAFETY: created by `config_scheduler_new`, deleted only here.
-            unsafe {
-                abi::envoy_dynamic_module_callback_http_filter_config_scheduler_delete(self.0)
-            }
-        }
-    }
-}
+use crate::scheduler::{event, Scheduler};
 
 /// Grant mode of one `post` configuration.
 pub struct Granting {
@@ -69,15 +49,12 @@ impl Granting {
     /// # Safety
     /// `config_envoy` is the configuration being created in `config_new`.
     pub unsafe fn new(config: GrantsConfig, config_envoy: ConfigEnvoyPtr) -> Self {
-        // SAFETY: per the contract above.
-        let scheduler = unsafe {
-            abi::envoy_dynamic_module_callback_http_filter_config_scheduler_new(config_envoy)
-        };
         Self {
             config,
             cache: Mutex::default(),
             renewals: Mutex::default(),
-            scheduler: Scheduler(scheduler),
+            // SAFETY: per the contract above.
+            scheduler: unsafe { Scheduler::new(config_envoy) },
         }
     }
 
@@ -105,14 +82,8 @@ impl Granting {
 
     /// Queues `caller`'s grant for renewal and wakes the main thread for it.
     pub fn want_refresh(&self, caller: &Caller) {
-        if self.cache().want_refresh(caller) && !self.scheduler.0.is_null() {
-            // SAFETY: a live scheduler; commits are thread-safe.
-            unsafe {
-                abi::envoy_dynamic_module_callback_http_filter_config_scheduler_commit(
-                    self.scheduler.0,
-                    0,
-                );
-            }
+        if self.cache().want_refresh(caller) {
+            self.scheduler.wake(event::RENEW_GRANTS);
         }
     }
 

@@ -261,25 +261,6 @@ impl Stream {
         }
     }
 
-    /// Adds `by` to counter `id` with `labels` (their count must match the definition).
-    pub fn count(&self, id: Metric, labels: &[&str], by: u64) {
-        self.update(
-            abi::envoy_dynamic_module_callback_http_filter_increment_counter,
-            id,
-            labels,
-            by,
-        );
-    }
-
-    /// Raises (`delta` > 0) or lowers gauge `id`.
-    pub fn add_to_gauge(&self, id: Metric, labels: &[&str], delta: i64) {
-        let update = match delta >= 0 {
-            true => abi::envoy_dynamic_module_callback_http_filter_increment_gauge,
-            false => abi::envoy_dynamic_module_callback_http_filter_decrement_gauge,
-        };
-        self.update(update, id, labels, delta.unsigned_abs());
-    }
-
     /// Records `value` in histogram `id`.
     pub fn record(&self, id: Metric, labels: &[&str], value: u64) {
         let record = abi::envoy_dynamic_module_callback_http_filter_record_histogram_value;

@@ -7,7 +7,9 @@
 //! - [`exports`]: the event hooks Envoy calls, each one a panic barrier (a panic must never
 //!   unwind into Envoy: it becomes a fail-closed S3 error for that request);
 //! - [`host`]: safe calls back into Envoy for one stream;
-//! - [`metrics`]: the filter's stats, with labels;
+//! - [`metrics`]: the filter's stats, with labels, counted in the module and flushed to Envoy
+//!   on its main thread;
+//! - [`scheduler`]: wakes a configuration on Envoy's main thread from any thread;
 //! - [`pre`] and [`post`]: the two roles, each running the shared logic;
 //! - [`granting`]: grant mode's process-wide cache, calls to ext-authz and renewal.
 
@@ -18,6 +20,7 @@ mod host;
 mod metrics;
 mod post;
 mod pre;
+mod scheduler;
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 

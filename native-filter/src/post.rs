@@ -20,6 +20,7 @@ use crate::abi::{attribute, log_level, ConfigEnvoyPtr};
 use crate::granting::{self, Granting};
 use crate::host::{log, Stream};
 use crate::lock;
+use crate::metrics::batch::Batch;
 use crate::metrics::{Definer, PostMetrics};
 
 /// What every stream of one `post` configuration shares.
@@ -35,6 +36,7 @@ pub struct Post {
     /// Grant mode; `None` when ext_authz runs before `post` and signs.
     pub granting: Option<Granting>,
     pub metrics: PostMetrics,
+    pub batch: Batch,
 }
 
 impl Post {
@@ -44,6 +46,7 @@ impl Post {
         config: &PostConfig,
         config_envoy: ConfigEnvoyPtr,
         metrics: &Definer,
+        batch: Batch,
     ) -> Self {
         let seed = wall_clock_ms().to_bits() ^ u64::from(std::process::id()).rotate_left(32);
         let selector = Selector::new(config, seed);
@@ -59,6 +62,7 @@ impl Post {
             }),
             granting,
             metrics,
+            batch,
         }
     }
 
@@ -227,16 +231,17 @@ impl Host for PostHost<'_> {
             Counter::GrantDenied => m.grant_denied,
             Counter::GrantFailure => m.grant_failures,
         };
-        self.stream.count(metric, &[], 1);
+        self.post.batch.count(metric, &[], 1);
     }
 
     fn count_endpoint(&self, address: &str, counter: EndpointCounter) {
         let m = &self.post.metrics;
         match counter {
-            EndpointCounter::Selected => self.stream.count(m.endpoint_selected, &[address], 1),
-            EndpointCounter::Error => self.stream.count(m.endpoint_errors, &[address], 1),
+            EndpointCounter::Selected => self.post.batch.count(m.endpoint_selected, &[address], 1),
+            EndpointCounter::Error => self.post.batch.count(m.endpoint_errors, &[address], 1),
             EndpointCounter::Served(route) => {
-                self.stream
+                self.post
+                    .batch
                     .count(m.endpoint_requests, &[address, route.as_str()], 1);
             }
         }
@@ -253,7 +258,7 @@ impl Host for PostHost<'_> {
             }
         }
         let gauge = self.post.metrics.endpoint_in_flight;
-        self.stream.add_to_gauge(gauge, &[address], delta);
+        self.post.batch.add_to_gauge(gauge, &[address], delta);
     }
 
     fn record_ttfb(&self, address: &str, operation: Operation, ms: u64) {

@@ -5,12 +5,14 @@ use s3mesh_filter::pre::{self, RequestHead};
 
 use crate::abi::headers_status;
 use crate::host::Stream;
+use crate::metrics::batch::Batch;
 use crate::metrics::PreMetrics;
 
 /// Role `pre` of one configuration.
 pub struct Pre {
     pub config: PreConfig,
     pub metrics: PreMetrics,
+    pub batch: Batch,
 }
 
 impl Pre {
@@ -22,17 +24,19 @@ impl Pre {
             Ok(changes) => {
                 let stripped = changes.remove_headers.len() as u64;
                 if stripped > 0 {
-                    stream.count(self.metrics.stripped_headers, &[], stripped);
+                    self.batch
+                        .count(self.metrics.stripped_headers, &[], stripped);
                 }
                 for (name, value) in changes.header_edits() {
                     stream.set_request_header(name, value);
                 }
                 let operation = changes.operation.as_str();
-                stream.count(self.metrics.operation_requests, &[operation], 1);
+                self.batch
+                    .count(self.metrics.operation_requests, &[operation], 1);
                 headers_status::CONTINUE
             }
             Err(error) => {
-                stream.count(self.metrics.rejected, &[], 1);
+                self.batch.count(self.metrics.rejected, &[], 1);
                 let path = RequestHead::find(&headers).path;
                 let request_id = pre::header(&headers, "x-request-id").unwrap_or_default();
                 stream.send_s3_error(&error, path, request_id);

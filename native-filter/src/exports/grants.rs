@@ -1,5 +1,5 @@
-//! Grant mode's hooks: ext-authz's answer to a stream waiting for its grant, and renewal on
-//! Envoy's main thread.
+//! Grant mode's hooks: ext-authz's answer to a stream waiting for its grant, and to a renewal
+//! asked on Envoy's main thread.
 
 use std::ffi::c_void;
 
@@ -9,7 +9,6 @@ use super::{barrier, filter, refuse_internal, Config};
 use crate::abi::{ConfigEnvoyPtr, EnvoyBuffer, EnvoyHeader, FilterEnvoyPtr};
 use crate::granting::{self, Granting};
 use crate::host::Stream;
-use crate::metrics::count_in_config;
 use crate::post::{wall_clock_ms, Post};
 
 /// The `post` configuration `config_module` and its grant mode, if it has one.
@@ -62,28 +61,6 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
     );
 }
 
-/// Main thread: streams queued grants for renewal.
-///
-/// # Safety
-/// Envoy passes the configuration's pointers.
-#[no_mangle]
-pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_scheduled(
-    config_envoy: ConfigEnvoyPtr,
-    config_module: *const c_void,
-    _event_id: u64,
-) {
-    barrier(
-        || {
-            // SAFETY: per this hook's contract, `config_module` came from `config_new`.
-            if let Some((_, granting)) = unsafe { grant_mode(config_module) } {
-                // SAFETY: the configuration's pointer, on the main thread.
-                unsafe { granting.renew(config_envoy, wall_clock_ms() as u64) };
-            }
-        },
-        || (),
-    );
-}
-
 /// Main thread: ext-authz answered a renewal.
 ///
 /// # Safety
@@ -91,7 +68,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_scheduled(
 #[no_mangle]
 #[allow(clippy::too_many_arguments)] // Envoy's hook signature
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_http_callout_done(
-    config_envoy: ConfigEnvoyPtr,
+    _config_envoy: ConfigEnvoyPtr,
     config_module: *const c_void,
     callout_id: u64,
     result: u32,
@@ -111,15 +88,12 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_http_callout
             let answer =
                 unsafe { granting::answer(result, headers, headers_len, body, body_len, now) };
             let failed = answer.is_err();
-            let m = &post.metrics;
-            // SAFETY: the configuration's pointer, in its hook.
-            unsafe {
-                if granting.renewed(callout_id, answer, now) {
-                    count_in_config(config_envoy, m.grants_fetched, 1);
-                    count_in_config(config_envoy, m.grants_renewed, 1);
-                } else if failed {
-                    count_in_config(config_envoy, m.grant_failures, 1);
-                }
+            let (m, batch) = (&post.metrics, &post.batch);
+            if granting.renewed(callout_id, answer, now) {
+                batch.count(m.grants_fetched, &[], 1);
+                batch.count(m.grants_renewed, &[], 1);
+            } else if failed {
+                batch.count(m.grant_failures, &[], 1);
             }
         },
         || (),

@@ -1,6 +1,6 @@
 //! The event hooks Envoy looks up in the module (`envoy_dynamic_module_on_*`): here the
 //! configuration's and the filter's lifecycles, in [`stream`] a request's and response's
-//! callbacks, in [`grants`] the answers of grant calls and background renewal.
+//! callbacks, in [`grants`] the answers of grant calls.
 //!
 //! Every hook is a panic barrier: a panic unwinding into Envoy's C++ would abort the whole
 //! proxy. A panic while a request is being decided answers that request with a 500
@@ -18,9 +18,11 @@ use s3mesh_s3_request::S3Error;
 
 use crate::abi::{self, log_level, ConfigEnvoyPtr, EnvoyBuffer, FilterEnvoyPtr};
 use crate::host::{log, Stream};
+use crate::metrics::batch::Batch;
 use crate::metrics::{Definer, PreMetrics};
-use crate::post::{Post, PostHost};
+use crate::post::{wall_clock_ms, Post, PostHost};
 use crate::pre::Pre;
+use crate::scheduler::event;
 
 mod grants;
 mod stream;
@@ -29,6 +31,15 @@ mod stream;
 enum Config {
     Pre(Pre),
     Post(Box<Post>),
+}
+
+impl Config {
+    fn batch(&self) -> &Batch {
+        match self {
+            Config::Pre(pre) => &pre.batch,
+            Config::Post(post) => &post.batch,
+        }
+    }
 }
 
 /// One stream's filter.
@@ -113,17 +124,25 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
             // SAFETY: this is the config_new hook for `config_envoy`, and the definer does
             // not outlive it.
             let metrics = unsafe { Definer::new(config_envoy) };
-            let loaded = match FilterConfig::parse(bytes) {
-                Ok(FilterConfig::Pre(pre)) => Config::Pre(Pre {
-                    config: pre,
-                    metrics: PreMetrics::define(&metrics),
-                }),
-                Ok(FilterConfig::Post(post)) => {
+            let loaded = FilterConfig::parse(bytes)
+                .map_err(|error| error.to_string())
+                .and_then(|config| {
                     // SAFETY: this is the config_new hook for `config_envoy`.
-                    Config::Post(Box::new(unsafe {
-                        Post::new(&post, config_envoy, &metrics)
-                    }))
-                }
+                    let batch = unsafe { Batch::start(config_envoy) }?;
+                    Ok(match config {
+                        FilterConfig::Pre(pre) => Config::Pre(Pre {
+                            config: pre,
+                            metrics: PreMetrics::define(&metrics),
+                            batch,
+                        }),
+                        // SAFETY: this is the config_new hook for `config_envoy`.
+                        FilterConfig::Post(post) => Config::Post(Box::new(unsafe {
+                            Post::new(&post, config_envoy, &metrics, batch)
+                        })),
+                    })
+                });
+            let loaded = match loaded {
+                Ok(loaded) => loaded,
                 Err(error) => {
                     log(log_level::ERROR, &format!("s3mesh: {error}"));
                     return std::ptr::null();
@@ -147,6 +166,39 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(
             if !config_module.is_null() {
                 // SAFETY: the pointer came from `Arc::into_raw` in `config_new`.
                 drop(unsafe { Arc::from_raw(config_module.cast::<Config>()) });
+            }
+        },
+        || (),
+    );
+}
+
+/// Main thread: a configuration woken through its scheduler ([`crate::scheduler`]) flushes
+/// its metrics or renews the grants queued for renewal.
+///
+/// # Safety
+/// Envoy passes the configuration's pointers.
+#[no_mangle]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_scheduled(
+    config_envoy: ConfigEnvoyPtr,
+    config_module: *const c_void,
+    event_id: u64,
+) {
+    barrier(
+        || {
+            // SAFETY: per this hook's contract, `config_module` came from `config_new`.
+            let Some(config) = (unsafe { config_module.cast::<Config>().as_ref() }) else {
+                return;
+            };
+            match (event_id, config) {
+                // SAFETY: the configuration's pointer, on the main thread.
+                (event::FLUSH_METRICS, config) => unsafe { config.batch().flush(config_envoy) },
+                (event::RENEW_GRANTS, Config::Post(post)) => {
+                    if let Some(granting) = &post.granting {
+                        // SAFETY: the configuration's pointer, on the main thread.
+                        unsafe { granting.renew(config_envoy, wall_clock_ms() as u64) };
+                    }
+                }
+                _ => {}
             }
         },
         || (),

@@ -9,6 +9,8 @@ use s3mesh_filter::endpoint::Route;
 
 use crate::abi::{self, ConfigEnvoyPtr, MetricUpdate, ModuleBuffer};
 
+pub mod batch;
+
 /// A metric's handle; `None` when Envoy refused to define it (updates are then skipped: stats
 /// must never fail a request).
 pub type Metric = Option<usize>;
@@ -21,25 +23,6 @@ type Define = unsafe extern "C" fn(
     usize,
     *mut usize,
 ) -> u32;
-
-/// Adds `by` to counter `id` outside any stream (renewals on the main thread).
-///
-/// # Safety
-/// `config` is the configuration's Envoy pointer, in one of its hooks.
-pub unsafe fn count_in_config(config: ConfigEnvoyPtr, id: Metric, by: u64) {
-    if let Some(id) = id {
-        // SAFETY: per the contract above; no labels.
-        unsafe {
-            abi::envoy_dynamic_module_callback_http_filter_config_increment_counter(
-                config,
-                id,
-                std::ptr::null(),
-                0,
-                by,
-            );
-        }
-    }
-}
 
 /// Defines metrics of one configuration.
 pub struct Definer(ConfigEnvoyPtr);
