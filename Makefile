@@ -6,7 +6,7 @@ SHELL := /bin/bash
 
 VENV     := .venv
 PY       := $(VENV)/bin/python
-WASM     := target/wasm32-wasip1/release/s3mesh_wasm_filter.wasm
+WASM     := target/wasm32-wasip1/wasm-release/s3mesh_wasm_filter.wasm
 AUTHZ    := target/debug/s3mesh-ext-authz
 NATIVE   := target/debug/libs3mesh_native.so
 S3SFS    := .tools/bin/s3s-fs
@@ -48,7 +48,7 @@ $(VENV)/.installed: requirements.txt
 build: $(WASM) $(AUTHZ) $(NATIVE)
 
 $(WASM): $(RUST_SRC) | .wasm-target
-	cargo build --release --target wasm32-wasip1 -p s3mesh-wasm-filter
+	cargo build --profile wasm-release --target wasm32-wasip1 -p s3mesh-wasm-filter
 
 $(AUTHZ): $(RUST_SRC)
 	cargo build -p s3mesh-ext-authz

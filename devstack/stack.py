@@ -25,7 +25,7 @@ from devstack.processes import ProcessError, Supervisor
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_STACK = ROOT / "devstack" / "stack.yaml"
 ENVOY_TEMPLATE = ROOT / "envoy" / "s3mesh.yaml"
-WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "s3mesh_wasm_filter.wasm"
+WASM = ROOT / "target" / "wasm32-wasip1" / "wasm-release" / "s3mesh_wasm_filter.wasm"
 #: Where Envoy finds the native filter, `libs3mesh_native.so` (`make build` builds it here).
 NATIVE_DIR = Path(os.environ.get("S3MESH_NATIVE_DIR", ROOT / "target" / "debug"))
 EXT_AUTHZ = Path(os.environ.get("S3MESH_EXT_AUTHZ_BIN", ROOT / "target" / "debug" / "s3mesh-ext-authz"))
