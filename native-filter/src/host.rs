@@ -101,10 +101,12 @@ impl Stream {
         }
     }
 
-    /// The bytes the current request body callback delivered, copied out of Envoy's slices.
-    pub fn received_body(&self) -> Vec<u8> {
+    /// Hands the bytes the current request body callback delivered to `read`, one of Envoy's
+    /// slices at a time, without copying them.
+    pub fn read_received_body(&self, read: &mut dyn FnMut(&[u8])) {
         let kind = abi::RECEIVED_REQUEST_BODY;
-        // SAFETY: Envoy fills at most `n` slices, readable during this hook; they are copied.
+        // SAFETY: Envoy fills at most `n` slices, readable during this hook, which `read` does
+        // not outlive.
         unsafe {
             let n = abi::envoy_dynamic_module_callback_http_get_body_chunks_size(self.0, kind);
             let mut slices = vec![EnvoyBuffer::EMPTY; n];
@@ -115,9 +117,11 @@ impl Stream {
                     slices.as_mut_ptr(),
                 )
             {
-                return Vec::new();
+                return;
             }
-            EnvoyBuffer::concat(&slices)
+            for slice in &slices {
+                read(slice.bytes());
+            }
         }
     }
 

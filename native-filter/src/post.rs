@@ -116,8 +116,8 @@ impl Host for PostHost<'_> {
         self.stream.remove_response_header(name);
     }
 
-    fn request_body(&self, _size: usize) -> Vec<u8> {
-        self.stream.received_body()
+    fn read_request_body(&self, _size: usize, read: &mut dyn FnMut(&[u8])) {
+        self.stream.read_received_body(read);
     }
 
     fn replace_request_body(&mut self, size: usize, bytes: &[u8]) {

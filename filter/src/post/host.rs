@@ -48,8 +48,9 @@ pub trait Host {
     fn response_header(&self, name: &str) -> Option<String>;
     /// Removes a response header.
     fn remove_response_header(&mut self, name: &str);
-    /// The request body bytes this body callback delivers (`size` of them).
-    fn request_body(&self, size: usize) -> Vec<u8>;
+    /// Hands the request body bytes this body callback delivers (`size` of them) to `read`, in
+    /// the pieces the host holds them in (the native shell: Envoy's own slices, not copied).
+    fn read_request_body(&self, size: usize, read: &mut dyn FnMut(&[u8]));
     /// Replaces the `size` bytes this body callback delivered with `bytes`.
     fn replace_request_body(&mut self, size: usize, bytes: &[u8]);
     /// Answers the client with `error` as S3 XML; the request goes no further.

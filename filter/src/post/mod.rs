@@ -143,14 +143,17 @@ impl PostFlow {
         if let Some((mut resigner, path, request_id)) = self.resigner.take() {
             // Each callback sees the bytes that arrived since the last; they are replaced by
             // whatever chunks are now complete and re-signed, the rest held until they are.
-            let input = host.request_body(size);
-            let mut output = Vec::with_capacity(input.len() + resigner.held());
-            let framed = resigner
-                .push(&input, &mut output)
-                .and_then(|()| match end_of_stream {
-                    true => resigner.finish(),
-                    false => Ok(()),
-                });
+            let mut output = Vec::with_capacity(size + resigner.held());
+            let mut framed = Ok(());
+            host.read_request_body(size, &mut |piece| {
+                if framed.is_ok() {
+                    framed = resigner.push(piece, &mut output);
+                }
+            });
+            let framed = framed.and_then(|()| match end_of_stream {
+                true => resigner.finish(),
+                false => Ok(()),
+            });
             if let Err(error) = framed {
                 // Answering now resets the upstream request: the store never completes an
                 // object from a half-rewritten body.

@@ -92,8 +92,8 @@ impl Host for PostStream {
         self.set_http_response_header(name, None);
     }
 
-    fn request_body(&self, size: usize) -> Vec<u8> {
-        self.get_http_request_body(0, size).unwrap_or_default()
+    fn read_request_body(&self, size: usize, read: &mut dyn FnMut(&[u8])) {
+        read(&self.get_http_request_body(0, size).unwrap_or_default());
     }
 
     fn replace_request_body(&mut self, size: usize, bytes: &[u8]) {
