@@ -28,6 +28,9 @@ ENVOY_TEMPLATE = ROOT / "envoy" / "s3mesh.yaml"
 WASM = ROOT / "target" / "wasm32-wasip1" / "wasm-release" / "s3mesh_wasm_filter.wasm"
 #: Where Envoy finds the native filter, `libs3mesh_native.so` (`make build` builds it here).
 NATIVE_DIR = Path(os.environ.get("S3MESH_NATIVE_DIR", ROOT / "target" / "debug"))
+#: How late the native shell's counters and gauges may reach Envoy's stats: its flush interval
+#: (`native-filter/src/metrics/batch.rs`) with room for a busy main thread.
+NATIVE_METRICS_LAG_S = 0.5
 EXT_AUTHZ = Path(os.environ.get("S3MESH_EXT_AUTHZ_BIN", ROOT / "target" / "debug" / "s3mesh-ext-authz"))
 VENV_BIN = ROOT / ".venv" / "bin"
 #: The second signature-verifying store (installed by `make test`).
@@ -141,11 +144,6 @@ def ephemeral_ports() -> range:
         return range(int(low), int(high) + 1)
     except (OSError, ValueError):
         return range(32768, 61000)
-
-
-#: How late the native shell's counters and gauges may reach Envoy's stats: its flush interval
-#: (`native-filter/src/metrics/batch.rs`) with room for a busy main thread.
-NATIVE_METRICS_LAG_S = 0.5
 
 
 def free_port() -> int:
