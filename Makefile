@@ -22,7 +22,7 @@ help:
 	@echo "make lint   - cargo fmt --check and clippy (host and wasm32-wasip1)"
 	@echo "make crd    - regenerate deploy/crds/ from the S3AccessPolicy Rust type"
 	@echo "make deploy-render - regenerate deploy/manifests/ from deploy/values.example.yaml"
-	@echo "make bench-lb - s3mesh's endpoint selection vs Envoy's balancers (about an hour; writes BENCHMARKS.md)"
+	@echo "make bench-lb - s3mesh's endpoint selection (wasm and native) vs Envoy's balancers (about 80 min; writes BENCHMARKS.md)"
 	@echo "make bench-expect - Expect: 100-continue uploads, Envoy answering 100 vs proxying it (2 min)"
 	@echo "make bench-authz - ext-authz checks/s on one core and latency at fixed rates (4 min)"
 	@echo "make bench-overhead - s3mesh vs plain Envoy vs aws_request_signing, and each part alone (10 min)"
