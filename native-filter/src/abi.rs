@@ -182,8 +182,8 @@ pub mod log_level {
 /// `envoy_dynamic_module_type_metrics_result`: 0 is success.
 pub const METRICS_SUCCESS: u32 = 0;
 
-/// The signature Envoy's metric updates share, on a stream (`FilterEnvoyPtr`) or on a
-/// configuration (`ConfigEnvoyPtr`): metric id, label values, value.
+/// The signature Envoy's configuration-level metric updates share (`ConfigEnvoyPtr`, metric
+/// id, label values, value).
 pub type MetricUpdate =
     unsafe extern "C" fn(*mut c_void, usize, *const ModuleBuffer, usize, u64) -> u32;
 

@@ -2,9 +2,7 @@
 
 use s3mesh_s3_request::S3Error;
 
-use crate::abi::{
-    self, EnvoyBuffer, EnvoyHeader, FilterEnvoyPtr, MetricUpdate, ModuleBuffer, ModuleHeader,
-};
+use crate::abi::{self, EnvoyBuffer, EnvoyHeader, FilterEnvoyPtr, ModuleBuffer, ModuleHeader};
 use crate::granting::GrantCall;
 use crate::metrics::Metric;
 
@@ -265,13 +263,8 @@ impl Stream {
         }
     }
 
-    /// Records `value` in histogram `id`.
+    /// Records `value` in histogram `id` with `labels`.
     pub fn record(&self, id: Metric, labels: &[&str], value: u64) {
-        let record = abi::envoy_dynamic_module_callback_http_filter_record_histogram_value;
-        self.update(record, id, labels, value);
-    }
-
-    fn update(&self, call: MetricUpdate, id: Metric, labels: &[&str], value: u64) {
         let Some(id) = id else {
             return;
         };
@@ -279,7 +272,13 @@ impl Stream {
         // SAFETY: the label buffers outlive the call. A refused update is ignored: stats must
         // never fail a request.
         unsafe {
-            call(self.0, id, labels.as_ptr(), labels.len(), value);
+            abi::envoy_dynamic_module_callback_http_filter_record_histogram_value(
+                self.0,
+                id,
+                labels.as_ptr(),
+                labels.len(),
+                value,
+            );
         }
     }
 }

@@ -15,8 +15,8 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use super::Metric;
-use crate::abi::{self, ConfigEnvoyPtr, MetricUpdate, ModuleBuffer};
+use super::{update_in_config, Metric};
+use crate::abi::{self, ConfigEnvoyPtr, MetricUpdate};
 use crate::lock;
 use crate::scheduler::{event, Scheduler};
 
@@ -129,18 +129,8 @@ impl Batch {
                 }
             };
             let labels: Vec<&str> = series.split(LABEL).skip(1).collect();
-            let labels = ModuleBuffer::all(&labels);
-            // SAFETY: per the contract above; the buffers outlive the call. A refused update
-            // is dropped: stats never fail anything.
-            unsafe {
-                update(
-                    config_envoy,
-                    id,
-                    labels.as_ptr(),
-                    labels.len(),
-                    delta.unsigned_abs(),
-                );
-            }
+            // SAFETY: per the contract above.
+            unsafe { update_in_config(config_envoy, update, id, &labels, delta.unsigned_abs()) };
         }
     }
 }

@@ -24,6 +24,25 @@ type Define = unsafe extern "C" fn(
     *mut usize,
 ) -> u32;
 
+/// Applies `update` (a configuration-level metric callback) with `value` to metric `id` with
+/// `labels`. A refused update is ignored: stats never fail anything.
+///
+/// # Safety
+/// `config` is the configuration's Envoy pointer, in one of its hooks.
+unsafe fn update_in_config(
+    config: ConfigEnvoyPtr,
+    update: MetricUpdate,
+    id: usize,
+    labels: &[&str],
+    value: u64,
+) {
+    let labels = ModuleBuffer::all(labels);
+    // SAFETY: per the contract above; the buffers outlive the call.
+    unsafe {
+        update(config, id, labels.as_ptr(), labels.len(), value);
+    }
+}
+
 /// Defines metrics of one configuration.
 pub struct Definer(ConfigEnvoyPtr);
 
@@ -79,13 +98,9 @@ impl Definer {
     }
 
     fn zero(&self, add: MetricUpdate, id: Metric, labels: &[&str]) {
-        let Some(id) = id else {
-            return;
-        };
-        let labels = ModuleBuffer::all(labels);
-        // SAFETY: per `new`; the buffers outlive the call.
-        unsafe {
-            add(self.0, id, labels.as_ptr(), labels.len(), 0);
+        if let Some(id) = id {
+            // SAFETY: per `new`.
+            unsafe { update_in_config(self.0, add, id, labels, 0) };
         }
     }
 
