@@ -43,12 +43,7 @@ impl Stream {
                 return Vec::new();
             }
             raw.iter()
-                .map(|h| {
-                    (
-                        String::from_utf8_lossy(h.key.bytes()).into_owned(),
-                        String::from_utf8_lossy(h.value.bytes()).into_owned(),
-                    )
-                })
+                .map(|h| (text(h.key.bytes()), text(h.value.bytes())))
                 .collect()
         }
     }
@@ -95,7 +90,7 @@ impl Stream {
                 0,
                 &mut count,
             )
-            .then(|| String::from_utf8_lossy(value.bytes()).into_owned())
+            .then(|| text(value.bytes()))
         }
     }
 
@@ -159,7 +154,7 @@ impl Stream {
                 &mut value,
                 length,
             )
-            .then(|| String::from_utf8_lossy(value.bytes()).into_owned())
+            .then(|| text(value.bytes()))
         }
     }
 
@@ -172,7 +167,7 @@ impl Stream {
             abi::envoy_dynamic_module_callback_http_filter_get_attribute_string(
                 self.0, id, &mut value, length,
             )
-            .then(|| String::from_utf8_lossy(value.bytes()).into_owned())
+            .then(|| text(value.bytes()))
             .filter(|s| !s.is_empty())
         }
     }
@@ -287,4 +282,13 @@ impl Stream {
 pub fn log(level: u32, message: &str) {
     // SAFETY: the buffer outlives the call.
     unsafe { abi::envoy_dynamic_module_callback_log(level, message.into()) }
+}
+
+/// Header bytes as text; invalid UTF-8 (which Envoy passes on) replaced, as a client would see
+/// it. Checked by `str::from_utf8` first: it validates whole words at a time.
+fn text(bytes: &[u8]) -> String {
+    std::str::from_utf8(bytes).map_or_else(
+        |_| String::from_utf8_lossy(bytes).into_owned(),
+        str::to_owned,
+    )
 }
