@@ -13,13 +13,14 @@ S3SFS    := .tools/bin/s3s-fs
 MINIO_GO := .tools/bin/minio-go-client
 RUST_SRC := $(shell find Cargo.toml Cargo.lock clippy.toml sigv4 s3-request access filter wasm-filter native-filter ext-authz -type f \( -name '*.rs' -o -name '*.toml' -o -name Cargo.lock \) 2>/dev/null)
 
-.PHONY: help setup build run test test-rust test-wasm test-integration lint fmt clean crd deploy-render .wasm-target bench-lb bench-expect bench-authz bench-chunked soak fuzz bench-overhead
+.PHONY: help setup build run test test-rust test-wasm test-integration test-envoy-matrix lint fmt clean crd deploy-render .wasm-target bench-lb bench-expect bench-authz bench-chunked soak fuzz bench-overhead
 
 help:
 	@echo "make run    - start the local stack (S3 store on 3 endpoints, ext-authz, Envoy) on \$${S3MESH_LISTEN:-127.0.0.1:8480}"
 	@echo "make test   - lint, unit tests (host and wasm), integration tests through real Envoy"
 	@echo "make build  - build the wasm filter, the native filter (Envoy dynamic module) and ext-authz"
 	@echo "make lint   - cargo fmt --check and clippy (host and wasm32-wasip1)"
+	@echo "make test-envoy-matrix - the end-to-end set on Envoy 1.36 to 1.40 (Istio 1.28 to 1.31), both shells (8 min)"
 	@echo "make crd    - regenerate deploy/crds/ from the S3AccessPolicy Rust type"
 	@echo "make deploy-render - regenerate deploy/manifests/ from deploy/values.example.yaml"
 	@echo "make bench-lb - s3mesh's endpoint selection (wasm and native) vs Envoy's balancers (about 80 min; writes BENCHMARKS.md)"
@@ -88,6 +89,12 @@ test-wasm: .wasm-target
 test-integration: setup build $(S3SFS) $(MINIO_GO)
 	cargo build -p s3mesh-aws-sdk-client
 	$(PY) -m pytest tests -q
+	$(PY) tests/envoy_matrix.py --smoke
+
+# The representative end-to-end set on every Envoy release a supported Istio ships (each
+# installed once into .tools/envoy/); writes the README's table and tests/results/.
+test-envoy-matrix: setup build $(S3SFS)
+	$(PY) tests/envoy_matrix.py
 
 # minio-go, a real client that chunk-signs uploads, built with Debian's Go from Debian's
 # minio-go sources (GOPATH mode: no module download).

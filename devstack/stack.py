@@ -12,6 +12,7 @@ import random
 import re
 import secrets
 import socket
+import subprocess
 import time
 import urllib.request
 from pathlib import Path
@@ -33,6 +34,9 @@ NATIVE_DIR = Path(os.environ.get("S3MESH_NATIVE_DIR", ROOT / "target" / "debug")
 NATIVE_METRICS_LAG_S = 0.5
 EXT_AUTHZ = Path(os.environ.get("S3MESH_EXT_AUTHZ_BIN", ROOT / "target" / "debug" / "s3mesh-ext-authz"))
 VENV_BIN = ROOT / ".venv" / "bin"
+#: The Envoy the stack runs: the one `make setup` installs, unless `S3MESH_ENVOY` names another
+#: (`make test-envoy-matrix` runs the tests on each supported release this way).
+ENVOY_BIN = Path(os.environ.get("S3MESH_ENVOY", VENV_BIN / "envoy"))
 #: The second signature-verifying store (installed by `make test`).
 S3S_FS = ROOT / ".tools" / "bin" / "s3s-fs"
 
@@ -78,6 +82,32 @@ EXT_AUTHZ_FILTER = "envoy.filters.http.ext_authz"
 #: Which shell runs the filter: "wasm" (proxy-wasm, the default) or "native" (the Envoy dynamic
 #: module).
 FILTER_SHELLS = ("wasm", "native")
+#: The oldest Envoy that loads the native shell: the module is built against the dynamic-module
+#: ABI of Envoy 1.40 (native-filter/src/abi.rs), whose callbacks 1.39 has too; 1.38 lacks some
+#: (the module then fails to load, naming the missing symbol). `make test-envoy-matrix` checks it.
+NATIVE_MIN_ENVOY = (1, 39)
+
+
+def envoy_version(envoy: Path = ENVOY_BIN) -> tuple[int, int, int]:
+    """The release of an Envoy binary, from `envoy --version`."""
+    out = subprocess.run([str(envoy), "--version"], capture_output=True, text=True, timeout=60)
+    m = re.search(r"/(\d+)\.(\d+)\.(\d+)/", out.stdout + out.stderr)
+    if not m:
+        raise ProcessError(f"{envoy} --version printed no release: {out.stdout}{out.stderr}")
+    return tuple(int(g) for g in m.groups())
+
+
+def dotted(release: tuple[int, ...]) -> str:
+    return ".".join(map(str, release))
+
+
+def require_native_envoy(envoy: Path = ENVOY_BIN):
+    """Refuses to start the native shell on an Envoy too old to load it, naming the minimum
+    (Envoy itself would refuse too, but naming only a missing field or symbol)."""
+    release = envoy_version(envoy)
+    if release < NATIVE_MIN_ENVOY:
+        raise StackError(f"the native shell needs Envoy {dotted(NATIVE_MIN_ENVOY)} or later (Istio 1.31 or "
+                         f"later); {envoy} is Envoy {dotted(release)}: run the wasm shell, or a newer Envoy")
 DYNAMIC_MODULE_FILTER = "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter"
 
 
@@ -201,7 +231,7 @@ def start_envoy(processes: Supervisor, config: Path, workdir: Path, concurrency:
     admin_file = workdir / f"{name}-admin.txt"
     admin_file.unlink(missing_ok=True)
     env = dict(os.environ, ENVOY_DYNAMIC_MODULES_SEARCH_PATH=str(native_dir))
-    processes.spawn(name, [VENV_BIN / "envoy", "-c", config, "--admin-address-path", admin_file,
+    processes.spawn(name, [ENVOY_BIN, "-c", config, "--admin-address-path", admin_file,
                            "--disable-hot-restart", "--concurrency", concurrency, "-l", "info"], env=env)
     admin = wait_for("Envoy admin", lambda: processes.alive(name) and admin_file.exists()
                      and admin_file.read_text().strip(), 60, processes.log(name))
@@ -272,6 +302,8 @@ class Stack:
     # -- start-up ---------------------------------------------------------------------------
 
     def start(self):
+        if self.shell == "native":
+            require_native_envoy()
         self.workdir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "backend.json").unlink(missing_ok=True)
         for f in self.workdir.glob("logs/*.log"):

@@ -18,7 +18,8 @@ from botocore.config import Config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from devstack.stack import AUTHORIZATION_MODES, FILTER_SHELLS, Stack, free_port  # noqa: E402
+from devstack.stack import (  # noqa: E402
+    AUTHORIZATION_MODES, FILTER_SHELLS, NATIVE_MIN_ENVOY, Stack, envoy_version, free_port)
 
 LOCAL_DEV = "127.0.0.1"
 TEAM_A = "127.0.0.2"
@@ -31,6 +32,39 @@ STRANGER = "127.0.0.9"
 MODES = AUTHORIZATION_MODES
 SHELL_MODES = [(shell, mode) for shell in FILTER_SHELLS for mode in MODES]
 SHELL_MODE_IDS = [f"{shell}-{mode}" for shell, mode in SHELL_MODES]
+
+
+#: The release of the Envoy the tests run on (`S3MESH_ENVOY` names another than the default).
+ENVOY_RELEASE = envoy_version()
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "envoy_matrix: in the representative set `make test-envoy-matrix` runs on every "
+        "supported Envoy release")
+    config.addinivalue_line("markers", "native_shell: needs the native shell whatever its parameters")
+
+
+def runs_native(item) -> bool:
+    """Whether a collected test runs the native shell: a `native` parameter (alone, or in a
+    (shell, mode) pair, or as an indirect fixture's), or the `native_shell` mark."""
+    params = getattr(item, "callspec", None)
+    values = params.params.values() if params else ()
+    return item.get_closest_marker("native_shell") is not None or any(
+        v == "native" or (isinstance(v, tuple) and "native" in v) for v in values)
+
+
+def pytest_collection_modifyitems(items):
+    """On an Envoy too old for the native module, its tests are skipped, saying why;
+    test_envoy_release.py checks that such an Envoy refuses the module clearly instead."""
+    if ENVOY_RELEASE >= NATIVE_MIN_ENVOY:
+        return
+    version = ".".join(map(str, ENVOY_RELEASE))
+    minimum = ".".join(map(str, NATIVE_MIN_ENVOY))
+    skip = pytest.mark.skip(reason=f"Envoy {version} cannot load the native shell (needs {minimum} or later)")
+    for item in items:
+        if runs_native(item):
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session", params=SHELL_MODES, ids=SHELL_MODE_IDS)

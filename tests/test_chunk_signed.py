@@ -61,6 +61,7 @@ def put_chunked(stack, key: str, body: bytes, chunk: int, trailer: bool):
                        body=framed(body, chunk, trailer))
 
 
+@pytest.mark.envoy_matrix
 @pytest.mark.parametrize("trailer", [False, True], ids=["payload", "payload-trailer"])
 @pytest.mark.parametrize("size,chunk", [
     (0, CHUNK),                 # empty object: only the final chunk

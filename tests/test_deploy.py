@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from deploy import render  # noqa: E402
 from devstack.stack import (  # noqa: E402
-    AUTHORIZATION_MODES, FILTER_SHELLS, NATIVE_DIR, VENV_BIN, WASM, connection_manager, render_envoy)
+    AUTHORIZATION_MODES, FILTER_SHELLS, ENVOY_BIN, NATIVE_DIR, WASM, connection_manager, render_envoy)
 
 MANIFESTS = ROOT / "deploy" / "manifests"
 ISTIO_CRDS = ROOT.parent / "shared" / "schemas" / "istio-crd-all.gen.yaml"
@@ -342,12 +342,13 @@ def envoy_validates(config: dict, tmp_path: Path, name: str) -> list[str]:
     path.write_text(json.dumps(config))
     # The native shell's filters load the locally built module from where the stack's Envoy finds it.
     env = {**os.environ, "ENVOY_DYNAMIC_MODULES_SEARCH_PATH": str(NATIVE_DIR)}
-    done = subprocess.run([str(VENV_BIN / "envoy"), "--mode", "validate", "-c", str(path), "-l", "error"],
+    done = subprocess.run([str(ENVOY_BIN), "--mode", "validate", "-c", str(path), "-l", "error"],
                           capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 0, f"{name}: Envoy refused the configuration:\n{done.stdout}\n{done.stderr}"
     return [f["name"] for f in connection_manager(config)["http_filters"]]
 
 
+@pytest.mark.envoy_matrix
 @pytest.mark.parametrize("shell", FILTER_SHELLS)
 @pytest.mark.parametrize("mode", AUTHORIZATION_MODES)
 def test_envoy_accepts_the_sidecar_mode_as_istio_would_patch_it(tmp_path, mode, shell):
@@ -364,6 +365,7 @@ def test_envoy_accepts_the_sidecar_mode_as_istio_would_patch_it(tmp_path, mode, 
     assert hcm["use_remote_address"] is True, "the caller's address must be the connection's, not a header's"
 
 
+@pytest.mark.envoy_matrix
 @pytest.mark.parametrize("shell", FILTER_SHELLS)
 @pytest.mark.parametrize("mode", AUTHORIZATION_MODES)
 def test_envoy_accepts_the_gateway_mode_as_istio_would_patch_it(tmp_path, mode, shell):
@@ -378,6 +380,7 @@ def test_envoy_accepts_the_gateway_mode_as_istio_would_patch_it(tmp_path, mode, 
     assert envoy_validates(patched, tmp_path, "gateway") == chain(mode, "-")
 
 
+@pytest.mark.envoy_matrix
 @pytest.mark.parametrize("shell", FILTER_SHELLS)
 @pytest.mark.parametrize("mode", AUTHORIZATION_MODES)
 def test_envoy_accepts_the_plain_kubernetes_envoy(tmp_path, mode, shell):

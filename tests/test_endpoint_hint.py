@@ -12,6 +12,7 @@ from devstack.stack import FILTER_SHELLS, Stack, StackError
 SHELLS = pytest.mark.parametrize("shell", FILTER_SHELLS)
 
 
+@pytest.mark.envoy_matrix
 @SHELLS
 def test_override_host_sends_every_request_to_the_hinted_endpoint_whatever_the_client_says(tmp_path, shell):
     pinned = lambda endpoints: {"endpoints": [endpoints[1]], "unhinted_share": 0}  # noqa: E731
@@ -61,6 +62,7 @@ def test_a_dead_endpoint_costs_no_request_and_is_avoided(tmp_path, shell):
     assert metric("s3mesh_endpoint_selected_total") <= 6, prom
 
 
+@pytest.mark.envoy_matrix
 def test_internal_headers_do_not_reach_clients(stack):
     s3_client(stack.url).put_object(Bucket="demo", Key="internal", Body=b"x")
     status, headers, _ = raw_request(stack.url, "GET", "/demo/internal")
@@ -71,6 +73,7 @@ def test_internal_headers_do_not_reach_clients(stack):
         assert name not in lowered, name
 
 
+@pytest.mark.envoy_matrix
 def test_endpoint_and_operation_metrics_are_labelled(stack):
     s3_client(stack.url).put_object(Bucket="demo", Key="labelled", Body=b"x")
     raw_request(stack.url, "GET", "/demo/labelled")

@@ -59,6 +59,7 @@ class Load:
 GRANT_TTL_S = 2
 
 
+@pytest.mark.envoy_matrix
 @pytest.mark.parametrize("shell", FILTER_SHELLS)
 @pytest.mark.parametrize("mode", AUTHORIZATION_MODES)
 def test_ext_authz_down_fails_closed_and_traffic_recovers_without_restarting_envoy(tmp_path, mode, shell):

@@ -118,6 +118,7 @@ def test_one_fetch_serves_every_worker_until_the_grant_expires(grant_stack):
         assert counter(stack, "s3mesh_grants_fetched_total") - fetched == 1
 
 
+@pytest.mark.envoy_matrix
 def test_a_busy_caller_is_renewed_in_the_background_and_never_refused(grant_stack):
     """Requests that find their grant in its last fifth queue a renewal, which runs in the
     background (the wasm worker's root context, the native configuration on Envoy's main thread)

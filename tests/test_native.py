@@ -10,6 +10,8 @@ import pytest
 from conftest import STRANGER, raw_request
 from devstack.stack import WASM, Stack, StackError, connection_manager, native_filter, render_envoy, start_envoy
 
+pytestmark = pytest.mark.native_shell
+
 
 @pytest.fixture(scope="module")
 def native_stack(tmp_path_factory):
@@ -17,6 +19,7 @@ def native_stack(tmp_path_factory):
         yield s
 
 
+@pytest.mark.envoy_matrix
 def test_a_panic_in_the_filter_refuses_that_request_and_envoy_keeps_serving(native_stack):
     """Debug builds panic on `x-s3mesh-test-panic`; the hook's panic barrier must turn it into a
     fail-closed S3 error (a panic unwinding into Envoy would abort the process)."""

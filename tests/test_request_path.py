@@ -45,6 +45,7 @@ def test_aws_cli_copies_up_and_back_without_credentials(stack, tmp_path):
     assert "upload.bin" not in aws_cli(stack, "s3", "ls", "s3://demo/cli/").stdout
 
 
+@pytest.mark.envoy_matrix
 @pytest.mark.parametrize("key", KEYS)
 def test_boto3_unsigned_put_get_head_list_delete(stack, key):
     s3 = s3_client(stack.url)
@@ -60,6 +61,7 @@ def test_boto3_unsigned_put_get_head_list_delete(stack, key):
     assert gone.value.response["Error"]["Code"] == "404"
 
 
+@pytest.mark.envoy_matrix
 def test_virtual_hosted_style_requests_are_signed_as_path_style(stack):
     s3_client(stack.url).put_object(Bucket="demo", Key="vhost/key 1", Body=b"virtual")
     port = stack.url.rsplit(":", 1)[1]
@@ -85,6 +87,7 @@ def test_each_identity_reaches_only_its_bucket(stack):
         assert denied.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
 
 
+@pytest.mark.envoy_matrix
 def test_denial_is_an_s3_xml_error_naming_the_reason(stack):
     status, headers, body = raw_request(stack.url, "GET", "/team-b/k", TEAM_A)
     assert status == 403
@@ -143,6 +146,7 @@ def test_presigned_query_credentials_are_dropped_and_resigned(stack, version, ma
     assert (status, body) == (200, b"presigned payload")
 
 
+@pytest.mark.envoy_matrix
 def test_client_sent_internal_headers_are_stripped(stack):
     s3_client(stack.url).put_object(Bucket="demo", Key="hinted", Body=b"x")
     stripped = lambda: stack.filter_stat("s3mesh_pre_stripped_headers_total")  # noqa: E731
@@ -156,6 +160,7 @@ def test_client_sent_internal_headers_are_stripped(stack):
     assert stripped() - before == 20
 
 
+@pytest.mark.envoy_matrix
 def test_filter_counters_are_in_envoy_prometheus_stats(stack):
     raw_request(stack.url, "GET", "/demo/?list-type=2")
     prom = stack.prometheus()
