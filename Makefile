@@ -26,7 +26,7 @@ help:
 	@echo "make bench-lb - s3mesh's endpoint selection (wasm and native) vs Envoy's balancers (about 80 min; writes BENCHMARKS.md)"
 	@echo "make bench-expect - Expect: 100-continue uploads, Envoy answering 100 vs proxying it (2 min)"
 	@echo "make bench-authz - ext-authz checks/s on one core and latency at fixed rates (4 min)"
-	@echo "make bench-overhead - s3mesh vs plain Envoy vs aws_request_signing, and each part alone (10 min)"
+	@echo "make bench-overhead - s3mesh vs plain Envoy vs aws_request_signing, and each part alone (19 min)"
 	@echo "make fuzz   - every cargo-fuzz target for FUZZ_SECONDS (default 60) each; nightly toolchain"
 	@echo "make soak   - the full stack for 10 min at a fixed rate and mix: errors, memory, descriptors"
 	@echo "make bench-chunked - chunk-signed uploads re-signed vs UNSIGNED-PAYLOAD, and memory over a 4 GiB upload"

@@ -18,7 +18,9 @@ priority, share core 0:
   endpoint choice);
 - `s3mesh_ext_authz_only`: ext_authz without the wasm filters;
 - `s3mesh_native`, `s3mesh_native_ext_authz`: `s3mesh` and `s3mesh_ext_authz` with both filters
-  in the native shell (the release build of `libs3mesh_native.so`) instead of wasm.
+  in the native shell (the release build of `libs3mesh_native.so`) instead of wasm;
+- `s3mesh_native_pre_only`, `s3mesh_native_post_only`: each native filter alone, as the wasm
+  ones above.
 The backend answers at once, so the proxy dominates. Per trial: a closed loop over 32
 connections for the maximum rate, with Envoy's and ext-authz's CPU per request and Envoy's
 resident memory; then an open loop at a fixed rate, 25% of plain Envoy's capacity as measured in
@@ -60,7 +62,7 @@ CLOSED_CONNECTIONS = 32
 MAX_S, RATE_S, WARMUP_S = 6, 6, 1
 CONFIGS = ["plain", "envoy_aws_signing", "s3mesh", "s3mesh_ext_authz", "s3mesh_wasm_only",
            "s3mesh_pre_only", "s3mesh_post_only", "s3mesh_ext_authz_only", "s3mesh_native",
-           "s3mesh_native_ext_authz"]
+           "s3mesh_native_ext_authz", "s3mesh_native_pre_only", "s3mesh_native_post_only"]
 PATH = "/demo/bench-object"
 GOAL_RPS_RATIO, GOAL_P99_DELTA_US = 0.8, 300
 #: The native shell's goal in grant mode: at least this share of `aws_request_signing`'s rate.
@@ -78,7 +80,7 @@ SIGNING = {
 
 
 def envoy_config(name: str, backend: str, authz: str) -> dict:
-    mode = "grant" if name in ("s3mesh", "s3mesh_post_only", "s3mesh_native") else "ext_authz"
+    mode = "grant" if name in ("s3mesh", "s3mesh_post_only", "s3mesh_native", "s3mesh_native_post_only") else "ext_authz"
     shell = "native" if name.startswith("s3mesh_native") else "wasm"
     config = yaml.safe_load(render_envoy("127.0.0.1:0", WASM, [backend], authz, authorization=mode, shell=shell))
     hcm = connection_manager(config)
@@ -94,11 +96,13 @@ def envoy_config(name: str, backend: str, authz: str) -> dict:
         "s3mesh_ext_authz_only": [AUTHZ, ROUTER],
         "s3mesh_native": [f["name"] for f in hcm["http_filters"]],
         "s3mesh_native_ext_authz": [f["name"] for f in hcm["http_filters"]],
+        "s3mesh_native_pre_only": ["s3mesh.pre", ROUTER],
+        "s3mesh_native_post_only": ["s3mesh.post", ROUTER],
     }[name]
     hcm["http_filters"] = [filters[n] for n in keep]
     if name == "envoy_aws_signing":
         hcm["http_filters"].insert(0, SIGNING)
-    if name in ("plain", "envoy_aws_signing", "s3mesh_pre_only"):
+    if name in ("plain", "envoy_aws_signing", "s3mesh_pre_only", "s3mesh_native_pre_only"):
         del config["static_resources"]["clusters"][0]["load_balancing_policy"]
     return config
 
@@ -271,7 +275,9 @@ def attribution(configs: dict) -> list[str]:
         f"- `pre` alone: {over('s3mesh_pre_only'):+.1f} µs; `post` alone in grant mode (caller lookup, "
         f"decision, SigV4 in wasm, endpoint choice, response bookkeeping): {over('s3mesh_post_only'):+.1f} µs; "
         f"both without signing: {over('s3mesh_wasm_only'):+.1f} µs; `s3mesh` (grant): "
-        f"{over('s3mesh'):+.1f} µs; the same in the native shell: {over('s3mesh_native'):+.1f} µs.",
+        f"{over('s3mesh'):+.1f} µs.",
+        f"- The native shell: `pre` alone {over('s3mesh_native_pre_only'):+.1f} µs, `post` alone in grant mode "
+        f"{over('s3mesh_native_post_only'):+.1f} µs, both (`s3mesh_native`) {over('s3mesh_native'):+.1f} µs.",
         f"- Per request, ext_authz costs Envoy {over('s3mesh_ext_authz_only'):+.1f} µs on its own and "
         f"ext-authz {configs['s3mesh_ext_authz']['authz_cpu_us_per_req']:.1f} µs; the whole per-request "
         f"mode {authz_total:+.1f} µs of CPU per request against {over('s3mesh'):+.1f} µs in grant mode.",
