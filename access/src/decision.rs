@@ -67,7 +67,8 @@ where
     K: Borrow<ProfileKey>,
 {
     let copy_source = request.header("x-amz-copy-source");
-    let classified = S3Request::classify(request.method, target, copy_source);
+    let classified = S3Request::classify(request.method, target, copy_source)
+        .with_header_classes(request.headers.iter().map(|(name, _)| *name));
     let operation = classified.operation.as_str();
     let refuse = |error| Refused {
         operation: Some(operation),

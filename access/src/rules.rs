@@ -9,9 +9,18 @@ use s3mesh_s3_request::{Operation, OperationClass, S3Request};
 /// Parses a class name as written in policy (`read`, `bucket-admin`, …).
 pub fn parse_class(name: &str) -> Option<OperationClass> {
     use OperationClass::*;
-    [Read, Write, List, Delete, Multipart, BucketAdmin]
-        .into_iter()
-        .find(|c| c.as_str() == name)
+    [
+        Read,
+        Write,
+        List,
+        Delete,
+        Multipart,
+        BucketAdmin,
+        Sharing,
+        Retention,
+    ]
+    .into_iter()
+    .find(|c| c.as_str() == name)
 }
 
 /// A rule's permission as written (in policy, and in a grant on the wire).
@@ -23,7 +32,8 @@ pub struct Permission {
     /// Key prefixes the rule is limited to; empty: the whole bucket.
     #[serde(default)]
     pub prefixes: Vec<String>,
-    /// Operation classes: read, write, list, delete, multipart, bucket-admin.
+    /// Operation classes: read, write, list, delete, multipart, bucket-admin, sharing,
+    /// retention.
     pub operations: Vec<String>,
     /// The profile whose key signs what this rule allows.
     pub profile: String,
@@ -70,7 +80,7 @@ pub struct Rule {
 pub enum RuleError {
     /// An operation class s3mesh does not know.
     #[error(
-        "operations: unknown class {0:?}; use read, write, list, delete, multipart or bucket-admin"
+        "operations: unknown class {0:?}; use read, write, list, delete, multipart, bucket-admin, sharing or retention"
     )]
     UnknownClass(String),
     /// A rule that names no bucket permits nothing.
@@ -192,7 +202,9 @@ pub enum Denial {
 
 /// The profile that signs `request` for `identity` under `rules` (the rules that select this
 /// caller, in policy order: the first that permits wins), or why it is refused. A copy also
-/// needs `read` on its source through the same profile, since one key signs the request.
+/// needs `read` on its source, and headers that share or lock data their class on the target
+/// ([`S3Request::header_classes`]), each through the same profile, since one key signs the
+/// request.
 pub fn authorize<'r, I>(identity: &str, rules: I, request: &S3Request) -> Result<&'r str, Denial>
 where
     I: Iterator<Item = &'r Rule> + Clone,
@@ -212,19 +224,24 @@ where
         .clone()
         .find(|r| r.permits(bucket, class, scope))
         .ok_or_else(|| not_granted(class, bucket, scope))?;
-    if let Some((source_bucket, source_key)) = &request.copy_source {
-        let source = Scope::Key(source_key);
-        let readable = rules.into_iter().any(|r| {
-            r.profile == rule.profile
-                && r.permits(Some(source_bucket), OperationClass::Read, source)
-        });
-        if !readable {
-            return Err(not_granted(
-                OperationClass::Read,
-                Some(source_bucket),
-                source,
-            ));
+    let also_permitted = |class, bucket, scope| {
+        let permitted = rules
+            .clone()
+            .any(|r| r.profile == rule.profile && r.permits(bucket, class, scope));
+        match permitted {
+            true => Ok(()),
+            false => Err(not_granted(class, bucket, scope)),
         }
+    };
+    for class in &request.header_classes {
+        also_permitted(*class, bucket, scope)?;
+    }
+    if let Some((source_bucket, source_key)) = &request.copy_source {
+        also_permitted(
+            OperationClass::Read,
+            Some(source_bucket.as_str()),
+            Scope::Key(source_key),
+        )?;
     }
     Ok(&rule.profile)
 }
@@ -280,6 +297,45 @@ mod tests {
             rule(&["src"], &[], &["read"], "p"),
         ];
         assert_eq!(authorize("me", rules.iter(), &copy), Ok("p"));
+    }
+
+    #[test]
+    fn write_does_not_share_or_lock_what_it_writes() {
+        fn acl<'r>(rules: &'r [Rule], path: &str) -> Result<&'r str, Denial> {
+            let request = req("PUT", path, None).with_header_classes(["x-amz-acl"]);
+            authorize("me", rules.iter(), &request)
+        }
+        let writer = [rule(&["b"], &[], &["write", "bucket-admin"], "p")];
+        let err = acl(&writer, "/b/k").unwrap_err().to_string();
+        assert!(
+            err.contains("not granted sharing on bucket \"b\", key \"k\""),
+            "{err}"
+        );
+        let err = authorize("me", writer.iter(), &req("PUT", "/b/k?acl", None)).unwrap_err();
+        assert!(err.to_string().contains("not granted sharing"), "{err}");
+        let err = authorize("me", writer.iter(), &req("PUT", "/b?policy", None)).unwrap_err();
+        assert!(err.to_string().contains("not granted sharing"), "{err}");
+        let err = authorize("me", writer.iter(), &req("PUT", "/b/k?retention", None)).unwrap_err();
+        assert!(err.to_string().contains("not granted retention"), "{err}");
+        let lock = req("PUT", "/b/k", None).with_header_classes(["x-amz-object-lock-mode"]);
+        let err = authorize("me", writer.iter(), &lock).unwrap_err();
+        assert!(err.to_string().contains("not granted retention"), "{err}");
+        // Granted, through the same profile: allowed. Through another profile: not, since the
+        // one key that signs must be allowed both.
+        let sharer = [
+            rule(&["b"], &[], &["write"], "p"),
+            rule(&["b"], &["k"], &["sharing"], "p"),
+        ];
+        assert_eq!(acl(&sharer, "/b/k"), Ok("p"));
+        assert!(
+            acl(&sharer, "/b/other").is_err(),
+            "sharing is limited to its prefix"
+        );
+        let elsewhere = [
+            rule(&["b"], &[], &["write"], "p"),
+            rule(&["b"], &[], &["sharing"], "other"),
+        ];
+        assert!(acl(&elsewhere, "/b/k").is_err());
     }
 
     #[test]

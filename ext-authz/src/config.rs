@@ -249,7 +249,8 @@ pub struct RuleSpec {
     /// empty: the whole bucket.
     #[serde(default)]
     pub prefixes: Vec<String>,
-    /// Operation classes granted: read, write, list, delete, multipart, bucket-admin.
+    /// Operation classes granted: read, write, list, delete, multipart, bucket-admin, sharing,
+    /// retention.
     pub operations: Vec<String>,
     /// The profile whose key signs requests this rule allows.
     pub profile: String,
@@ -444,7 +445,7 @@ impl Config {
                 return Err((
                     "operations".to_owned(),
                     format!(
-                        "unknown class {op:?}; use read, write, list, delete, multipart or bucket-admin"
+                        "unknown class {op:?}; use read, write, list, delete, multipart, bucket-admin, sharing or retention"
                     ),
                 ));
             }

@@ -1,8 +1,9 @@
 //! Which S3 operation a path-style request is, on which bucket and key, and its class.
 //!
-//! Policy is written in operation classes (read, write, list, delete, multipart, bucket admin);
-//! metrics are labelled with the operation name. A request s3mesh cannot classify is
-//! [`Operation::Unknown`], which no policy class allows.
+//! Policy is written in operation classes (read, write, list, delete, multipart, bucket admin,
+//! sharing, retention); metrics are labelled with the operation name. A request s3mesh cannot
+//! classify is [`Operation::Unknown`], which no policy class allows: so is a state-changing
+//! request with a sub-resource s3mesh does not know, since it might change who can reach data.
 
 use s3mesh_sigv4::uri_encoding;
 
@@ -21,8 +22,16 @@ pub enum OperationClass {
     Delete,
     /// Creating, uploading to, completing, aborting and listing parts of multipart uploads.
     Multipart,
-    /// Creating and deleting buckets and changing bucket configuration.
+    /// Creating and deleting buckets and changing bucket configuration, except what
+    /// [`Self::Sharing`] and [`Self::Retention`] cover.
     BucketAdmin,
+    /// Changing who else can read or write data, which no other class may do: ACLs and grant
+    /// headers, bucket policies, public access blocks, object ownership, website hosting and
+    /// redirects.
+    Sharing,
+    /// Keeping data from being deleted: object lock, retention periods, legal holds, and
+    /// bypassing governance retention.
+    Retention,
 }
 
 impl OperationClass {
@@ -35,6 +44,8 @@ impl OperationClass {
             Self::Delete => "delete",
             Self::Multipart => "multipart",
             Self::BucketAdmin => "bucket-admin",
+            Self::Sharing => "sharing",
+            Self::Retention => "retention",
         }
     }
 }
@@ -90,6 +101,9 @@ operations! {
     GetBucketConfig => BucketAdmin,
     PutBucketConfig => BucketAdmin,
     DeleteBucketConfig => BucketAdmin,
+    PutBucketSharing => Sharing,
+    DeleteBucketSharing => Sharing,
+    PutBucketObjectLock => Retention,
     CreateBucket => BucketAdmin,
     DeleteBucket => BucketAdmin,
     DeleteObjects => Delete,
@@ -102,6 +116,8 @@ operations! {
     PutObjectConfig => Write,
     DeleteObject => Delete,
     DeleteObjectConfig => Write,
+    PutObjectAcl => Sharing,
+    PutObjectRetention => Retention,
     CreateMultipartUpload => Multipart,
     UploadPart => Multipart,
     UploadPartCopy => Multipart,
@@ -136,6 +152,32 @@ const CONFIG_SUBRESOURCES: [&str; 22] = [
     "website",
 ];
 
+/// Sub-resources whose change decides who else can reach data (class `sharing`).
+const SHARING_SUBRESOURCES: [&str; 5] = [
+    "acl",
+    "ownershipControls",
+    "policy",
+    "publicAccessBlock",
+    "website",
+];
+
+/// Sub-resources that keep data from deletion (class `retention`).
+const RETENTION_SUBRESOURCES: [&str; 3] = ["legal-hold", "object-lock", "retention"];
+
+/// Parameters a PUT or DELETE may carry besides sub-resources: the multipart and version ones,
+/// the AWS SDKs' operation marker, and presigned-URL credentials (SigV2's here, SigV4's are
+/// `X-Amz-*`; the `pre` filter removes them before anything decides, but they are known). Any
+/// other name is taken as a sub-resource s3mesh does not know, and refused: it might change who
+/// can reach data. (POST requests are matched by their sub-resource exactly.)
+const ACTION_PARAMETERS: [&str; 6] = [
+    "uploadId",
+    "partNumber",
+    "versionId",
+    "x-id",
+    "AWSAccessKeyId",
+    "Signature",
+];
+
 /// A request as s3mesh understands it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct S3Request {
@@ -150,6 +192,9 @@ pub struct S3Request {
     pub copy_source: Option<(String, Vec<u8>)>,
     /// For listings: the decoded `prefix` parameter (absent: the whole bucket).
     pub list_prefix: Option<Vec<u8>>,
+    /// Classes the request's headers need besides the operation's (a canned ACL on a
+    /// `PutObject` needs `sharing` too): see [`S3Request::with_header_classes`].
+    pub header_classes: Vec<OperationClass>,
 }
 
 impl S3Request {
@@ -188,12 +233,62 @@ impl S3Request {
             key,
             copy_source,
             list_prefix,
+            header_classes: Vec::new(),
         }
+    }
+
+    /// Adds the classes the request's header names (lower-case) need besides the operation's
+    /// ([`header_class`]).
+    pub fn with_header_classes<'a>(mut self, names: impl IntoIterator<Item = &'a str>) -> Self {
+        for class in names.into_iter().filter_map(header_class) {
+            if !self.header_classes.contains(&class) {
+                self.header_classes.push(class);
+            }
+        }
+        self
     }
 }
 
+/// The class a request header (lower-case name) needs on top of its operation's: a canned ACL,
+/// grants, object ownership or a website redirect set with an upload, copy, multipart upload or
+/// new bucket need `sharing`; object lock settings and bypassing governance retention need
+/// `retention`. Matched by family prefix, so a grant or lock header S3 adds later needs the
+/// class too. Tagging (`x-amz-tagging`) stays `write`: s3mesh rules do not look at tags.
+fn header_class(name: &str) -> Option<OperationClass> {
+    let sharing = name == "x-amz-acl"
+        || name.starts_with("x-amz-grant-")
+        || name == "x-amz-object-ownership"
+        || name == "x-amz-website-redirect-location";
+    let retention = name.starts_with("x-amz-object-lock-")
+        || name.starts_with("x-amz-bucket-object-lock-")
+        || name == "x-amz-bypass-governance-retention";
+    match (sharing, retention) {
+        (true, _) => Some(Sharing),
+        (_, true) => Some(Retention),
+        _ => None,
+    }
+}
+
+fn any_param(target: &RequestTarget, names: &[&str]) -> bool {
+    names.iter().any(|s| target.has_param(s))
+}
+
 fn config_subresource(target: &RequestTarget) -> bool {
-    CONFIG_SUBRESOURCES.iter().any(|s| target.has_param(s))
+    any_param(target, &CONFIG_SUBRESOURCES)
+}
+
+/// A parameter that is neither a known sub-resource nor an [`ACTION_PARAMETERS`] name (nor a
+/// presigned URL's `X-Amz-*`, `Expires`).
+fn unknown_subresource(target: &RequestTarget) -> bool {
+    target.param_names().any(|name| {
+        let amz = name
+            .get(..6)
+            .is_some_and(|p| p.eq_ignore_ascii_case("x-amz-"));
+        !(amz
+            || name == "Expires"
+            || ACTION_PARAMETERS.contains(&name)
+            || CONFIG_SUBRESOURCES.contains(&name))
+    })
 }
 
 fn bucket_operation(method: &str, t: &RequestTarget) -> Operation {
@@ -206,9 +301,15 @@ fn bucket_operation(method: &str, t: &RequestTarget) -> Operation {
         "GET" if config_subresource(t) || t.has_param("versioning") => GetBucketConfig,
         "GET" => ListObjects,
         "HEAD" => HeadBucket,
+        "PUT" if any_param(t, &SHARING_SUBRESOURCES) => PutBucketSharing,
+        "PUT" if any_param(t, &RETENTION_SUBRESOURCES) => PutBucketObjectLock,
         "PUT" if config_subresource(t) || t.has_param("versioning") => PutBucketConfig,
+        "PUT" if unknown_subresource(t) => Unknown,
         "PUT" => CreateBucket,
+        "DELETE" if any_param(t, &SHARING_SUBRESOURCES) => DeleteBucketSharing,
+        "DELETE" if any_param(t, &RETENTION_SUBRESOURCES) => Unknown,
         "DELETE" if config_subresource(t) => DeleteBucketConfig,
+        "DELETE" if unknown_subresource(t) => Unknown,
         "DELETE" => DeleteBucket,
         "POST" if t.has_param("delete") => DeleteObjects,
         _ => Unknown,
@@ -226,11 +327,17 @@ fn object_operation(method: &str, t: &RequestTarget, copy: bool) -> Operation {
         "HEAD" => HeadObject,
         "PUT" if upload && copy => UploadPartCopy,
         "PUT" if upload => UploadPart,
+        "PUT" if any_param(t, &SHARING_SUBRESOURCES) => PutObjectAcl,
+        "PUT" if any_param(t, &RETENTION_SUBRESOURCES) => PutObjectRetention,
         "PUT" if config_subresource(t) => PutObjectConfig,
+        "PUT" if unknown_subresource(t) => Unknown,
         "PUT" if copy => CopyObject,
         "PUT" => PutObject,
         "DELETE" if upload => AbortMultipartUpload,
+        "DELETE" if any_param(t, &SHARING_SUBRESOURCES) => Unknown,
+        "DELETE" if any_param(t, &RETENTION_SUBRESOURCES) => Unknown,
         "DELETE" if config_subresource(t) => DeleteObjectConfig,
+        "DELETE" if unknown_subresource(t) => Unknown,
         "DELETE" => DeleteObject,
         "POST" if t.has_param("uploads") => CreateMultipartUpload,
         "POST" if upload => CompleteMultipartUpload,
@@ -265,7 +372,7 @@ mod tests {
             ("GET", "/b/", Operation::ListObjects),
             ("HEAD", "/b", Operation::HeadBucket),
             ("PUT", "/b", Operation::CreateBucket),
-            ("PUT", "/b?policy", Operation::PutBucketConfig),
+            ("PUT", "/b?policy", Operation::PutBucketSharing),
             ("POST", "/b?delete", Operation::DeleteObjects),
             ("GET", "/b/k", Operation::GetObject),
             ("HEAD", "/b/k", Operation::HeadObject),
@@ -287,6 +394,149 @@ mod tests {
         for (method, raw, op) in cases {
             assert_eq!(classify(method, raw).operation, op, "{method} {raw}");
         }
+    }
+
+    #[test]
+    fn requests_that_share_or_lock_data_have_their_own_classes() {
+        let cases = [
+            ("PUT", "/b/k?acl", Operation::PutObjectAcl, Sharing),
+            ("PUT", "/b?acl", Operation::PutBucketSharing, Sharing),
+            ("PUT", "/b?policy", Operation::PutBucketSharing, Sharing),
+            (
+                "DELETE",
+                "/b?policy",
+                Operation::DeleteBucketSharing,
+                Sharing,
+            ),
+            (
+                "PUT",
+                "/b?publicAccessBlock",
+                Operation::PutBucketSharing,
+                Sharing,
+            ),
+            (
+                "DELETE",
+                "/b?publicAccessBlock",
+                Operation::DeleteBucketSharing,
+                Sharing,
+            ),
+            (
+                "PUT",
+                "/b?ownershipControls",
+                Operation::PutBucketSharing,
+                Sharing,
+            ),
+            ("PUT", "/b?website", Operation::PutBucketSharing, Sharing),
+            (
+                "DELETE",
+                "/b?website",
+                Operation::DeleteBucketSharing,
+                Sharing,
+            ),
+            (
+                "PUT",
+                "/b?object-lock",
+                Operation::PutBucketObjectLock,
+                Retention,
+            ),
+            (
+                "PUT",
+                "/b/k?retention",
+                Operation::PutObjectRetention,
+                Retention,
+            ),
+            (
+                "PUT",
+                "/b/k?legal-hold",
+                Operation::PutObjectRetention,
+                Retention,
+            ),
+            (
+                "PUT",
+                "/b/k?versionId=3&retention",
+                Operation::PutObjectRetention,
+                Retention,
+            ),
+            // Reading them reveals nothing new to anyone else: classes as before.
+            ("GET", "/b/k?acl", Operation::GetObjectConfig, Read),
+            ("GET", "/b?policy", Operation::GetBucketConfig, BucketAdmin),
+            ("PUT", "/b?cors", Operation::PutBucketConfig, BucketAdmin),
+            ("PUT", "/b/k?tagging", Operation::PutObjectConfig, Write),
+        ];
+        for (method, raw, op, class) in cases {
+            let classified = classify(method, raw).operation;
+            assert_eq!(classified, op, "{method} {raw}");
+            assert_eq!(classified.class(), Some(class), "{method} {raw}");
+        }
+    }
+
+    #[test]
+    fn state_changing_requests_with_unknown_sub_resources_are_unknown() {
+        for (method, raw) in [
+            ("PUT", "/b/k?future-sharing-thing"),
+            ("PUT", "/b/k?x-id=PutObject&grants"),
+            ("PUT", "/b?future-bucket-setting"),
+            ("DELETE", "/b/k?acl"),
+            ("DELETE", "/b/k?something"),
+            ("DELETE", "/b?object-lock"),
+            ("DELETE", "/b?something"),
+            ("PUT", "/b/k?uploads"),
+            ("PUT", "/b/k?versioning"),
+        ] {
+            assert_eq!(
+                classify(method, raw).operation,
+                Operation::Unknown,
+                "{method} {raw}"
+            );
+        }
+        // What clients really send on uploads, copies, parts and deletes.
+        for (method, raw, op) in [
+            ("PUT", "/b/k?x-id=PutObject", Operation::PutObject),
+            (
+                "PUT",
+                "/b/k?partNumber=2&uploadId=u&x-id=UploadPart",
+                Operation::UploadPart,
+            ),
+            ("DELETE", "/b/k?versionId=v", Operation::DeleteObject),
+            (
+                "PUT",
+                "/b/k?X-Amz-Algorithm=A&X-Amz-Signature=s",
+                Operation::PutObject,
+            ),
+            (
+                "PUT",
+                "/b/k?AWSAccessKeyId=a&Expires=1&Signature=s",
+                Operation::PutObject,
+            ),
+            ("PUT", "/b?versioning", Operation::PutBucketConfig),
+            ("GET", "/b/k?anything-else", Operation::GetObject),
+        ] {
+            assert_eq!(classify(method, raw).operation, op, "{method} {raw}");
+        }
+    }
+
+    #[test]
+    fn sharing_and_locking_headers_need_their_class_too() {
+        let names = [
+            "x-amz-acl",
+            "x-amz-grant-read",
+            "x-amz-grant-full-control",
+            "x-amz-grant-something-new",
+            "x-amz-object-ownership",
+            "x-amz-website-redirect-location",
+            "x-amz-object-lock-mode",
+            "x-amz-object-lock-retain-until-date",
+            "x-amz-object-lock-legal-hold",
+            "x-amz-bucket-object-lock-enabled",
+            "x-amz-bypass-governance-retention",
+            "x-amz-tagging",
+            "content-type",
+        ];
+        let r = classify("PUT", "/b/k").with_header_classes(names);
+        assert_eq!(r.operation, Operation::PutObject);
+        assert_eq!(r.header_classes, [Sharing, Retention]);
+        let plain = classify("PUT", "/b/k").with_header_classes(["x-amz-tagging", "x-amz-meta-a"]);
+        assert!(plain.header_classes.is_empty());
     }
 
     #[test]

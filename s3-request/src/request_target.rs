@@ -84,6 +84,14 @@ impl RequestTarget {
         self.param(name).is_some()
     }
 
+    /// The (still encoded) names of the query's parameters, in order.
+    pub fn param_names(&self) -> impl Iterator<Item = &str> {
+        self.query
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| p.split_once('=').map_or(p, |(name, _)| name))
+    }
+
     /// The (still encoded) value of the first parameter named `name`; `Some("")` when it has
     /// no value.
     pub fn param(&self, name: &str) -> Option<&str> {
