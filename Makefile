@@ -11,9 +11,10 @@ AUTHZ    := target/debug/s3mesh-ext-authz
 NATIVE   := target/debug/libs3mesh_native.so
 S3SFS    := .tools/bin/s3s-fs
 MINIO_GO := .tools/bin/minio-go-client
+JS_CLIENT := tests/js-sdk-client/node_modules/.package-lock.json
 RUST_SRC := $(shell find Cargo.toml Cargo.lock clippy.toml sigv4 s3-request access filter wasm-filter native-filter ext-authz -type f \( -name '*.rs' -o -name '*.toml' -o -name Cargo.lock \) 2>/dev/null)
 
-.PHONY: help setup build run test test-rust test-wasm test-integration test-envoy-matrix lint fmt clean crd deploy-render .wasm-target bench-lb bench-expect bench-authz bench-chunked soak fuzz bench-overhead
+.PHONY: help setup build run test test-rust test-wasm test-integration test-envoy-matrix .client-debs lint fmt clean crd deploy-render .wasm-target bench-lb bench-expect bench-authz bench-chunked soak fuzz bench-overhead
 
 help:
 	@echo "make run    - start the local stack (S3 store on 3 endpoints, ext-authz, Envoy) on \$${S3MESH_LISTEN:-127.0.0.1:8480}"
@@ -86,7 +87,7 @@ test-wasm: .wasm-target
 	CARGO_TARGET_WASM32_WASIP1_RUNNER="node --no-warnings $(CURDIR)/tools/wasi-runner.mjs" \
 	  cargo test --target wasm32-wasip1 -p s3mesh-sigv4 -p s3mesh-s3-request -p s3mesh-access -p s3mesh-filter
 
-test-integration: setup build $(S3SFS) $(MINIO_GO)
+test-integration: setup build $(S3SFS) $(MINIO_GO) $(JS_CLIENT) .client-debs
 	cargo build -p s3mesh-aws-sdk-client
 	$(PY) -m pytest tests -q
 	$(PY) tests/envoy_matrix.py --smoke
@@ -102,6 +103,17 @@ GO_DEBS := golang-go golang-github-minio-minio-go-v7-dev
 $(MINIO_GO): tests/minio-go-client/main.go
 	dpkg -s $(GO_DEBS) >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq --no-install-recommends $(GO_DEBS))
 	GO111MODULE=off GOPATH=/usr/share/gocode GOCACHE=$(CURDIR)/.tools/go-cache go build -o $@ ./tests/minio-go-client
+
+# rclone and s3cmd, S3 clients many users run, from Debian (phony: dpkg answers at once when
+# they are installed).
+CLIENT_DEBS := rclone s3cmd
+.client-debs:
+	@dpkg -s $(CLIENT_DEBS) >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq --no-install-recommends $(CLIENT_DEBS))
+
+# The AWS SDK for JavaScript v3 at the versions its lockfile pins, from the npm registry, run
+# with the machine's Node.js.
+$(JS_CLIENT): tests/js-sdk-client/package.json tests/js-sdk-client/package-lock.json
+	cd tests/js-sdk-client && npm ci --no-audit --no-fund --silent
 
 # A second, independent SigV4-verifying store for the integration tests (pinned: newer releases
 # need a newer rustc than this machine's).

@@ -61,8 +61,10 @@ def test_write_alone_cannot_share_or_lock_data(stack, form):
 
 
 def test_the_same_requests_without_the_sharing_parts_are_written(stack):
-    """The control: what `write` does grant still works."""
+    """The control: what `write` does grant still works, tags and the canned ACL `private` (the
+    owner alone, which rclone sends with every upload) included."""
     assert raw_request(stack.url, "PUT", "/demo/shared", body=b"x", headers={"x-amz-tagging": "k=v"})[0] == 200
+    assert raw_request(stack.url, "PUT", "/demo/private", body=b"p", headers={"x-amz-acl": "private"})[0] == 200
     assert raw_request(stack.url, "PUT", "/demo/shared-copy", headers={"x-amz-copy-source": "/demo/shared"},
                        body=b"")[0] == 200
     assert raw_request(stack.url, "GET", "/demo/shared-copy")[2] == b"x"

@@ -68,7 +68,7 @@ where
 {
     let copy_source = request.header("x-amz-copy-source");
     let classified = S3Request::classify(request.method, target, copy_source)
-        .with_header_classes(request.headers.iter().map(|(name, _)| *name));
+        .with_header_classes(request.headers.iter().copied());
     let operation = classified.operation.as_str();
     let refuse = |error| Refused {
         operation: Some(operation),

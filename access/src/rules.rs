@@ -302,7 +302,8 @@ mod tests {
     #[test]
     fn write_does_not_share_or_lock_what_it_writes() {
         fn acl<'r>(rules: &'r [Rule], path: &str) -> Result<&'r str, Denial> {
-            let request = req("PUT", path, None).with_header_classes(["x-amz-acl"]);
+            let request =
+                req("PUT", path, None).with_header_classes([("x-amz-acl", "public-read")]);
             authorize("me", rules.iter(), &request)
         }
         let writer = [rule(&["b"], &[], &["write", "bucket-admin"], "p")];
@@ -317,7 +318,8 @@ mod tests {
         assert!(err.to_string().contains("not granted sharing"), "{err}");
         let err = authorize("me", writer.iter(), &req("PUT", "/b/k?retention", None)).unwrap_err();
         assert!(err.to_string().contains("not granted retention"), "{err}");
-        let lock = req("PUT", "/b/k", None).with_header_classes(["x-amz-object-lock-mode"]);
+        let lock = req("PUT", "/b/k", None)
+            .with_header_classes([("x-amz-object-lock-mode", "GOVERNANCE")]);
         let err = authorize("me", writer.iter(), &lock).unwrap_err();
         assert!(err.to_string().contains("not granted retention"), "{err}");
         // Granted, through the same profile: allowed. Through another profile: not, since the

@@ -237,10 +237,16 @@ impl S3Request {
         }
     }
 
-    /// Adds the classes the request's header names (lower-case) need besides the operation's
-    /// ([`header_class`]).
-    pub fn with_header_classes<'a>(mut self, names: impl IntoIterator<Item = &'a str>) -> Self {
-        for class in names.into_iter().filter_map(header_class) {
+    /// Adds the classes the request's headers (lower-case names, values) need besides the
+    /// operation's ([`header_class`]).
+    pub fn with_header_classes<'a>(
+        mut self,
+        headers: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Self {
+        for class in headers
+            .into_iter()
+            .filter_map(|(name, value)| header_class(name, value))
+        {
             if !self.header_classes.contains(&class) {
                 self.header_classes.push(class);
             }
@@ -253,9 +259,11 @@ impl S3Request {
 /// grants, object ownership or a website redirect set with an upload, copy, multipart upload or
 /// new bucket need `sharing`; object lock settings and bypassing governance retention need
 /// `retention`. Matched by family prefix, so a grant or lock header S3 adds later needs the
-/// class too. Tagging (`x-amz-tagging`) stays `write`: s3mesh rules do not look at tags.
-fn header_class(name: &str) -> Option<OperationClass> {
-    let sharing = name == "x-amz-acl"
+/// class too. Two exceptions share nothing: the canned ACL `private` (the owner alone, what a
+/// new object gets anyway; rclone sends it with every upload), and tagging (`x-amz-tagging`),
+/// which stays `write` since s3mesh rules do not look at tags.
+fn header_class(name: &str, value: &str) -> Option<OperationClass> {
+    let sharing = (name == "x-amz-acl" && !value.trim().eq_ignore_ascii_case("private"))
         || name.starts_with("x-amz-grant-")
         || name == "x-amz-object-ownership"
         || name == "x-amz-website-redirect-location";
@@ -517,26 +525,44 @@ mod tests {
 
     #[test]
     fn sharing_and_locking_headers_need_their_class_too() {
-        let names = [
-            "x-amz-acl",
-            "x-amz-grant-read",
-            "x-amz-grant-full-control",
-            "x-amz-grant-something-new",
-            "x-amz-object-ownership",
-            "x-amz-website-redirect-location",
+        let needs = |name, value| {
+            let r = classify("PUT", "/b/k").with_header_classes([(name, value)]);
+            assert_eq!(r.operation, Operation::PutObject);
+            r.header_classes
+        };
+        for (name, value) in [
+            ("x-amz-acl", "public-read"),
+            ("x-amz-acl", "bucket-owner-full-control"),
+            ("x-amz-grant-read", "uri=x"),
+            ("x-amz-grant-full-control", "id=x"),
+            ("x-amz-grant-something-new", "x"),
+            ("x-amz-object-ownership", "ObjectWriter"),
+            ("x-amz-website-redirect-location", "/x"),
+        ] {
+            assert_eq!(needs(name, value), [Sharing], "{name}: {value}");
+        }
+        for name in [
             "x-amz-object-lock-mode",
             "x-amz-object-lock-retain-until-date",
             "x-amz-object-lock-legal-hold",
             "x-amz-bucket-object-lock-enabled",
             "x-amz-bypass-governance-retention",
-            "x-amz-tagging",
-            "content-type",
-        ];
-        let r = classify("PUT", "/b/k").with_header_classes(names);
-        assert_eq!(r.operation, Operation::PutObject);
-        assert_eq!(r.header_classes, [Sharing, Retention]);
-        let plain = classify("PUT", "/b/k").with_header_classes(["x-amz-tagging", "x-amz-meta-a"]);
-        assert!(plain.header_classes.is_empty());
+        ] {
+            assert_eq!(needs(name, "x"), [Retention], "{name}");
+        }
+        for (name, value) in [
+            ("x-amz-acl", "private"),
+            ("x-amz-tagging", "a=b"),
+            ("x-amz-meta-a", "b"),
+            ("content-type", "text/plain"),
+        ] {
+            assert!(needs(name, value).is_empty(), "{name}: {value}");
+        }
+        let both = classify("PUT", "/b/k").with_header_classes([
+            ("x-amz-acl", "public-read"),
+            ("x-amz-object-lock-mode", "x"),
+        ]);
+        assert_eq!(both.header_classes, [Sharing, Retention]);
     }
 
     #[test]
