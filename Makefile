@@ -11,6 +11,7 @@ AUTHZ    := target/debug/s3mesh-ext-authz
 NATIVE   := target/debug/libs3mesh_native.so
 S3SFS    := .tools/bin/s3s-fs
 MINIO_GO := .tools/bin/minio-go-client
+GO_SDK_V2 := .tools/bin/go-sdk-v2-client
 JS_CLIENT := tests/js-sdk-client/node_modules/.package-lock.json
 RUST_SRC := $(shell find Cargo.toml Cargo.lock clippy.toml sigv4 s3-request access filter wasm-filter native-filter ext-authz -type f \( -name '*.rs' -o -name '*.toml' -o -name Cargo.lock \) 2>/dev/null)
 
@@ -87,7 +88,7 @@ test-wasm: .wasm-target
 	CARGO_TARGET_WASM32_WASIP1_RUNNER="node --no-warnings $(CURDIR)/tools/wasi-runner.mjs" \
 	  cargo test --target wasm32-wasip1 -p s3mesh-sigv4 -p s3mesh-s3-request -p s3mesh-access -p s3mesh-filter
 
-test-integration: setup build $(S3SFS) $(MINIO_GO) $(JS_CLIENT) .client-debs
+test-integration: setup build $(S3SFS) $(MINIO_GO) $(GO_SDK_V2) $(JS_CLIENT) .client-debs
 	cargo build -p s3mesh-aws-sdk-client
 	$(PY) -m pytest tests -q
 	$(PY) tests/envoy_matrix.py --smoke
@@ -103,6 +104,12 @@ GO_DEBS := golang-go golang-github-minio-minio-go-v7-dev
 $(MINIO_GO): tests/minio-go-client/main.go
 	dpkg -s $(GO_DEBS) >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq --no-install-recommends $(GO_DEBS))
 	GO111MODULE=off GOPATH=/usr/share/gocode GOCACHE=$(CURDIR)/.tools/go-cache go build -o $@ ./tests/minio-go-client
+
+# The AWS SDK for Go v2 the same way, from Debian's sources of it.
+GO_SDK_DEBS := golang-go golang-github-aws-aws-sdk-go-v2-dev
+$(GO_SDK_V2): tests/go-sdk-v2-client/main.go
+	dpkg -s $(GO_SDK_DEBS) >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq --no-install-recommends $(GO_SDK_DEBS))
+	GO111MODULE=off GOPATH=/usr/share/gocode GOCACHE=$(CURDIR)/.tools/go-cache go build -o $@ ./tests/go-sdk-v2-client
 
 # rclone and s3cmd, S3 clients many users run, from Debian (phony: dpkg answers at once when
 # they are installed).

@@ -4,6 +4,8 @@ users configure it and pointed at s3mesh with dummy keys, through both authoriza
 both shells: every operation of the client matrix, bytes compared, and the payload modes the
 client chose reported for the README's table.
 
+- The AWS SDK for Go v2 from Debian's sources (`tests/go-sdk-v2-client`, built like the minio-go
+  client).
 - rclone and s3cmd, Debian's packages, each with the configuration its documentation shows for
   an S3-compatible store; the payload modes read from their own header dumps.
 - The AWS SDK for JavaScript v3 (`@aws-sdk/client-s3`, `lib-storage`, `s3-request-presigner`,
@@ -26,19 +28,29 @@ from test_payload_modes import FS_KEYS
 
 ROOT = Path(__file__).resolve().parent.parent
 JS_CLIENT = ROOT / "tests" / "js-sdk-client"
-MATRIX = ["empty object", "small object", "stream upload", "multipart upload", "range GET", "HEAD", "copy", "awkward keys",
-          "list with prefix, delimiter and pages", "multipart abort", "presigned PUT and GET",
+GO_SDK_V2_CLIENT = Path(os.environ.get("S3MESH_GO_SDK_V2_CLIENT_BIN", ROOT / ".tools" / "bin" / "go-sdk-v2-client"))
+MATRIX = ["empty object", "small object", "stream upload", "multipart upload", "range GET", "HEAD", "copy",
+          "awkward keys", "list with prefix, delimiter and pages", "multipart abort", "presigned PUT and GET",
           "delete and batch delete"]
+
+
+def run_scenario(command: list, stack, prefix: str, keys: str | None) -> dict:
+    """Runs a client's scenario program against `stack` and returns its JSON report. On s3s-fs
+    the parts of a multipart upload go one at a time: under load, concurrent parts of one upload
+    sometimes got a 500 from s3s-fs itself (no request id, where s3mesh's errors always carry
+    one; its instances, one per endpoint, share one directory); moto takes them two at a time."""
+    sequential = ["--part-concurrency", "1"] if stack.backend == "s3s-fs" else []
+    done = subprocess.run([*command, "--endpoint", stack.url, "--bucket", "demo", "--prefix", prefix,
+                           *(["--keys", keys] if keys else []), *sequential],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
+    return json.loads(done.stdout)
 
 
 def run_js_client(stack, prefix: str, keys: str | None) -> dict:
     node = shutil.which("node")
     assert node, "Node.js is needed for the JavaScript SDK client"
-    done = subprocess.run([node, JS_CLIENT / "scenario.mjs", "--endpoint", stack.url, "--bucket", "demo",
-                           "--prefix", prefix, *(["--keys", keys] if keys else [])],
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
-    return json.loads(done.stdout)
+    return run_scenario([node, JS_CLIENT / "scenario.mjs"], stack, prefix, keys)
 
 
 @pytest.mark.parametrize("store", ["moto", "s3s-fs"])
@@ -52,7 +64,18 @@ def test_aws_sdk_for_javascript_v3_runs_every_operation_with_its_default_checksu
     assert sorted(modes["PutObject"]) == ["STREAMING-UNSIGNED-PAYLOAD-TRAILER + x-amz-trailer",
                                           "hex payload hash + x-amz-checksum-crc32"], modes
     assert modes["UploadPart"] == ["hex payload hash + x-amz-checksum-crc32"], modes
-    print(json.dumps(modes, indent=1))
+
+
+@pytest.mark.parametrize("store", ["moto", "s3s-fs"])
+def test_aws_sdk_for_go_v2_runs_every_operation(store, stack, fs_stack):
+    """Debian's AWS SDK for Go v2 (service/s3 1.29.1, 2022): older than the SDKs' default
+    checksums, so it signs every body's hex SHA-256 and sends Content-MD5 on batch deletes."""
+    target = stack if store == "moto" else fs_stack
+    report = run_scenario([str(GO_SDK_V2_CLIENT)], target, f"go-sdk-v2-{store}/",
+                          None if store == "moto" else FS_KEYS)
+    assert report["passed"] == [c for c in MATRIX if c != "stream upload"], report
+    modes = report["payload_modes"]
+    assert modes["PutObject"] == ["hex payload hash"] and modes["UploadPart"] == ["hex payload hash"], modes
 
 
 # -- rclone and s3cmd (Debian's packages) ------------------------------------------------------
@@ -133,9 +156,8 @@ def test_rclone_copies_lists_and_links_through_s3mesh(stack, tmp_path):
     rclone("deletefile", remote + "copy")
     rclone("delete", remote + "dir/")
     assert rclone("lsf", "-R", remote + "dir/") == b""
-    modes = sent_payload_modes(rclone.log)
-    print(json.dumps(modes))
-    assert modes, "rclone's header dump showed no x-amz-content-sha256"
+    # Bodies unsigned; requests without a body carry the empty body's hash.
+    assert sent_payload_modes(rclone.log) == ["UNSIGNED-PAYLOAD", "hex payload hash"]
 
 
 class S3cmd:
@@ -153,7 +175,8 @@ class S3cmd:
     def __call__(self, *args: str, fails: bool = False) -> bytes:
         done = subprocess.run(["s3cmd", "-c", str(self.config), "--debug", *args], capture_output=True, timeout=300)
         self.log += done.stderr.decode(errors="replace")
-        assert (done.returncode != 0) == fails, f"s3cmd {' '.join(args)}:\n{done.stderr.decode(errors='replace')[-3000:]}"
+        log = done.stderr.decode(errors="replace")[-3000:]
+        assert (done.returncode != 0) == fails, f"s3cmd {' '.join(args)}:\n{log}"
         return done.stdout + done.stderr if fails else done.stdout
 
 
@@ -192,6 +215,4 @@ def test_s3cmd_puts_gets_lists_copies_and_deletes_through_s3mesh(stack, tmp_path
     s3cmd("del", remote + "copy")
     s3cmd("del", "--recursive", "--force", remote + "dir/")  # one multi-object delete
     assert s3cmd("ls", "--recursive", remote + "dir/").strip() == b""
-    modes = sent_payload_modes(s3cmd.log)
-    print(json.dumps(modes))
-    assert modes, "s3cmd's debug log showed no x-amz-content-sha256"
+    assert sent_payload_modes(s3cmd.log) == ["hex payload hash"]
