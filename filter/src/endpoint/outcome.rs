@@ -12,12 +12,16 @@ mod flags {
     pub const UPSTREAM_CONNECTION_TERMINATION: u64 = 0x40;
     pub const UPSTREAM_OVERFLOW: u64 = 0x80;
     pub const UPSTREAM_RETRY_LIMIT_EXCEEDED: u64 = 0x8000;
+    /// A response Envoy could not parse, or a body cut short of its `Content-Length` (reset or
+    /// closed mid-body: `upstream_reset_after_response_started{protocol_error}`).
+    pub const UPSTREAM_PROTOCOL_ERROR: u64 = 0x80_0000;
     pub const UPSTREAM_FAULTS: u64 = UPSTREAM_REQUEST_TIMEOUT
         | UPSTREAM_REMOTE_RESET
         | UPSTREAM_CONNECTION_FAILURE
         | UPSTREAM_CONNECTION_TERMINATION
         | UPSTREAM_OVERFLOW
-        | UPSTREAM_RETRY_LIMIT_EXCEEDED;
+        | UPSTREAM_RETRY_LIMIT_EXCEEDED
+        | UPSTREAM_PROTOCOL_ERROR;
 }
 
 /// The verdict on one request.
@@ -103,6 +107,16 @@ mod tests {
         assert!(matches!(
             classify(200, 0x10, 1.0, None),
             Outcome::Failure { .. }
+        ));
+        // A 200 whose body the endpoint cut short (Envoy's UPE): its fault, not a success.
+        assert!(matches!(
+            classify(200, 0x80_0000, 1.0, None),
+            Outcome::Failure { .. }
+        ));
+        // A stream idle timeout (0x10000) may be the client's: not held against the endpoint.
+        assert!(matches!(
+            classify(200, 0x1_0000, 1.0, None),
+            Outcome::Success { .. }
         ));
         // Downstream connection termination (0x4000) without a response says nothing.
         assert_eq!(classify(0, 0x4000, 1.0, None), Outcome::NotAttributable);
