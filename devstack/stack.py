@@ -93,7 +93,7 @@ def envoy_version(envoy: Path = ENVOY_BIN) -> tuple[int, int, int]:
     out = subprocess.run([str(envoy), "--version"], capture_output=True, text=True, timeout=60)
     m = re.search(r"/(\d+)\.(\d+)\.(\d+)/", out.stdout + out.stderr)
     if not m:
-        raise ProcessError(f"{envoy} --version printed no release: {out.stdout}{out.stderr}")
+        raise StackError(f"{envoy} --version printed no release: {out.stdout}{out.stderr}")
     return tuple(int(g) for g in m.groups())
 
 
@@ -108,6 +108,8 @@ def require_native_envoy(envoy: Path = ENVOY_BIN):
     if release < NATIVE_MIN_ENVOY:
         raise StackError(f"the native shell needs Envoy {dotted(NATIVE_MIN_ENVOY)} or later (Istio 1.31 or "
                          f"later); {envoy} is Envoy {dotted(release)}: run the wasm shell, or a newer Envoy")
+
+
 DYNAMIC_MODULE_FILTER = "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter"
 
 
