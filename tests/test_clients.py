@@ -86,6 +86,15 @@ def sent_payload_modes(log: str) -> list[str]:
     return sorted({"hex payload hash" if re.fullmatch(r"[0-9a-f]{64}", v) else v for v in values})
 
 
+def upload_files(directory: Path) -> tuple[bytes, bytes]:
+    """Files `empty`, `small` (1,000 bytes) and `large` (over a 5 MiB multipart threshold, not a
+    whole number of parts) in `directory`; returns the small and large contents."""
+    small, large = os.urandom(1000), os.urandom(11 * 1024 * 1024 + 7)
+    for name, data in (("empty", b""), ("small", small), ("large", large)):
+        (directory / name).write_bytes(data)
+    return small, large
+
+
 def awkward_files(directory: Path) -> dict[str, bytes]:
     """Files whose names S3 clients get wrong most often (`//` has no file form)."""
     files = {"with space.txt": b"space", "plus+sign": b"plus", "pct%25literal": b"pct", "unicode-é-日本": b"u"}
@@ -120,10 +129,7 @@ class Rclone:
 
 def test_rclone_copies_lists_and_links_through_s3mesh(stack, tmp_path):
     rclone, remote = Rclone(stack, tmp_path), "mesh:demo/rclone/"
-    (tmp_path / "empty").write_bytes(b"")
-    small, large = os.urandom(1000), os.urandom(11 * 1024 * 1024 + 7)
-    (tmp_path / "small").write_bytes(small)
-    (tmp_path / "large").write_bytes(large)
+    small, large = upload_files(tmp_path)
     rclone("copyto", str(tmp_path / "empty"), remote + "empty")
     rclone("copyto", str(tmp_path / "small"), remote + "small")
     # moto answers a completed multipart upload in an unversioned bucket with
@@ -182,10 +188,7 @@ class S3cmd:
 
 def test_s3cmd_puts_gets_lists_copies_and_deletes_through_s3mesh(stack, tmp_path):
     s3cmd, remote = S3cmd(stack, tmp_path), "s3://demo/s3cmd/"
-    (tmp_path / "empty").write_bytes(b"")
-    small, large = os.urandom(1000), os.urandom(11 * 1024 * 1024 + 7)
-    (tmp_path / "small").write_bytes(small)
-    (tmp_path / "large").write_bytes(large)
+    small, large = upload_files(tmp_path)
     for name in ("empty", "small", "large"):
         s3cmd("put", str(tmp_path / name), remote + name)
     for name, data in (("empty", b""), ("small", small), ("large", large)):

@@ -6,23 +6,6 @@ use serde::{Deserialize, Serialize};
 
 use s3mesh_s3_request::{Operation, OperationClass, S3Request};
 
-/// Parses a class name as written in policy (`read`, `bucket-admin`, …).
-pub fn parse_class(name: &str) -> Option<OperationClass> {
-    use OperationClass::*;
-    [
-        Read,
-        Write,
-        List,
-        Delete,
-        Multipart,
-        BucketAdmin,
-        Sharing,
-        Retention,
-    ]
-    .into_iter()
-    .find(|c| c.as_str() == name)
-}
-
 /// A rule's permission as written (in policy, and in a grant on the wire).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -97,7 +80,7 @@ impl Rule {
         let classes = permission
             .operations
             .iter()
-            .map(|o| parse_class(o).ok_or_else(|| RuleError::UnknownClass(o.clone())))
+            .map(|o| OperationClass::from_name(o).ok_or_else(|| RuleError::UnknownClass(o.clone())))
             .collect::<Result<_, _>>()?;
         Ok(Self {
             buckets: permission

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use s3mesh_access::rules::Permission;
+use s3mesh_s3_request::OperationClass;
 
 use crate::callers::Verify;
 use crate::identity::{principal, Source};
@@ -441,7 +442,7 @@ impl Config {
             ));
         }
         for op in &rule.operations {
-            if s3mesh_access::rules::parse_class(op).is_none() {
+            if OperationClass::from_name(op).is_none() {
                 return Err((
                     "operations".to_owned(),
                     format!(

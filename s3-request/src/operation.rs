@@ -35,6 +35,23 @@ pub enum OperationClass {
 }
 
 impl OperationClass {
+    /// Every class, in the order policy documentation lists them.
+    pub const ALL: [Self; 8] = [
+        Self::Read,
+        Self::Write,
+        Self::List,
+        Self::Delete,
+        Self::Multipart,
+        Self::BucketAdmin,
+        Self::Sharing,
+        Self::Retention,
+    ];
+
+    /// The class named `name` as policy writes it (`read`, `bucket-admin`, …).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == name)
+    }
+
     /// Lower-case name used in policy files and metrics.
     pub fn as_str(&self) -> &'static str {
         match self {
