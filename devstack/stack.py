@@ -396,6 +396,12 @@ class Stack:
         self.settle_metrics()
         return self.admin("/stats/prometheus")
 
+    def endpoint_counts(self, metric: str) -> dict[str, int]:
+        """A per-endpoint filter metric (`s3mesh_endpoint_errors_total`, …) by endpoint address,
+        from Prometheus (where the native shell's stats carry Envoy's `envoy_` prefix)."""
+        pattern = rf'^(?:envoy_)?{re.escape(metric)}{{s3_endpoint="([^"]+)"}} (\d+)$'
+        return {a: int(n) for a, n in re.findall(pattern, self.prometheus(), re.M)}
+
     def stats(self) -> dict:
         """Envoy counters and gauges by name."""
         out = {}

@@ -173,6 +173,10 @@ def test_a_stalled_readers_upstream_connection_is_released_by_the_idle_timeout(t
             time.sleep(0.5)
             assert stats().get("cluster.s3.upstream_rq_active", 0) == 0, "the upstream request is still open"
             print(f"stalled reader released after {released_after:.1f} s")
+            # The stream went idle because the client stopped reading, long after its buffer
+            # filled: not the endpoint's failure (`stall_blame_bytes`).
+            errors = stack.endpoint_counts("s3mesh_endpoint_errors_total")
+            assert not any(errors.values()), errors
         finally:
             stalled.close()
 

@@ -73,6 +73,13 @@ pub struct PostConfig {
     /// Longest cooldown, whatever `Retry-After` says.
     #[serde(default = "default_max_cooldown_ms")]
     pub max_cooldown_ms: f64,
+    /// A response Envoy ends for idleness before this many body bytes reached the client is a
+    /// failure of its endpoint (a stall after the headers). Later, the client may have stopped
+    /// reading, which also leaves the stream idle, so it is not held against the endpoint.
+    /// Keep it at or below the listener's `per_connection_buffer_limit_bytes` (Envoy's
+    /// default, 1 MiB, is the default here); 0 never blames an idle response.
+    #[serde(default = "default_stall_blame_bytes")]
+    pub stall_blame_bytes: u64,
     /// Grant mode: this filter decides and signs with grants from ext-authz, and Envoy's
     /// ext_authz filter is left out of the chain. Absent: ext_authz runs before this filter and
     /// signs every request.
@@ -118,6 +125,9 @@ fn default_cooldown_ms() -> f64 {
 }
 fn default_max_cooldown_ms() -> f64 {
     30_000.0
+}
+fn default_stall_blame_bytes() -> u64 {
+    1024 * 1024
 }
 
 impl FilterConfig {

@@ -147,6 +147,8 @@ pub mod attribute {
     pub const RESPONSE_CODE: u32 = 15;
     /// `response.flags`
     pub const RESPONSE_FLAGS: u32 = 17;
+    /// `response.size`
+    pub const RESPONSE_SIZE: u32 = 21;
     /// `upstream.address`
     pub const UPSTREAM_ADDRESS: u32 = 41;
 }

@@ -37,6 +37,8 @@ pub struct Post {
     pub granting: Option<Granting>,
     pub metrics: PostMetrics,
     pub batch: Batch,
+    /// The configuration's `stall_blame_bytes`, for each stream's flow.
+    pub stall_blame_bytes: u64,
 }
 
 impl Post {
@@ -63,6 +65,7 @@ impl Post {
             granting,
             metrics,
             batch,
+            stall_blame_bytes: config.stall_blame_bytes,
         }
     }
 
@@ -159,6 +162,10 @@ impl Host for PostHost<'_> {
 
     fn response_flags(&self) -> u64 {
         self.stream.attribute_u64(attribute::RESPONSE_FLAGS)
+    }
+
+    fn response_body_bytes(&self) -> u64 {
+        self.stream.attribute_u64(attribute::RESPONSE_SIZE)
     }
 
     fn log_info(&self, message: &str) {

@@ -65,6 +65,8 @@ pub trait Host {
     fn response_code(&self) -> u64;
     /// `response.flags`.
     fn response_flags(&self) -> u64;
+    /// `response.size`: response body bytes Envoy passed on towards the client.
+    fn response_body_bytes(&self) -> u64;
     /// Logs at info level.
     fn log_info(&self, message: &str);
     /// Logs at warning level.

@@ -13,7 +13,7 @@ use s3mesh_sigv4::aws_chunked::Resigner;
 use s3mesh_sigv4::AmzDate;
 
 use crate::chunk_resign;
-use crate::endpoint::outcome::{classify, Outcome};
+use crate::endpoint::outcome::{classify, ended_idle, Outcome};
 use crate::endpoint::{LatencyClass, Route};
 use crate::grants::{Answer, Caller};
 pub use host::{Counter, EndpointCounter, Host};
@@ -43,10 +43,19 @@ pub struct PostFlow {
     /// For a chunk-signed upload: the body re-signer, and the `:path` and `x-request-id` an
     /// error names (request headers cannot be read once the body flows).
     resigner: Option<(Resigner, String, String)>,
+    /// `stall_blame_bytes` of the configuration.
+    stall_blame_bytes: u64,
 }
 
 impl Default for PostFlow {
     fn default() -> Self {
+        Self::new(0)
+    }
+}
+
+impl PostFlow {
+    /// A stream's flow, with the configuration's `stall_blame_bytes`.
+    pub fn new(stall_blame_bytes: u64) -> Self {
         Self {
             waiting_for: None,
             operation: Operation::Unknown,
@@ -56,6 +65,7 @@ impl Default for PostFlow {
             retry_after: None,
             attempts: 1,
             resigner: None,
+            stall_blame_bytes,
         }
     }
 }
@@ -193,11 +203,15 @@ impl PostFlow {
         let upstream = host.upstream_address();
         let now = host.now_ms();
         let latency = self.ttfb_ms.unwrap_or(now - self.sent_ms);
+        let flags = host.response_flags();
+        let stalled_early =
+            ended_idle(flags) && host.response_body_bytes() < self.stall_blame_bytes;
         let outcome = classify(
             host.response_code(),
-            host.response_flags(),
+            flags,
             latency,
             self.retry_after.as_deref(),
+            stalled_early,
         );
         let class = LatencyClass::of(self.operation);
         if let Some((first, _)) = first.filter(|(f, _)| self.attempts > 1 && *f != upstream) {

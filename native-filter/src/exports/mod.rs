@@ -224,7 +224,10 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_new(
                 Arc::increment_strong_count(config);
                 Arc::from_raw(config)
             };
-            let flow = PostFlow::default();
+            let flow = match config.as_ref() {
+                Config::Post(post) => PostFlow::new(post.stall_blame_bytes),
+                Config::Pre(_) => PostFlow::default(),
+            };
             Box::into_raw(Box::new(Filter { config, flow })).cast::<c_void>()
         },
         std::ptr::null_mut,

@@ -30,11 +30,12 @@ impl PostStream {
         granting: Option<Rc<Granting>>,
         metrics: Rc<Metrics>,
     ) -> Self {
+        let flow = PostFlow::new(selector.borrow().stall_blame_bytes());
         Self {
             selector,
             granting,
             metrics,
-            flow: PostFlow::default(),
+            flow,
         }
     }
 
@@ -145,6 +146,10 @@ impl Host for PostStream {
 
     fn response_flags(&self) -> u64 {
         self.property_u64(["response", "flags"])
+    }
+
+    fn response_body_bytes(&self) -> u64 {
+        self.property_u64(["response", "size"])
     }
 
     fn log_info(&self, message: &str) {
