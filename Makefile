@@ -9,13 +9,13 @@ PY       := $(VENV)/bin/python
 WASM     := target/wasm32-wasip1/wasm-release/s3mesh_wasm_filter.wasm
 AUTHZ    := target/debug/s3mesh-ext-authz
 NATIVE   := target/debug/libs3mesh_native.so
-S3SFS    := .tools/bin/s3s-fs
+STORE    := target/debug/fs-store
 MINIO_GO := .tools/bin/minio-go-client
 GO_SDK_V2 := .tools/bin/go-sdk-v2-client
 JS_CLIENT := tests/js-sdk-client/node_modules/.package-lock.json
 RUST_SRC := $(shell find Cargo.toml Cargo.lock clippy.toml sigv4 s3-request access filter wasm-filter native-filter ext-authz -type f \( -name '*.rs' -o -name '*.toml' -o -name Cargo.lock \) 2>/dev/null)
 
-.PHONY: help setup build run test test-rust test-wasm test-integration test-envoy-matrix .client-debs lint fmt clean crd deploy-render .wasm-target bench-lb bench-expect bench-authz bench-chunked soak fuzz bench-overhead
+.PHONY: help setup build run test test-rust test-wasm test-integration test-envoy-matrix test-storm .client-debs lint fmt clean crd deploy-render .wasm-target bench-lb bench-expect bench-authz bench-chunked soak fuzz bench-overhead
 
 help:
 	@echo "make run    - start the local stack (S3 store on 3 endpoints, ext-authz, Envoy) on \$${S3MESH_LISTEN:-127.0.0.1:8480}"
@@ -23,6 +23,7 @@ help:
 	@echo "make build  - build the wasm filter, the native filter (Envoy dynamic module) and ext-authz"
 	@echo "make lint   - cargo fmt --check and clippy (host and wasm32-wasip1)"
 	@echo "make test-envoy-matrix - the end-to-end set on Envoy 1.36 to 1.40 (Istio 1.28 to 1.31), both shells (8 min)"
+	@echo "make test-storm - 200 concurrent 64 MiB uploads through one Envoy, both shells: intact, memory bounded (5 min)"
 	@echo "make crd    - regenerate deploy/crds/ from the S3AccessPolicy Rust type"
 	@echo "make deploy-render - regenerate deploy/manifests/ from deploy/values.example.yaml"
 	@echo "make bench-lb - s3mesh's endpoint selection (wasm and native) vs Envoy's balancers (about 80 min; writes BENCHMARKS.md)"
@@ -88,15 +89,21 @@ test-wasm: .wasm-target
 	CARGO_TARGET_WASM32_WASIP1_RUNNER="node --no-warnings $(CURDIR)/tools/wasi-runner.mjs" \
 	  cargo test --target wasm32-wasip1 -p s3mesh-sigv4 -p s3mesh-s3-request -p s3mesh-access -p s3mesh-filter
 
-test-integration: setup build $(S3SFS) $(MINIO_GO) $(GO_SDK_V2) $(JS_CLIENT) .client-debs
+test-integration: setup build $(STORE) $(MINIO_GO) $(GO_SDK_V2) $(JS_CLIENT) .client-debs
 	cargo build -p s3mesh-aws-sdk-client
 	$(PY) -m pytest tests -q
 	$(PY) tests/envoy_matrix.py --smoke
 
 # The representative end-to-end set on every Envoy release a supported Istio ships (each
 # installed once into .tools/envoy/); writes the README's table and tests/results/.
-test-envoy-matrix: setup build $(S3SFS)
+test-envoy-matrix: setup build $(STORE)
 	$(PY) tests/envoy_matrix.py
+
+# 200 concurrent 64 MiB uploads through one Envoy, each shell: every object read back and
+# compared, Envoy's memory against its bound (`make test` runs the same at 32 × 16 MiB); writes
+# tests/results/upload-storm-*.json. Needs 13 GiB of free disk.
+test-storm: setup build $(STORE)
+	S3MESH_STORM_UPLOADS=200 S3MESH_STORM_MIB=64 $(PY) -m pytest tests/test_upload_storm.py -q -s
 
 # minio-go, a real client that chunk-signs uploads, built with Debian's Go from Debian's
 # minio-go sources (GOPATH mode: no module download).
@@ -122,10 +129,10 @@ CLIENT_DEBS := rclone s3cmd
 $(JS_CLIENT): tests/js-sdk-client/package.json tests/js-sdk-client/package-lock.json
 	cd tests/js-sdk-client && npm ci --no-audit --no-fund --silent
 
-# A second, independent SigV4-verifying store for the integration tests (pinned: newer releases
-# need a newer rustc than this machine's).
-$(S3SFS):
-	cargo install s3s-fs@0.14.1 --locked --features binary --root .tools
+# A second, independent SigV4-verifying store for the integration tests: s3s-fs, one process
+# serving every endpoint (tests/fs-store).
+$(STORE): tests/fs-store/Cargo.toml tests/fs-store/src/main.rs Cargo.lock
+	cargo build -p s3mesh-fs-store
 
 ## Benchmarks (not part of `make test`) ------------------------------------------------------
 

@@ -38,7 +38,7 @@ VENV_BIN = ROOT / ".venv" / "bin"
 #: (`make test-envoy-matrix` runs the tests on each supported release this way).
 ENVOY_BIN = Path(os.environ.get("S3MESH_ENVOY", VENV_BIN / "envoy"))
 #: The second signature-verifying store (installed by `make test`).
-S3S_FS = ROOT / ".tools" / "bin" / "s3s-fs"
+FS_STORE = ROOT / "target" / "debug" / "fs-store"
 
 #: Classes every local identity gets on its own buckets (not bucket-admin).
 LOCAL_CLASSES = ["read", "write", "list", "delete", "multipart"]
@@ -329,32 +329,21 @@ class Stack:
         self.endpoints = json.loads(state.read_text())["endpoints"]
 
     def start_s3s_fs(self):
-        """s3s-fs instances sharing one root directory: one store, several endpoints, one key
-        (so every identity signs with it; s3mesh's policy still decides who may do what)."""
-        if not S3S_FS.exists():
-            raise StackError(f"{S3S_FS} is missing: `make test` installs it")
+        """s3s-fs on several endpoints, one process (`tests/fs-store`): one store, one key (so
+        every identity signs with it; s3mesh's policy still decides who may do what)."""
+        if not FS_STORE.exists():
+            raise StackError(f"{FS_STORE} is missing: `make test` builds it")
         root = self.workdir / "s3s-fs"
         for bucket in self.stack["buckets"]:
             (root / bucket).mkdir(parents=True, exist_ok=True)
         access_key, secret_key = "s3meshlocal", secrets.token_hex(20)
         for identity in self.stack["identities"]:
             write_secret(self.workdir / "credentials" / identity["name"], access_key, secret_key)
-        for i in range(int(self.stack["endpoints"])):
-            port = free_port()
-            name = f"backend-{i}"
-            self.processes.spawn(name, [S3S_FS, "--host", "127.0.0.1", "--port", port, "--access-key", access_key,
-                                        "--secret-key", secret_key, root])
-
-            def accepting(port=port, name=name):
-                self.alive(name)
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                    return True
-                except OSError:
-                    return False
-
-            wait_for("s3s-fs", accepting, 30, self.log(name))
-            self.endpoints.append(f"127.0.0.1:{port}")
+        state = self.workdir / "fs-store.json"
+        self.processes.spawn("backend", [FS_STORE, "--root", root, "--endpoints", self.stack["endpoints"],
+                                         "--access-key", access_key, "--secret-key", secret_key, "--state", state])
+        wait_for("s3s-fs", lambda: self.alive("backend") and state.exists(), 30, self.log("backend"))
+        self.endpoints = json.loads(state.read_text())["endpoints"]
 
     def start_ext_authz(self, listen: str = ""):
         """Starts ext-authz on `listen` (a free port by default; its old address on a restart,

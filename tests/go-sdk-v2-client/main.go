@@ -79,11 +79,10 @@ func random(n int) []byte {
 }
 
 type run struct {
-	ctx         context.Context
-	client      *s3.Client
-	bucket      string
-	concurrency int
-	passed      []string
+	ctx    context.Context
+	client *s3.Client
+	bucket string
+	passed []string
 }
 
 func (r *run) get(key string, rng *string) ([]byte, error) {
@@ -121,7 +120,7 @@ func (r *run) all(p string, keys []string) error {
 	r.passed = append(r.passed, "small object")
 
 	large := random(11*1024*1024 + 7)
-	uploader := manager.NewUploader(r.client, func(u *manager.Uploader) { u.PartSize = 5 * 1024 * 1024; u.Concurrency = r.concurrency })
+	uploader := manager.NewUploader(r.client, func(u *manager.Uploader) { u.PartSize = 5 * 1024 * 1024 })
 	if _, err := uploader.Upload(r.ctx, &s3.PutObjectInput{Bucket: &r.bucket, Key: aws.String(p + "large"), Body: bytes.NewReader(large)}); err != nil {
 		return fmt.Errorf("multipart upload: %w", err)
 	}
@@ -229,7 +228,6 @@ func main() {
 	endpoint := flag.String("endpoint", "", "URL of the s3mesh listener")
 	bucket := flag.String("bucket", "demo", "bucket")
 	prefix := flag.String("prefix", "go-sdk-v2/", "key prefix")
-	concurrency := flag.Int("part-concurrency", 2, "parts of a multipart upload sent at once")
 	keys := flag.String("keys", "with space.txt,plus+sign,pct%literal,a//double,unicode-é-日本", "awkward keys, comma-separated")
 	flag.Parse()
 	recorded := &modes{seen: map[string]map[string]bool{}}
@@ -241,7 +239,7 @@ func main() {
 		RetryMaxAttempts: 1,
 		APIOptions:       []func(*middleware.Stack) error{recorded.record},
 	})
-	r := &run{ctx: context.Background(), client: client, bucket: *bucket, concurrency: *concurrency}
+	r := &run{ctx: context.Background(), client: client, bucket: *bucket}
 	err := r.all(*prefix, strings.Split(*keys, ","))
 	payload := map[string][]string{}
 	for op, set := range recorded.seen {

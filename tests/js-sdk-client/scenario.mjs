@@ -6,7 +6,6 @@
 // headers each request carried when it left the SDK (tests/test_clients.py reads it).
 //
 // Usage: node scenario.mjs --endpoint URL --bucket B --prefix P [--keys k1,k2,...]
-//        [--part-concurrency N]
 
 import { createHash, randomBytes } from "node:crypto";
 import { Readable } from "node:stream";
@@ -34,7 +33,6 @@ const { values: args } = parseArgs({
     bucket: { type: "string" },
     prefix: { type: "string" },
     keys: { type: "string", default: "with space.txt,plus+sign,pct%literal,a//double,unicode-é-日本" },
-    "part-concurrency": { type: "string", default: "2" },
   },
 });
 const { endpoint, bucket, prefix } = args;
@@ -105,7 +103,7 @@ passed.push("stream upload");
 
 // Larger than lib-storage's part size (5 MiB): a multipart upload with its default checksums.
 const large = randomBytes(11 * 1024 * 1024 + 7);
-await new Upload({ client, params: { Bucket: bucket, Key: `${prefix}large`, Body: large }, queueSize: Number(args["part-concurrency"]) }).done();
+await new Upload({ client, params: { Bucket: bucket, Key: `${prefix}large`, Body: large } }).done();
 const gotLarge = await body(await client.send(new GetObjectCommand({ Bucket: bucket, Key: `${prefix}large` })));
 expect(sha(gotLarge) === sha(large), "multipart object read back");
 passed.push("multipart upload");
