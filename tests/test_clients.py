@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import s3_client
 from test_payload_modes import FS_KEYS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -123,6 +124,21 @@ class Rclone:
         return done.stdout
 
 
+def abandoned_upload(stack, key: str) -> str:
+    """A multipart upload begun through s3mesh (boto3, keyless) with one part, never finished:
+    what a client that crashed leaves behind. Its upload id."""
+    s3 = s3_client(stack.url)
+    upload = s3.create_multipart_upload(Bucket="demo", Key=key)["UploadId"]
+    s3.upload_part(Bucket="demo", Key=key, UploadId=upload, PartNumber=1, Body=os.urandom(5 * 1024 * 1024))
+    return upload
+
+
+def open_uploads(stack, prefix: str) -> list[str]:
+    """The ids of the multipart uploads open under `prefix` in `demo`."""
+    listed = s3_client(stack.url).list_multipart_uploads(Bucket="demo", Prefix=prefix)
+    return [u["UploadId"] for u in listed.get("Uploads", [])]
+
+
 def test_rclone_copies_lists_and_links_through_s3mesh(stack, tmp_path):
     rclone, remote = Rclone(stack, tmp_path), "mesh:demo/rclone/"
     small, large = upload_files(tmp_path)
@@ -158,6 +174,12 @@ def test_rclone_copies_lists_and_links_through_s3mesh(stack, tmp_path):
     rclone("deletefile", remote + "copy")
     rclone("delete", remote + "dir/")
     assert rclone("lsf", "-R", remote + "dir/") == b""
+    # Multipart abort, rclone's way: its cleanup command aborts every unfinished upload older
+    # than max-age.
+    upload = abandoned_upload(stack, "rclone/abandoned")
+    assert upload in rclone("backend", "list-multipart-uploads", "mesh:demo/rclone/").decode()
+    rclone("backend", "cleanup", "-o", "max-age=0s", "mesh:demo/rclone/")
+    assert open_uploads(stack, "rclone/") == []
     # Bodies unsigned; requests without a body carry the empty body's hash.
     assert sent_payload_modes(rclone.log) == ["UNSIGNED-PAYLOAD", "hex payload hash"]
 
@@ -214,4 +236,8 @@ def test_s3cmd_puts_gets_lists_copies_and_deletes_through_s3mesh(stack, tmp_path
     s3cmd("del", remote + "copy")
     s3cmd("del", "--recursive", "--force", remote + "dir/")  # one multi-object delete
     assert s3cmd("ls", "--recursive", remote + "dir/").strip() == b""
+    upload = abandoned_upload(stack, "s3cmd/abandoned")
+    assert upload in s3cmd("multipart", "s3://demo").decode()
+    s3cmd("abortmp", remote + "abandoned", upload)
+    assert open_uploads(stack, "s3cmd/") == []
     assert sent_payload_modes(s3cmd.log) == ["hex payload hash"]
