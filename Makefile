@@ -15,7 +15,7 @@ GO_SDK_V2 := .tools/bin/go-sdk-v2-client
 JS_CLIENT := tests/js-sdk-client/node_modules/.package-lock.json
 RUST_SRC := $(shell find Cargo.toml Cargo.lock clippy.toml sigv4 s3-request access filter wasm-filter native-filter ext-authz -type f \( -name '*.rs' -o -name '*.toml' -o -name Cargo.lock \) 2>/dev/null)
 
-.PHONY: help setup build run test test-rust test-wasm test-integration test-envoy-matrix test-storm .client-debs lint fmt clean crd deploy-render .wasm-target bench-lb bench-expect bench-authz bench-chunked soak fuzz bench-overhead
+.PHONY: help setup build run test test-rust test-wasm test-integration test-envoy-matrix test-storm .client-debs lint fmt clean crd deploy-render .wasm-target bench-lb bench-fleet bench-expect bench-authz bench-chunked soak fuzz bench-overhead
 
 help:
 	@echo "make run    - start the local stack (S3 store on 3 endpoints, ext-authz, Envoy) on \$${S3MESH_LISTEN:-127.0.0.1:8480}"
@@ -27,6 +27,7 @@ help:
 	@echo "make crd    - regenerate deploy/crds/ from the S3AccessPolicy Rust type"
 	@echo "make deploy-render - regenerate deploy/manifests/ from deploy/values.example.yaml"
 	@echo "make bench-lb - s3mesh's endpoint selection (wasm and native) vs Envoy's balancers (about 80 min; writes BENCHMARKS.md)"
+	@echo "make bench-fleet - 8 sidecars sharing 4 endpoints: s3mesh vs DNS-pinned clients and Envoy's balancers (about 45 min)"
 	@echo "make bench-expect - Expect: 100-continue uploads, Envoy answering 100 vs proxying it (2 min)"
 	@echo "make bench-authz - ext-authz checks/s on one core and latency at fixed rates (4 min)"
 	@echo "make bench-overhead - s3mesh vs plain Envoy vs aws_request_signing, and each part alone (19 min)"
@@ -143,6 +144,11 @@ $(VENV)/.installed-bench: $(VENV)/.installed requirements-bench.txt
 bench-lb: setup $(VENV)/.installed-bench $(WASM)
 	cargo build --release -p s3mesh-bench -p s3mesh-native-filter
 	$(PY) bench/lb.py $(BENCH_ARGS)
+
+# A fleet of 8 sidecars on 4 endpoints: s3mesh against DNS-pinned clients and Envoy's balancers.
+bench-fleet: setup $(VENV)/.installed-bench $(WASM)
+	cargo build --release -p s3mesh-bench -p s3mesh-native-filter
+	$(PY) bench/fleet.py $(BENCH_ARGS)
 
 bench-expect: setup build
 	$(PY) bench/expect.py

@@ -19,6 +19,10 @@ pub struct EndpointSpec {
     /// Windows in which every request is answered at once with `status`.
     #[serde(default)]
     pub fail: Vec<Window>,
+    /// Windows in which the endpoint is down, as while its process restarts: connections are
+    /// refused, and the open ones are closed, requests in service unanswered.
+    #[serde(default)]
+    pub down: Vec<Window>,
 }
 
 /// A time window and what applies in it.
@@ -69,6 +73,11 @@ impl EndpointSpec {
         self.fail.iter().find(|w| w.contains(t_s)).map(|w| w.status)
     }
 
+    /// Whether the endpoint is down at `t_ms`.
+    pub fn down_at(&self, t_ms: f64) -> bool {
+        self.down.iter().any(|w| w.contains(t_ms / 1000.0))
+    }
+
     /// How long a request finishing service at `t_ms` is held by a stall.
     pub fn stall_remaining_ms(&self, t_ms: f64) -> f64 {
         match &self.stall {
@@ -93,7 +102,8 @@ mod tests {
     fn windows_and_stalls() {
         let spec: EndpointSpec = serde_json::from_str(
             r#"{"service_ms":10,"slots":4,"slow":[{"from_s":20,"to_s":40,"service_ms":50}],
-                "stall":{"every_ms":2000,"for_ms":200},"fail":[{"from_s":5,"to_s":6,"status":503}]}"#,
+                "stall":{"every_ms":2000,"for_ms":200},"fail":[{"from_s":5,"to_s":6,"status":503}],
+                "down":[{"from_s":7,"to_s":9}]}"#,
         )
         .unwrap();
         assert_eq!(spec.service_ms_at(19_999.0), 10.0);
@@ -102,5 +112,6 @@ mod tests {
         assert_eq!(spec.failure_at(6_000.0), None);
         assert_eq!(spec.stall_remaining_ms(4_050.0), 150.0);
         assert_eq!(spec.stall_remaining_ms(4_300.0), 0.0);
+        assert!(!spec.down_at(6_999.0) && spec.down_at(7_000.0) && !spec.down_at(9_000.0));
     }
 }

@@ -1,7 +1,9 @@
 //! `bench-backend --spec FILE`: one process, one HTTP endpoint per entry of the spec (a JSON
 //! list of `EndpointSpec`), all on 127.0.0.1 with kernel-chosen ports, printed as
 //! `ready ADDR ADDR…` on stdout. `POST /__bench/start` (to any endpoint) starts the shared
-//! clock the scripted phases refer to; before it, every endpoint behaves normally.
+//! clock the scripted phases refer to; before it, every endpoint behaves normally. While an
+//! endpoint is down its port is closed (connections refused) and its open connections are
+//! closed, requests in service unanswered; it listens on the same port again afterwards.
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -14,6 +16,8 @@ use tokio::sync::Semaphore;
 
 static START: OnceLock<Instant> = OnceLock::new();
 const BODY: &[u8] = &[b'x'; 512];
+/// How often a listener or an idle connection looks whether its endpoint went down.
+const DOWN_POLL: Duration = Duration::from_millis(20);
 
 fn elapsed_ms() -> Option<f64> {
     START.get().map(|s| s.elapsed().as_secs_f64() * 1000.0)
@@ -46,7 +50,18 @@ async fn serve(
 ) -> std::io::Result<()> {
     let _ = stream.set_nodelay(true);
     let mut stream = BufReader::new(stream);
-    while let Some(head) = read_head(&mut stream).await? {
+    let down = || elapsed_ms().is_some_and(|t| spec.down_at(t));
+    loop {
+        let head = tokio::select! {
+            head = read_head(&mut stream) => head?,
+            () = until(down) => return Ok(()),
+        };
+        let Some(head) = head else {
+            break;
+        };
+        if down() {
+            return Ok(());
+        }
         if head.start.starts_with("POST /__bench/start") {
             let _ = START.set(Instant::now());
             skip_message_body(&mut stream, &head).await?;
@@ -80,6 +95,9 @@ async fn serve(
                 if hold > 0.0 {
                     tokio::time::sleep(Duration::from_secs_f64(hold / 1000.0)).await;
                 }
+                if down() {
+                    return Ok(());
+                }
                 200
             }
         };
@@ -89,6 +107,37 @@ async fn serve(
         }
     }
     Ok(())
+}
+
+/// Returns once `condition` holds, looking every [`DOWN_POLL`].
+async fn until(condition: impl Fn() -> bool) {
+    while !condition() {
+        tokio::time::sleep(DOWN_POLL).await;
+    }
+}
+
+/// Accepts endpoint `index`'s connections; closes its port while it is down.
+async fn listen(
+    mut listener: TcpListener,
+    index: usize,
+    spec: Arc<EndpointSpec>,
+    slots: Arc<Semaphore>,
+) -> std::io::Result<()> {
+    let address = listener.local_addr()?;
+    let down = || elapsed_ms().is_some_and(|t| spec.down_at(t));
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, _) = accepted?;
+                tokio::spawn(serve(stream, index, Arc::clone(&spec), Arc::clone(&slots)));
+            }
+            () = until(down) => {
+                drop(listener);
+                until(|| !down()).await;
+                listener = TcpListener::bind(address).await?;
+            }
+        }
+    }
 }
 
 #[tokio::main]
@@ -106,12 +155,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         addresses.push(listener.local_addr()?.to_string());
         let slots = Arc::new(Semaphore::new(spec.slots));
-        let spec = Arc::new(spec);
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(serve(stream, index, Arc::clone(&spec), Arc::clone(&slots)));
-            }
-        });
+        tokio::spawn(listen(listener, index, Arc::new(spec), slots));
     }
     println!("ready {}", addresses.join(" "));
     tokio::signal::ctrl_c().await?;

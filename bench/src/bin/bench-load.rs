@@ -1,5 +1,5 @@
 //! `bench-load --target HOST:PORT --path /b/k --rate R --duration-s D --warmup-s W --out FILE
-//! [--control HOST:PORT] [--timeout-ms T] [--connections N] [--closed N]`: open-loop GET load
+//! [--control HOST:PORT] [--timeout-ms T] [--connections N] [--closed N] [--raw]`: open-loop GET load
 //! at a fixed rate, or with `--closed N` a closed loop over N connections for the maximum rate.
 //!
 //! Request `i` is due at `start + i/rate` and is sent then (paced by [`s3mesh_bench::pacer`]),
@@ -9,7 +9,9 @@
 //! open at once: when all are busy, a due request waits its turn (first come, first served)
 //! and the wait counts in its latency, instead of the generator opening ever more connections
 //! as the target slows (which costs the generator, and the target, more than the requests). Writes percentiles over the measured window (after the warm-up) and
-//! per-second counts by serving endpoint (`x-bench-endpoint`) as JSON.
+//! per-second counts by serving endpoint (`x-bench-endpoint`) as JSON; with `--raw` also every
+//! request as `[intended send s, latency ms, status, endpoint]`, for merging several
+//! generators' results (`make bench-fleet`).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -35,6 +37,8 @@ struct Args {
     /// Closed loop instead: this many connections, each sending its next request when the last
     /// is answered (for the maximum rate; its latencies are not open-loop figures).
     closed: Option<usize>,
+    /// Every request in the report too.
+    raw: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -49,9 +53,14 @@ fn parse_args() -> Result<Args, String> {
         timeout_ms: 10_000,
         connections: 64,
         closed: None,
+        raw: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
+        if flag == "--raw" {
+            a.raw = true;
+            continue;
+        }
         let v = it.next().ok_or(format!("{flag} needs a value"))?;
         let num = |v: &str| v.parse::<f64>().map_err(|e| format!("{flag}: {e}"));
         match flag.as_str() {
@@ -160,6 +169,9 @@ struct Report {
     p999_ms: f64,
     max_ms: f64,
     seconds: Vec<Second>,
+    /// With `--raw`: `[intended send s, latency ms, status, endpoint]` per request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    requests: Option<Vec<(f64, f64, u16, i32)>>,
 }
 
 fn is_error(status: u16) -> bool {
@@ -213,6 +225,12 @@ fn report(args: &Args, records: &[Record]) -> Report {
                 }
             })
             .collect(),
+        requests: args.raw.then(|| {
+            records
+                .iter()
+                .map(|r| (r.intended_s, r.latency_ms, r.status, r.endpoint))
+                .collect()
+        }),
     }
 }
 
