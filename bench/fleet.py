@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 from bench.backend import start_backend  # noqa: E402
 from bench.lb import BIN, envoy_config  # noqa: E402
 from bench.procfs import cpu_seconds  # noqa: E402
-from bench.report import RESULTS, write_section  # noqa: E402
+from bench.report import RESULTS, percentile_bars, write_section  # noqa: E402
 from devstack.processes import Supervisor  # noqa: E402
 from devstack.stack import start_envoy  # noqa: E402
 
@@ -133,13 +133,16 @@ def summarize(per_sidecar: list[list], duration: float, envoy_cpu_s: float) -> d
     served = max(1, sum(by_endpoint))
     sidecar_p99 = [percentile(sorted(r[1] for r in reqs), 0.99) for reqs in measured]
     fleet_p99 = percentile(latencies, 0.99)
-    seconds = range(int(duration))
-    all_requests = [r for reqs in per_sidecar for r in reqs]
-    share_by_second = []
-    for s in seconds:
-        in_second = [r for r in all_requests if int(r[0]) == s]
-        counts = [sum(1 for r in in_second if r[3] == e) for e in range(ENDPOINTS)]
-        share_by_second.append([c / max(1, sum(counts)) for c in counts])
+    # Per second of the whole run (warm-up included): requests by serving endpoint, and errors.
+    by_second = [[0] * ENDPOINTS for _ in range(int(duration))]
+    sent, failed = [0] * len(by_second), [0] * len(by_second)
+    for t, _, status, endpoint in (r for reqs in per_sidecar for r in reqs):
+        second = int(t)
+        if second < len(by_second):
+            sent[second] += 1
+            failed[second] += not 200 <= status < 400
+            if 0 <= endpoint < ENDPOINTS:
+                by_second[second][endpoint] += 1
     return {
         "p50_ms": percentile(latencies, 0.50), "p99_ms": fleet_p99, "p999_ms": percentile(latencies, 0.999),
         "error_rate": errors / max(1, len(every)), "requests": len(every),
@@ -147,10 +150,9 @@ def summarize(per_sidecar: list[list], duration: float, envoy_cpu_s: float) -> d
         "busiest_share_vs_fair": max(by_endpoint) / served * ENDPOINTS,
         "sidecar_p99_ms": sidecar_p99,
         "worst_sidecar_p99_vs_fleet": max(sidecar_p99) / fleet_p99 if fleet_p99 else 1.0,
-        "envoy_cpu_us_per_req": envoy_cpu_s * 1e6 / max(1, len(all_requests)),
-        "share_by_second": share_by_second,
-        "errors_by_second": [sum(1 for r in all_requests if int(r[0]) == s and not 200 <= r[2] < 400)
-                             / max(1, sum(1 for r in all_requests if int(r[0]) == s)) for s in seconds],
+        "envoy_cpu_us_per_req": envoy_cpu_s * 1e6 / max(1, sum(len(reqs) for reqs in per_sidecar)),
+        "share_by_second": [[c / max(1, sum(counts)) for c in counts] for counts in by_second],
+        "errors_by_second": [f / max(1, n) for f, n in zip(failed, sent)],
     }
 
 
@@ -224,14 +226,7 @@ def plot(trials: dict, med: dict, out: Path):
 
     fig, axes = plt.subplots(1, len(scenarios), figsize=(3.4 * len(scenarios), 3.4), sharey=True, squeeze=False)
     for ax, scenario in zip(axes[0], scenarios):
-        shown = [p for p in policies if p in med[scenario]]
-        width = 0.8 / len(shown)
-        for i, policy in enumerate(shown):
-            m = med[scenario][policy]
-            ax.bar([x + i * width for x in range(3)], [m["p50_ms"], m["p99_ms"], m["p999_ms"]], width=width,
-                   label=policy)
-        ax.set_xticks([x + 0.3 for x in range(3)], ["p50", "p99", "p99.9"])
-        ax.set_yscale("log")
+        percentile_bars(ax, {p: med[scenario][p] for p in policies if p in med[scenario]})
         ax.set_title(scenario, fontsize=9)
     axes[0, 0].set_ylabel("fleet latency from intended send (ms, log)")
     axes[0, -1].legend(fontsize=7)

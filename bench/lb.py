@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.backend import start_backend  # noqa: E402
 from bench.cpu_limit import CpuLimit  # noqa: E402
-from bench.report import RESULTS, write_section  # noqa: E402
+from bench.report import RESULTS, percentile_bars, write_section  # noqa: E402
 from bench.procfs import cpu_seconds, rss_mb  # noqa: E402
 from devstack.processes import Supervisor  # noqa: E402
 from devstack.stack import (EXT_AUTHZ_FILTER, NATIVE_METRICS_LAG_S, WASM, connection_manager,  # noqa: E402
@@ -269,15 +269,7 @@ def plot(trials: dict, med: dict, out: Path):
                              sharey=True, squeeze=False)
     for row, condition in zip(axes, conditions):
         for ax, scenario in zip(row, scenarios):
-            configs = list(med[condition][scenario])
-            xs = range(3)
-            width = 0.8 / len(configs)
-            for i, config in enumerate(configs):
-                m = med[condition][scenario][config]
-                ax.bar([x + i * width for x in xs], [m["p50_ms"], m["p99_ms"], m["p999_ms"]], width=width,
-                       label=config)
-            ax.set_xticks([x + 0.3 for x in xs], ["p50", "p99", "p99.9"])
-            ax.set_yscale("log")
+            percentile_bars(ax, med[condition][scenario])
             ax.set_title(f"{scenario}, {condition}", fontsize=9)
         row[0].set_ylabel("latency from intended send (ms, log)")
     axes[0, -1].legend(fontsize=7)

@@ -22,3 +22,15 @@ def write_section(section: str, name: str, doc: Path = BENCHMARKS):
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
     doc.write_text(text)
+
+
+def percentile_bars(ax, by_name: dict[str, dict]):
+    """Draws p50, p99 and p99.9 (`p50_ms`, `p99_ms`, `p999_ms` of each entry of `by_name`) as
+    grouped bars on a log scale, one colour per name: the latency plot of the balancing
+    benchmarks."""
+    width = 0.8 / len(by_name)
+    for i, (name, m) in enumerate(by_name.items()):
+        ax.bar([x + i * width for x in range(3)], [m["p50_ms"], m["p99_ms"], m["p999_ms"]], width=width,
+               label=name)
+    ax.set_xticks([x + 0.3 for x in range(3)], ["p50", "p99", "p99.9"])
+    ax.set_yscale("log")

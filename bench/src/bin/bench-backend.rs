@@ -50,7 +50,7 @@ async fn serve(
 ) -> std::io::Result<()> {
     let _ = stream.set_nodelay(true);
     let mut stream = BufReader::new(stream);
-    let down = || elapsed_ms().is_some_and(|t| spec.down_at(t));
+    let down = || is_down(&spec);
     loop {
         let head = tokio::select! {
             head = read_head(&mut stream) => head?,
@@ -109,6 +109,11 @@ async fn serve(
     Ok(())
 }
 
+/// Whether `spec`'s endpoint is down now (never before the shared clock starts).
+fn is_down(spec: &EndpointSpec) -> bool {
+    elapsed_ms().is_some_and(|t| spec.down_at(t))
+}
+
 /// Returns once `condition` holds, looking every [`DOWN_POLL`].
 async fn until(condition: impl Fn() -> bool) {
     while !condition() {
@@ -124,7 +129,7 @@ async fn listen(
     slots: Arc<Semaphore>,
 ) -> std::io::Result<()> {
     let address = listener.local_addr()?;
-    let down = || elapsed_ms().is_some_and(|t| spec.down_at(t));
+    let down = || is_down(&spec);
     loop {
         tokio::select! {
             accepted = listener.accept() => {
