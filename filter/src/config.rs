@@ -64,10 +64,8 @@ pub struct PostConfig {
     /// Time constant with which an avoided endpoint's penalty fades without new samples.
     #[serde(default = "default_recovery_ms")]
     pub recovery_ms: f64,
-    /// Latency charged for a failure, however fast it was.
-    #[serde(default = "default_failure_penalty_ms")]
-    pub failure_penalty_ms: f64,
-    /// Cooldown after a first failure; doubles with each consecutive one. `Retry-After` wins.
+    /// Cooldown after a first failure, before the endpoint is probed; doubles with each failed
+    /// probe. `Retry-After` wins. Also how long a probe may go unanswered before another.
     #[serde(default = "default_cooldown_ms")]
     pub cooldown_ms: f64,
     /// Longest cooldown, whatever `Retry-After` says.
@@ -116,9 +114,6 @@ fn default_decay_ms() -> f64 {
 }
 fn default_recovery_ms() -> f64 {
     5_000.0
-}
-fn default_failure_penalty_ms() -> f64 {
-    1_000.0
 }
 fn default_cooldown_ms() -> f64 {
     1_000.0
@@ -206,7 +201,6 @@ impl PostConfig {
         let durations = [
             ("decay_ms", self.decay_ms),
             ("recovery_ms", self.recovery_ms),
-            ("failure_penalty_ms", self.failure_penalty_ms),
             ("cooldown_ms", self.cooldown_ms),
             ("max_cooldown_ms", self.max_cooldown_ms),
         ];

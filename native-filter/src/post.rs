@@ -188,13 +188,14 @@ impl Host for PostHost<'_> {
         &mut self,
         address: &str,
         class: LatencyClass,
+        sent_ms: f64,
         now_ms: f64,
         outcome: Outcome,
     ) -> bool {
         self.post
             .shared()
             .selector
-            .observe(address, class, now_ms, outcome)
+            .observe(address, class, sent_ms, now_ms, outcome)
     }
 
     fn grant_mode(&self) -> bool {

@@ -2,10 +2,12 @@
 //!
 //! Each endpoint carries a peak-sensitive latency estimate per [`LatencyClass`] (time to first
 //! byte, measured from the end of the request, so a large upload or download does not make an
-//! endpoint look slow) and a cooldown after failures. For each request:
+//! endpoint look slow) and a [`breaker::Breaker`] for failures. For each request:
 //! 1. endpoints are tiered: healthy local, healthy remote, cooling-down local, cooling-down
-//!    remote (remote pools serve only while local ones fail);
-//! 2. within the best tier, two endpoints are drawn at random and the one with the lower cost
+//!    remote (remote pools serve only while local ones fail; an endpoint cools down from its
+//!    first failure until a request sent after it succeeds);
+//! 2. a cooling-down endpoint whose cooldown is over gets this request first as a probe (one
+//!    at a time); otherwise, within the best tier, two endpoints are drawn at random and the one with the lower cost
 //!    `latency × (1 + max(0, in_flight - mean_in_flight) / (mean_in_flight + 1))` goes first
 //!    (power of two choices: no herding of every worker onto the same "best" endpoint).
 //!    In-flight counts are weighed against the fleet's mean rather than as a queue length: an
@@ -14,7 +16,8 @@
 //!    counts: an endpoint is idle because it is avoided, and crediting idleness let a slow
 //!    endpoint win whenever Envoy was short of CPU (its own queueing then inflates every
 //!    healthy endpoint's latency and in-flight count alike; `make bench-lb`, cpu_limited);
-//! 3. the rest follow by tier and cost, so Envoy's retries move to the next best.
+//! 3. the rest follow by tier and cost (cooling-down ones by the end of their cooldown), so
+//!    Envoy's retries move to the next best.
 //!
 //! A configured share of requests goes without a hint, so that the cluster's fallback policy
 //! keeps sampling every endpoint and endpoints unknown to the configuration are discovered from
@@ -23,6 +26,7 @@
 //! pick for the retry of a request that endpoint failed is the same endpoint often enough to
 //! lose requests (`make bench-lb`, S3_retry).
 
+pub mod breaker;
 pub mod outcome;
 pub mod peak_ewma;
 mod random;
@@ -31,6 +35,7 @@ pub mod route;
 use s3mesh_s3_request::{Operation, OperationClass};
 
 use crate::config::PostConfig;
+use breaker::{Backoff, Breaker};
 use outcome::Outcome;
 use peak_ewma::PeakEwma;
 use random::SplitMix64;
@@ -100,8 +105,7 @@ struct Endpoint {
     address: String,
     pool: Pool,
     latency: [PeakEwma; 4],
-    cooldown_until_ms: f64,
-    consecutive_failures: u32,
+    breaker: Breaker,
 }
 
 impl Endpoint {
@@ -110,8 +114,7 @@ impl Endpoint {
             address,
             pool,
             latency: Default::default(),
-            cooldown_until_ms: 0.0,
-            consecutive_failures: 0,
+            breaker: Breaker::default(),
         }
     }
 }
@@ -177,7 +180,7 @@ impl Selector {
         now_ms: f64,
         in_flight: impl Fn(&str) -> u64,
     ) -> Hint {
-        let all_healthy = self.endpoints.iter().all(|e| e.cooldown_until_ms <= now_ms);
+        let all_healthy = self.endpoints.iter().all(|e| e.breaker.is_closed());
         if self.endpoints.is_empty()
             || (all_healthy && self.rng.unit() < self.tuning.unhinted_share)
         {
@@ -198,22 +201,32 @@ impl Selector {
             .iter()
             .enumerate()
             .map(|(i, e)| {
-                let cooling = usize::from(e.cooldown_until_ms > now_ms);
+                let cooling = usize::from(!e.breaker.is_closed());
                 let remote = usize::from(e.pool == Pool::Remote);
                 Candidate {
                     index: i,
                     tier: cooling * 2 + remote,
+                    cooling_until_ms: e.breaker.until_ms(),
                     latency: self.latency(e, class, now_ms, &baselines),
                     load: 1.0 + (in_flight[i] - mean_in_flight).max(0.0) / (mean_in_flight + 1.0),
                 }
             })
             .collect();
-        ranked.sort_by(|a, b| a.tier.cmp(&b.tier).then(a.cost().total_cmp(&b.cost())));
+        ranked.sort_by(|a, b| {
+            a.tier
+                .cmp(&b.tier)
+                .then(a.cooling_until_ms.total_cmp(&b.cooling_until_ms))
+                .then(a.cost().total_cmp(&b.cost()))
+        });
         let best_tier = ranked
             .iter()
             .take_while(|r| r.tier == ranked[0].tier)
             .count();
-        let route = if best_tier >= 2 {
+        let route = if let Some(probe) = self.take_probe(&ranked, now_ms) {
+            let chosen = ranked.remove(probe);
+            ranked.insert(0, chosen);
+            Route::Probe
+        } else if best_tier >= 2 {
             let a = self.rng.below(best_tier);
             let b = (a + 1 + self.rng.below(best_tier - 1)) % best_tier;
             let (winner, loser) = if ranked[b].cost() * (1.0 + TIE_TOLERANCE) < ranked[a].cost() {
@@ -238,12 +251,33 @@ impl Selector {
         }
     }
 
-    /// Learns from a finished request served by `address`. Returns `true` when the address was
-    /// new (discovered through the fallback policy).
+    /// The position in `ranked` of a cooling-down endpoint due for a probe, if any (marked as
+    /// probed). Remote endpoints are probed only while no local one is healthy: until then no
+    /// request would go to them anyway.
+    fn take_probe(&mut self, ranked: &[Candidate], now_ms: f64) -> Option<usize> {
+        let local_healthy = ranked.first().is_some_and(|r| r.tier == 0);
+        let backoff = self.backoff();
+        ranked.iter().position(|r| {
+            let e = &mut self.endpoints[r.index];
+            (e.pool == Pool::Local || !local_healthy) && e.breaker.take_probe(now_ms, backoff)
+        })
+    }
+
+    fn backoff(&self) -> Backoff {
+        Backoff {
+            cooldown_ms: self.tuning.cooldown_ms,
+            max_cooldown_ms: self.tuning.max_cooldown_ms,
+        }
+    }
+
+    /// Learns from a finished request served by `address`, sent (its last byte handed
+    /// upstream) at `sent_ms`. Returns `true` when the address was new (discovered through the
+    /// fallback policy).
     pub fn observe(
         &mut self,
         address: &str,
         class: LatencyClass,
+        sent_ms: f64,
         now_ms: f64,
         outcome: Outcome,
     ) -> bool {
@@ -259,26 +293,18 @@ impl Selector {
             }
             None => return false,
         };
-        let t = &self.tuning;
+        let backoff = self.backoff();
+        let decay_ms = self.tuning.decay_ms;
         let e = &mut self.endpoints[index];
         match outcome {
             Outcome::Success { latency_ms } => {
-                e.latency[class.index()].observe(now_ms, latency_ms, t.decay_ms);
-                e.consecutive_failures = 0;
+                e.latency[class.index()].observe(now_ms, latency_ms, decay_ms);
+                e.breaker.succeeded(sent_ms);
             }
-            Outcome::Failure {
-                latency_ms,
-                retry_after_ms,
-            } => {
-                e.latency[class.index()].observe(
-                    now_ms,
-                    latency_ms.max(t.failure_penalty_ms),
-                    t.decay_ms,
-                );
-                e.consecutive_failures = e.consecutive_failures.saturating_add(1);
-                let backoff = t.cooldown_ms * 2f64.powi(e.consecutive_failures.min(16) as i32 - 1);
-                let cooldown = retry_after_ms.unwrap_or(backoff).min(t.max_cooldown_ms);
-                e.cooldown_until_ms = e.cooldown_until_ms.max(now_ms + cooldown);
+            // A failure is no latency sample (a fast `503` is not a fast answer): the breaker
+            // keeps the endpoint out of the healthy tier until a success.
+            Outcome::Failure { retry_after_ms, .. } => {
+                e.breaker.failed(now_ms, sent_ms, retry_after_ms, backoff);
             }
             Outcome::NotAttributable => {}
         }
@@ -375,6 +401,8 @@ struct Candidate {
     index: usize,
     /// 0 healthy local, 1 healthy remote, 2 cooling local, 3 cooling remote.
     tier: usize,
+    /// End of a cooling-down endpoint's cooldown (0 when healthy).
+    cooling_until_ms: f64,
     /// Expected latency now (penalties faded with idle time).
     latency: f64,
     /// `1 + max(0, in_flight - mean_in_flight) / (mean_in_flight + 1)`.

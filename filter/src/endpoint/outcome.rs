@@ -1,7 +1,7 @@
 //! What one finished request says about the endpoint that served it.
 //!
 //! Failures are not fast successes: a quick `503 SlowDown` must make an endpoint look worse,
-//! not better. Whose fault a failure is decides whether it counts: an upstream reset, timeout,
+//! not better (it opens the endpoint's breaker; it is no latency sample). Whose fault a failure is decides whether it counts: an upstream reset, timeout,
 //! refused connection, 5xx or 429 is the endpoint's; a client that went away is not.
 //!
 //! A stream Envoy ends for idleness is either's: an endpoint that stalls after its headers, or a
@@ -52,8 +52,6 @@ pub enum Outcome {
     },
     /// The endpoint failed or asked to back off.
     Failure {
-        /// How long the failure took (may be fast).
-        latency_ms: f64,
         /// The endpoint's `Retry-After`, in milliseconds.
         retry_after_ms: Option<f64>,
     },
@@ -81,7 +79,6 @@ pub fn classify(
     let failed_status = status == 429 || (500..=599).contains(&status);
     if upstream_fault || failed_status {
         Outcome::Failure {
-            latency_ms,
             retry_after_ms: retry_after.and_then(parse_retry_after),
         }
     } else if status == 0 {
@@ -115,15 +112,13 @@ mod tests {
         assert_eq!(
             classify(503, 0, 1.0, Some("2"), false),
             Outcome::Failure {
-                latency_ms: 1.0,
                 retry_after_ms: Some(2000.0)
             }
         );
         assert!(matches!(
             classify(429, 0, 1.0, Some("soon"), false),
             Outcome::Failure {
-                retry_after_ms: None,
-                ..
+                retry_after_ms: None
             }
         ));
         assert!(matches!(

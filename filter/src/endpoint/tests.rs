@@ -9,7 +9,6 @@ fn config(n: usize) -> PostConfig {
         unhinted_share: 0.0,
         decay_ms: 5_000.0,
         recovery_ms: 5_000.0,
-        failure_penalty_ms: 1_000.0,
         cooldown_ms: 1_000.0,
         max_cooldown_ms: 30_000.0,
         stall_blame_bytes: 1024 * 1024,
@@ -23,20 +22,53 @@ fn ep(i: usize) -> String {
 
 /// Endpoint `i` answered a request of `class` at `t` ms after `latency_ms`.
 fn served(s: &mut Selector, i: usize, class: LatencyClass, t: f64, latency_ms: f64) {
-    s.observe(&ep(i), class, t, Outcome::Success { latency_ms });
+    s.observe(
+        &ep(i),
+        class,
+        t - latency_ms,
+        t,
+        Outcome::Success { latency_ms },
+    );
+}
+
+/// Endpoint `i` failed a read at `t` ms, fast (1 ms), asking for `retry_after_ms`.
+fn failed_with(s: &mut Selector, i: usize, t: f64, retry_after_ms: Option<f64>) {
+    s.observe(
+        &ep(i),
+        LatencyClass::Read,
+        t - 1.0,
+        t,
+        Outcome::Failure { retry_after_ms },
+    );
 }
 
 /// Endpoint `i` failed a read at `t` ms, fast (1 ms) and without `Retry-After`.
 fn failed(s: &mut Selector, i: usize, t: f64) {
-    s.observe(
-        &ep(i),
-        LatencyClass::Read,
-        t,
-        Outcome::Failure {
-            latency_ms: 1.0,
-            retry_after_ms: None,
-        },
-    );
+    failed_with(s, i, t, None);
+}
+
+/// Serves `n` sequential reads (one at a time, 1 ms apart) with the outcome
+/// `outcome_of(first choice, now)`, returning the first choices in order.
+fn run(
+    s: &mut Selector,
+    start_ms: f64,
+    n: usize,
+    outcome_of: impl Fn(&str, f64) -> Outcome,
+) -> Vec<(String, Route)> {
+    (0..n)
+        .map(|k| {
+            let now = start_ms + k as f64;
+            let first = s.choose(LatencyClass::Read, now, |_| 0).first.unwrap();
+            s.observe(
+                &first.0,
+                LatencyClass::Read,
+                now,
+                now,
+                outcome_of(&first.0, now),
+            );
+            first
+        })
+        .collect()
 }
 
 /// Serves `n` sequential requests (one at a time, 1 ms apart) with per-endpoint latency
@@ -48,19 +80,10 @@ fn simulate(
     latency_of: impl Fn(&str) -> f64,
 ) -> std::collections::HashMap<String, usize> {
     let mut counts = std::collections::HashMap::new();
-    for k in 0..n {
-        let now = start_ms + k as f64;
-        let hint = s.choose(LatencyClass::Read, now, |_| 0);
-        let first = hint.first.unwrap().0;
-        let latency = latency_of(&first);
-        s.observe(
-            &first,
-            LatencyClass::Read,
-            now,
-            Outcome::Success {
-                latency_ms: latency,
-            },
-        );
+    let success = |a: &str, _| Outcome::Success {
+        latency_ms: latency_of(a),
+    };
+    for (first, _) in run(s, start_ms, n, success) {
         *counts.entry(first).or_default() += 1;
     }
     counts
@@ -114,7 +137,7 @@ fn a_failing_endpoint_cools_down_and_is_tried_last() {
             .unwrap();
         assert!(hint.ends_with(&ep(2)), "{hint}");
     }
-    // Consecutive failures back off exponentially: 1 s, 2 s, 4 s.
+    // Failed probes back off exponentially: 1 s, 2 s, 4 s.
     failed(&mut s, 2, 1_500.0);
     failed(&mut s, 2, 3_600.0);
     assert!(s
@@ -122,33 +145,18 @@ fn a_failing_endpoint_cools_down_and_is_tried_last() {
         .value
         .unwrap()
         .ends_with(&ep(2)));
-    assert_eq!(s.endpoints[1].cooldown_until_ms, 7_600.0);
+    assert_eq!(s.endpoints[1].breaker.until_ms(), 7_600.0);
 }
 
 #[test]
 fn retry_after_sets_the_cooldown() {
     let mut s = Selector::new(&config(2), 5);
-    s.observe(
-        &ep(1),
-        LatencyClass::Write,
-        0.0,
-        Outcome::Failure {
-            latency_ms: 1.0,
-            retry_after_ms: Some(10_000.0),
-        },
-    );
-    assert_eq!(s.endpoints[0].cooldown_until_ms, 10_000.0);
-    s.observe(
-        &ep(2),
-        LatencyClass::Write,
-        0.0,
-        Outcome::Failure {
-            latency_ms: 1.0,
-            retry_after_ms: Some(1e9),
-        },
-    );
+    failed_with(&mut s, 1, 0.0, Some(10_000.0));
+    assert_eq!(s.endpoints[0].breaker.until_ms(), 10_000.0);
+    failed_with(&mut s, 2, 0.0, Some(1e9));
     assert_eq!(
-        s.endpoints[1].cooldown_until_ms, 30_000.0,
+        s.endpoints[1].breaker.until_ms(),
+        30_000.0,
         "capped at max_cooldown_ms"
     );
 }
@@ -171,27 +179,41 @@ fn failures_are_not_fast_successes() {
     for k in 0..10 {
         let t = k as f64 * 5_000.0;
         served(&mut s, 1, LatencyClass::Read, t, 20.0);
-        s.observe(
-            &ep(2),
-            LatencyClass::Read,
-            t,
-            Outcome::Failure {
-                latency_ms: 0.5,
-                retry_after_ms: Some(1.0),
-            },
-        );
+        failed_with(&mut s, 2, t, Some(1.0));
     }
-    // Cooldowns are over (Retry-After 1 ms), yet the fast-failing endpoint is still worse.
-    let firsts = (0..100)
-        .filter(|_| {
-            s.choose(LatencyClass::Read, 50_000.0, |_| 0)
-                .first
-                .unwrap()
-                .0
-                == ep(2)
-        })
-        .count();
-    assert_eq!(firsts, 0);
+    // The cooldown is over (Retry-After 1 ms), yet the fast-failing endpoint gets one probe,
+    // not its share.
+    let firsts: Vec<_> = (0..100)
+        .filter_map(|_| s.choose(LatencyClass::Read, 50_000.0, |_| 0).first)
+        .filter(|(a, _)| *a == ep(2))
+        .collect();
+    assert_eq!(firsts, [(ep(2), Route::Probe)]);
+}
+
+#[test]
+fn an_endpoint_back_from_a_restart_serves_again_after_one_probe() {
+    let mut s = Selector::new(&config(4), 47);
+    simulate(&mut s, 0.0, 1_000, |_| 10.0);
+    // ep(4) refuses connections from t=1 s to t=4 s.
+    let down = |a: &str, now: f64| {
+        if a == ep(4) && (1_000.0..4_000.0).contains(&now) {
+            Outcome::Failure {
+                retry_after_ms: None,
+            }
+        } else {
+            Outcome::Success { latency_ms: 10.0 }
+        }
+    };
+    let firsts = run(&mut s, 1_000.0, 6_000, down);
+    let to_ep4 = |from: usize, to: usize| firsts[from..to].iter().filter(|f| f.0 == ep(4)).count();
+    // While down: the failure that opened the breaker, then one probe a second later (which
+    // failed, so the next waits 2 s).
+    assert_eq!(to_ep4(0, 3_000), 2);
+    // Back at 4 s: the probe a few ms later closes the breaker, and it has its share at once.
+    let probe = firsts[3_000..3_100].iter().find(|f| f.0 == ep(4));
+    assert_eq!(probe.map(|f| f.1), Some(Route::Probe));
+    let share = to_ep4(3_100, 6_000) as f64 / 2_900.0;
+    assert!(share > 0.2, "{share}");
 }
 
 #[test]
@@ -245,7 +267,10 @@ fn no_request_is_left_unhinted_while_an_endpoint_cools_down() {
     let mut s = Selector::new(&c, 29);
     failed(&mut s, 1, 0.0);
     assert!((0..1_000).all(|_| s.choose(LatencyClass::Read, 10.0, |_| 0).value.is_some()));
-    // Once the cooldown is over, the fallback policy gets its share again.
+    // The cooldown is over, but until a probe succeeds the endpoint still fails for all we know.
+    assert!((0..1_000).all(|_| s.choose(LatencyClass::Read, 4_990.0, |_| 0).value.is_some()));
+    served(&mut s, 1, LatencyClass::Read, 4_995.0, 5.0);
+    // Once it has served again, the fallback policy gets its share again.
     let unhinted = (0..1_000)
         .filter(|_| s.choose(LatencyClass::Read, 5_000.0, |_| 0).value.is_none())
         .count();
@@ -261,25 +286,12 @@ fn unknown_endpoints_are_discovered_and_unhinted_share_is_honoured() {
         .filter(|_| s.choose(LatencyClass::Read, 0.0, |_| 0).value.is_none())
         .count();
     assert!((800..1200).contains(&unhinted), "{unhinted}");
-    assert!(s.observe(
-        "10.0.0.7:80",
-        LatencyClass::Read,
-        0.0,
-        Outcome::Success { latency_ms: 1.0 }
-    ));
-    assert!(!s.observe(
-        "10.0.0.7:80",
-        LatencyClass::Read,
-        1.0,
-        Outcome::Success { latency_ms: 1.0 }
-    ));
+    let success = Outcome::Success { latency_ms: 1.0 };
+    assert!(s.observe("10.0.0.7:80", LatencyClass::Read, 0.0, 0.0, success));
+    assert!(!s.observe("10.0.0.7:80", LatencyClass::Read, 0.0, 1.0, success));
     assert!(s.addresses().any(|a| a == "10.0.0.7:80"));
-    assert!(!s.observe(
-        "10.0.0.8:80",
-        LatencyClass::Read,
-        0.0,
-        Outcome::NotAttributable
-    ));
+    let nothing = Outcome::NotAttributable;
+    assert!(!s.observe("10.0.0.8:80", LatencyClass::Read, 0.0, 0.0, nothing));
 }
 
 /// Four endpoints that each answered once at t=0, the first three in `healthy_ms` and ep(4) in

@@ -74,11 +74,13 @@ pub trait Host {
 
     /// The endpoints for a request of `class` (the shared selector's choice).
     fn choose(&mut self, class: LatencyClass, now_ms: f64) -> Hint;
-    /// Teaches the shared selector; `true` when `address` was new.
+    /// Teaches the shared selector about a request sent at `sent_ms`; `true` when `address`
+    /// was new.
     fn observe(
         &mut self,
         address: &str,
         class: LatencyClass,
+        sent_ms: f64,
         now_ms: f64,
         outcome: Outcome,
     ) -> bool;

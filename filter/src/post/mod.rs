@@ -217,13 +217,12 @@ impl PostFlow {
         if let Some((first, _)) = first.filter(|(f, _)| self.attempts > 1 && *f != upstream) {
             // The first choice failed and Envoy retried elsewhere.
             let failed = Outcome::Failure {
-                latency_ms: latency,
                 retry_after_ms: None,
             };
-            host.observe(first, class, now, failed);
+            host.observe(first, class, self.sent_ms, now, failed);
             host.count_endpoint(first, EndpointCounter::Error);
         }
-        if host.observe(&upstream, class, now, outcome) {
+        if host.observe(&upstream, class, self.sent_ms, now, outcome) {
             host.count(Counter::DiscoveredEndpoint);
         }
         if upstream.is_empty() {

@@ -171,12 +171,13 @@ impl Host for PostStream {
         &mut self,
         address: &str,
         class: LatencyClass,
+        sent_ms: f64,
         now_ms: f64,
         outcome: Outcome,
     ) -> bool {
         self.selector
             .borrow_mut()
-            .observe(address, class, now_ms, outcome)
+            .observe(address, class, sent_ms, now_ms, outcome)
     }
 
     fn grant_mode(&self) -> bool {
