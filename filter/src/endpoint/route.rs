@@ -18,8 +18,8 @@ pub enum Route {
     /// Named first: it won only because its penalty had faded while it got no samples (with
     /// its last estimate undecayed it would have lost).
     Faded,
-    /// Named first: no sample for long enough that its estimate was reset to the baseline, so
-    /// that it is tried again.
+    /// Named first to see whether it has healed: its breaker's cooldown after failures was over,
+    /// or it had no sample for long enough that its estimate was reset to the baseline.
     Probe,
     /// Named first: the only endpoint in the best tier (every other one cooling down or in a
     /// worse pool).
