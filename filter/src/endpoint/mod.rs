@@ -7,7 +7,8 @@
 //!    remote (remote pools serve only while local ones fail; an endpoint cools down from its
 //!    first failure until a request sent after it succeeds);
 //! 2. a cooling-down endpoint whose cooldown is over gets this request first as a probe (one
-//!    at a time); otherwise, within the best tier, two endpoints are drawn at random and the one with the lower cost
+//!    at a time); otherwise, within the best tier, two endpoints are drawn at random and the
+//!    one with the lower cost
 //!    `latency × (1 + max(0, in_flight - mean_in_flight) / (mean_in_flight + 1))` goes first
 //!    (power of two choices: no herding of every worker onto the same "best" endpoint).
 //!    In-flight counts are weighed against the fleet's mean rather than as a queue length: an

@@ -1,8 +1,9 @@
 //! What one finished request says about the endpoint that served it.
 //!
 //! Failures are not fast successes: a quick `503 SlowDown` must make an endpoint look worse,
-//! not better (it opens the endpoint's breaker; it is no latency sample). Whose fault a failure is decides whether it counts: an upstream reset, timeout,
-//! refused connection, 5xx or 429 is the endpoint's; a client that went away is not.
+//! not better (it opens the endpoint's breaker; it is no latency sample). Whose fault a failure
+//! is decides whether it counts: an upstream reset, timeout, refused connection, 5xx or 429 is
+//! the endpoint's; a client that went away is not.
 //!
 //! A stream Envoy ends for idleness is either's: an endpoint that stalls after its headers, or a
 //! client that stops reading (Envoy then stops reading the endpoint, and nothing moves). Flow
