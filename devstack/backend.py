@@ -9,12 +9,16 @@ Run as `python -m devstack.backend --stack stack.yaml --workdir DIR`: it creates
 IAM user per identity allowed `s3:*` on that identity's buckets only, writes each user's keys to
 DIR/credentials/<identity>/ (the shape of a mounted Kubernetes Secret), turns signature checks
 on, and then writes DIR/backend.json with the endpoint addresses.
+
+Faults: SIGUSR1 takes the first endpoint down (its listener closed, its open connections cut,
+as when a store node dies); SIGUSR2 brings it back on the same port.
 """
 
 import argparse
 import json
 import os
 import signal
+import socket
 import sys
 import threading
 from pathlib import Path
@@ -47,6 +51,52 @@ def guarded(app):
         return app(environ, start_response)
 
     return wsgi
+
+
+class Endpoint:
+    """One listener of the store, which can go down (listener closed, connections cut) and come
+    back on the same port."""
+
+    def __init__(self, host: str, app):
+        self.host, self.port, self.app = host, 0, app
+        self.lock = threading.Lock()
+        self.connections: set[socket.socket] = set()
+        endpoint = self
+
+        class Handler(MotoRequestHandler):
+            def setup(self):
+                super().setup()
+                with endpoint.lock:
+                    endpoint.connections.add(self.connection)
+
+            def finish(self):
+                with endpoint.lock:
+                    endpoint.connections.discard(self.connection)
+                super().finish()
+
+        self.handler = Handler
+        self.server = None
+        self.up()
+
+    def up(self):
+        self.server = make_server(self.host, self.port, self.app, threaded=True, request_handler=self.handler)
+        self.port = self.server.server_port
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def down(self):
+        self.server.shutdown()
+        self.server.server_close()
+        with self.lock:
+            for connection in self.connections:
+                try:
+                    connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            self.connections.clear()
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
 
 
 def bucket_policy(buckets):
@@ -89,13 +139,8 @@ def main(argv=None):
     stack = yaml.safe_load(args.stack.read_text())
 
     app = guarded(DomainDispatcherApplication(create_backend_app))
-    servers = [
-        make_server(args.host, 0, app, threaded=True, request_handler=MotoRequestHandler)
-        for _ in range(int(stack["endpoints"]))
-    ]
-    for server in servers:
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-    endpoints = [f"{args.host}:{s.server_port}" for s in servers]
+    servers = [Endpoint(args.host, app) for _ in range(int(stack["endpoints"]))]
+    endpoints = [s.address for s in servers]
 
     set_up(f"http://{endpoints[0]}", stack, args.workdir)
     settings.INITIAL_NO_AUTH_ACTION_COUNT = 0  # from now on every request is verified
@@ -109,9 +154,12 @@ def main(argv=None):
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    # Off the signal handler: shutting a listener down waits for its serving thread.
+    for sig, change in ((signal.SIGUSR1, servers[0].down), (signal.SIGUSR2, servers[0].up)):
+        signal.signal(sig, lambda *_, change=change: threading.Thread(target=change).start())
     stop.wait()
     for server in servers:
-        server.shutdown()
+        server.server.shutdown()
 
 
 if __name__ == "__main__":

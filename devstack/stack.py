@@ -11,6 +11,7 @@ import os
 import random
 import re
 import secrets
+import signal
 import socket
 import subprocess
 import time
@@ -300,6 +301,13 @@ class Stack:
 
     def stop(self):
         self.processes.stop()
+
+    def first_endpoint(self, up: bool):
+        """Takes the store's first endpoint down (listener closed, connections cut) or brings it
+        back on its port (the moto store only; see devstack/backend.py)."""
+        if self.backend == "s3s-fs":
+            raise StackError("the s3s-fs store cannot take one endpoint down")
+        os.kill(self.processes.procs["backend"].pid, signal.SIGUSR2 if up else signal.SIGUSR1)
 
     # -- start-up ---------------------------------------------------------------------------
 

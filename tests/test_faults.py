@@ -91,23 +91,39 @@ def test_ext_authz_down_fails_closed_and_traffic_recovers_without_restarting_env
         assert stack.processes.procs["envoy"].pid == envoy_pid, "Envoy was not restarted"
 
 
-def test_an_endpoint_killed_under_load_costs_few_requests_and_traffic_moves(fresh_stack):
+def test_an_endpoint_killed_under_load_costs_few_requests_and_serves_again_once_back(fresh_stack):
     stack = fresh_stack
     s3_client(stack.url).put_object(Bucket="demo", Key="k", Body=b"v")
-    victim = "backend-0"
+    victim = stack.endpoints[0]
+
+    def selected() -> int:
+        return stack.endpoint_counts("s3mesh_endpoint_selected_total").get(victim, 0)
+
     with Load(stack, "/demo/k", every_s=0.005) as load:
         time.sleep(1)
         killed = time.monotonic()
-        stack.processes.kill(victim)
-        time.sleep(3)
-    after = load.between(killed)
-    statuses = Counter(s for s, _ in after)
+        stack.first_endpoint(up=False)
+        time.sleep(2.5)
+        # Back 2.5 s after it failed: the breaker's probe 3 s after the failure (the first, at
+        # 1 s, failed and doubled the cooldown) finds it serving.
+        stack.first_endpoint(up=True)
+        back = time.monotonic()
+        time.sleep(1.5)
+        window_start, named_before = time.monotonic(), selected()
+        time.sleep(1.5)
+        named = selected() - named_before
+    down = load.between(killed, back)
+    statuses = Counter(s for s, _ in down)
     failed = sum(n for s, n in statuses.items() if s != 200)
-    print(f"endpoint killed: {len(after)} requests after the kill, outcomes {dict(statuses)}")
+    window = load.between(window_start)
+    print(f"endpoint down: {len(down)} requests, outcomes {dict(statuses)}; back: named first by "
+          f"{named} of {len(window)} requests")
     # GETs are retried on connect failure (once, to the hint's next endpoint): almost none fail.
-    assert failed <= max(2, len(after) // 100), statuses
+    assert failed <= max(2, len(down) // 100), statuses
     late = load.between(killed + 1.0)
     assert all(s == 200 for s, _ in late), Counter(s for s, _ in late)
+    # Once back, it has its share again (a third of three endpoints; at least a tenth here).
+    assert named >= len(window) // 10, (named, len(window))
 
 
 def test_a_bad_policy_file_is_refused_and_the_last_good_one_keeps_serving(fresh_stack):
