@@ -48,8 +48,12 @@ class Supervisor:
             self.alive(name)
 
     def kill(self, name: str):
-        proc = self.procs.pop(name, None)
-        if proc is None or proc.poll() is not None:
+        """Stops `name`; a name never started is an error (a fault test that kills nothing must
+        not pass)."""
+        if name not in self.procs:
+            raise ProcessError(f"no process named {name!r} to kill (running: {', '.join(self.procs)})")
+        proc = self.procs.pop(name)
+        if proc.poll() is not None:
             return
         for sig in (signal.SIGTERM, signal.SIGKILL):
             try:
