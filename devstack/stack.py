@@ -395,9 +395,13 @@ class Stack:
 
     def endpoint_counts(self, metric: str) -> dict[str, int]:
         """A per-endpoint filter metric (`s3mesh_endpoint_errors_total`, …) by endpoint address,
-        from Prometheus (where the native shell's stats carry Envoy's `envoy_` prefix)."""
-        pattern = rf'^(?:envoy_)?{re.escape(metric)}{{s3_endpoint="([^"]+)"}} (\d+)$'
-        return {a: int(n) for a, n in re.findall(pattern, self.prometheus(), re.M)}
+        summed over its other labels (`s3_route`), from Prometheus (where the native shell's
+        stats carry Envoy's `envoy_` prefix)."""
+        pattern = rf'^(?:envoy_)?{re.escape(metric)}{{s3_endpoint="([^"]+)"[^}}]*}} (\d+)$'
+        counts: dict[str, int] = {}
+        for address, n in re.findall(pattern, self.prometheus(), re.M):
+            counts[address] = counts.get(address, 0) + int(n)
+        return counts
 
     def stats(self) -> dict:
         """Envoy counters and gauges by name."""
