@@ -197,6 +197,19 @@ def mesh_patches(values: dict, context: str, port: int, vhost_name: str | None) 
     return patches
 
 
+def sts_profiles(values: dict) -> dict:
+    """The STS profile of `values["sts"]`, if any: each caller a session of its own from the
+    store's STS (AssumeRole signed with the base key in a Secret), the store's role bounding it
+    and a session policy from the caller's rules narrowing it."""
+    sts = values.get("sts")
+    if not sts:
+        return {}
+    endpoint = sts.get("endpoint") or f"http://{values['store']['host']}:{values['store']['port']}"
+    return {sts["profile"]: {"secret": sts["base_secret"], "sts": {
+        "endpoint": endpoint, "role_arn": sts["role_arn"],
+        "duration_seconds": sts.get("duration_seconds", 3600), "session_policy": True}}}
+
+
 def ext_authz_manifests(values: dict) -> list:
     ns = values["namespace"]
     name = "s3mesh-ext-authz"
@@ -216,7 +229,7 @@ def ext_authz_manifests(values: dict) -> list:
         # How long the filter may use a grant: the bound within which a policy, credential or
         # identity change reaches every Envoy in grant mode.
         "grants": {"ttl_seconds": 5},
-        "profiles": {"team-a": {"secret": "s3-team-a"}},
+        "profiles": {"team-a": {"secret": "s3-team-a"}, **sts_profiles(values)},
         "rules": [],
     }
     env = [{"name": "OTEL_SERVICE_NAME", "value": name}, {"name": "S3MESH_LOG_FORMAT", "value": "json"}]

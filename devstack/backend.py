@@ -8,7 +8,9 @@ way the endpoints of a real store (VAST, Ceph RGW, MinIO) do.
 Run as `python -m devstack.backend --stack stack.yaml --workdir DIR`: it creates the buckets, an
 IAM user per identity allowed `s3:*` on that identity's buckets only, writes each user's keys to
 DIR/credentials/<identity>/ (the shape of a mounted Kubernetes Secret), turns signature checks
-on, and then writes DIR/backend.json with the endpoint addresses.
+on, and then writes DIR/backend.json with the endpoint addresses. moto's STS answers on the same
+endpoints: a role every identity's session may assume, and a user allowed to assume it, serve
+ext-authz's STS profiles (`Stack(sts=...)`).
 
 Faults: SIGUSR1 takes the first endpoint down (its listener closed, its open connections cut,
 as when a store node dies); SIGUSR2 brings it back on the same port.
@@ -111,8 +113,29 @@ def bucket_policy(buckets):
     )
 
 
-def set_up(endpoint: str, stack: dict, workdir: Path):
-    """Creates buckets, users, keys and permissions while auth is still off."""
+#: The role STS profiles assume (every stack bucket) and the user whose key signs AssumeRole.
+STS_ROLE, STS_USER = "s3mesh-workloads", "s3mesh-sts"
+
+
+def set_up_sts(iam, stack: dict, workdir: Path) -> str:
+    """A role for per-caller STS sessions, and the user ext-authz asks for them with (its key
+    in DIR/credentials/s3mesh-sts). Returns the role's ARN."""
+    trust = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole"}]}
+    role = iam.create_role(RoleName=STS_ROLE, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+    iam.put_role_policy(RoleName=STS_ROLE, PolicyName="buckets", PolicyDocument=bucket_policy(stack["buckets"]))
+    iam.create_user(UserName=STS_USER)
+    assume = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": role}]}
+    iam.put_user_policy(UserName=STS_USER, PolicyName="assume", PolicyDocument=json.dumps(assume))
+    key = iam.create_access_key(UserName=STS_USER)["AccessKey"]
+    write_secret(workdir / "credentials" / STS_USER, key["AccessKeyId"], key["SecretAccessKey"])
+    return role
+
+
+def set_up(endpoint: str, stack: dict, workdir: Path) -> str:
+    """Creates buckets, users, keys and permissions while auth is still off; returns the STS
+    role's ARN."""
     session = boto3.session.Session(
         aws_access_key_id="setup", aws_secret_access_key="setup", region_name=stack["region"]
     )
@@ -128,6 +151,7 @@ def set_up(endpoint: str, stack: dict, workdir: Path):
         )
         key = iam.create_access_key(UserName=user)["AccessKey"]
         write_secret(workdir / "credentials" / user, key["AccessKeyId"], key["SecretAccessKey"])
+    return set_up_sts(iam, stack, workdir)
 
 
 def main(argv=None):
@@ -142,12 +166,12 @@ def main(argv=None):
     servers = [Endpoint(args.host, app) for _ in range(int(stack["endpoints"]))]
     endpoints = [s.address for s in servers]
 
-    set_up(f"http://{endpoints[0]}", stack, args.workdir)
+    sts_role = set_up(f"http://{endpoints[0]}", stack, args.workdir)
     settings.INITIAL_NO_AUTH_ACTION_COUNT = 0  # from now on every request is verified
 
     state = args.workdir / "backend.json"
     tmp = state.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"endpoints": endpoints}))
+    tmp.write_text(json.dumps({"endpoints": endpoints, "sts_role_arn": sts_role}))
     tmp.rename(state)
     print(f"s3 backend ready on {', '.join(endpoints)}", file=sys.stderr, flush=True)
 

@@ -56,10 +56,16 @@ def socket_address(addr: str) -> dict:
     return {"endpoint": {"address": {"socket_address": {"address": host.strip("[]"), "port_value": int(port)}}}}
 
 
-def ext_authz_config(stack: dict, grant_ttl_seconds: int | None = None) -> dict:
-    """s3mesh's policy for the stack: each identity, by its address, gets its own buckets."""
+#: The STS profile of `Stack(sts=...)`, and the identities whose rules name it.
+STS_PROFILE, STS_IDENTITIES = "workloads-sts", ("team-a", "team-b")
+
+
+def ext_authz_config(stack: dict, grant_ttl_seconds: int | None = None, sts: dict | None = None) -> dict:
+    """s3mesh's policy for the stack: each identity, by its address, gets its own buckets. With
+    `sts` (an `sts:` profile section), team-a and team-b sign with per-caller sessions of one
+    STS profile instead of keys of their own."""
     grants = {"grants": {"ttl_seconds": grant_ttl_seconds}} if grant_ttl_seconds else {}
-    return {
+    config = {
         "signing": {"region": stack["region"]},
         # Envoy and ext-authz talk over loopback: no other proxy can ask.
         "callers": {"verify": "any"},
@@ -72,6 +78,12 @@ def ext_authz_config(stack: dict, grant_ttl_seconds: int | None = None) -> dict:
             for i in stack["identities"]
         ],
     }
+    if sts:
+        config["profiles"][STS_PROFILE] = {"credentials_dir": "credentials/s3mesh-sts", "sts": sts}
+        for rule in config["rules"]:
+            if rule["profile"] in STS_IDENTITIES:
+                rule["profile"] = STS_PROFILE
+    return config
 
 
 #: How requests are authorized: "grant" (the default: the "post" filter decides and signs with
@@ -263,7 +275,7 @@ class Stack:
     def __init__(self, workdir: Path, listen: str = "127.0.0.1:0", stack_file: Path = DEFAULT_STACK,
                  post_overrides=None, extra_endpoints=(), concurrency: int = 2, backend: str = "moto",
                  envoy_patch=None, authorization: str = "grant", grant_ttl_seconds: int | None = None,
-                 shell: str = "wasm"):
+                 shell: str = "wasm", sts: dict | None = None):
         self.workdir = Path(workdir)
         #: One of FILTER_SHELLS.
         self.shell = shell
@@ -271,6 +283,10 @@ class Stack:
         self.authorization = authorization
         #: ext-authz's grant lifetime (its default when None): the revocation bound.
         self.grant_ttl_seconds = grant_ttl_seconds
+        #: The `sts:` section of the STS profile team-a and team-b sign with (None: their own
+        #: keys); `endpoint` and `role_arn` default to the store's first endpoint and its role.
+        self.sts = sts
+        self.sts_role_arn = ""
         self.listen = listen
         self.stack = yaml.safe_load(Path(stack_file).read_text())
         self.stack_file = Path(stack_file)
@@ -334,7 +350,8 @@ class Stack:
                                "--stack", str(self.stack_file), "--workdir", str(self.workdir)])
         state = self.workdir / "backend.json"
         wait_for("S3 backend", lambda: self.alive("backend") and state.exists(), 60, self.log("backend"))
-        self.endpoints = json.loads(state.read_text())["endpoints"]
+        backend = json.loads(state.read_text())
+        self.endpoints, self.sts_role_arn = backend["endpoints"], backend["sts_role_arn"]
 
     def start_s3s_fs(self):
         """s3s-fs on several endpoints, one process (`tests/fs-store`): one store, one key (so
@@ -358,7 +375,8 @@ class Stack:
         so that Envoy's cluster still points at it)."""
         listen = listen or f"127.0.0.1:{free_port()}"
         config = self.workdir / "ext-authz.yaml"
-        config.write_text(yaml.safe_dump(ext_authz_config(self.stack, self.grant_ttl_seconds), sort_keys=False))
+        sts = self.sts and {"endpoint": f"http://{self.endpoints[0]}", "role_arn": self.sts_role_arn, **self.sts}
+        config.write_text(yaml.safe_dump(ext_authz_config(self.stack, self.grant_ttl_seconds, sts), sort_keys=False))
         self.authz_address, self.authz_health_url = start_ext_authz(self.processes, config, listen)
 
     def start_envoy(self):

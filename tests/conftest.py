@@ -8,6 +8,8 @@ the address Envoy saw the connection come from (devstack/stack.yaml maps them).
 import os
 import http.client
 import sys
+import threading
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -123,6 +125,41 @@ def raw_request(url: str, method: str, path: str, source_ip: str = LOCAL_DEV, he
         return resp.status, dict(resp.getheaders()), resp.read()
     finally:
         conn.close()
+
+
+class Load:
+    """Requests at a fixed pace from a background thread, outcomes recorded with their time."""
+
+    def __init__(self, stack, path: str, every_s: float = 0.01, source_ip: str = LOCAL_DEV):
+        self.stack, self.path, self.every_s, self.source_ip = stack, path, every_s, source_ip
+        self.outcomes: list[tuple[float, int, bytes]] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self):
+        while not self.stop.is_set():
+            started = time.monotonic()
+            try:
+                status, _, body = raw_request(self.stack.url, "GET", self.path, self.source_ip)
+            except OSError as error:
+                status, body = 0, repr(error).encode()
+            self.outcomes.append((started, status, body))
+            time.sleep(max(0.0, self.every_s - (time.monotonic() - started)))
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(10)
+
+    def between(self, start: float, end: float = float("inf")) -> list[tuple[int, bytes]]:
+        """Outcomes of the requests started in [start, end)."""
+        return [(s, b) for started, s, b in self.outcomes if start <= started < end]
+
+
+GRANT_TTL_S = 2
 
 
 def unused_address() -> str:

@@ -38,6 +38,18 @@ impl From<S3Error> for Refused {
     }
 }
 
+/// Why the key of a profile a rule names is missing: a request that rule allows answers `503`
+/// saying so.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unavailable {
+    /// No credentials are loaded for it (a missing Secret or file, refused at reload).
+    #[error("is not loaded")]
+    NotLoaded,
+    /// Its credentials could not be obtained (the store's STS refused or did not answer).
+    #[error("has no credentials: {0}")]
+    NoCredentials(String),
+}
+
 /// The canonical target of `path`; a target that is not already canonical is refused, since
 /// the `pre` filter canonicalizes before anything signs and a signature must cover exactly
 /// what Envoy forwards.
@@ -52,12 +64,12 @@ pub fn canonical_target(path: &str) -> Result<RequestTarget, S3Error> {
 }
 
 /// Decides on `request` from `identity` at `time`: `rules` are the rules that select this
-/// caller, in policy order; `key_of` gives the key of a profile for `time`'s day, `None` when
-/// the profile's credentials are not loaded.
+/// caller, in policy order; `key_of` gives the key of a profile for `time`'s day, or why there
+/// is none.
 pub fn decide<'r, I, K>(
     identity: &str,
     rules: I,
-    key_of: impl FnOnce(&str) -> Option<K>,
+    key_of: impl FnOnce(&str) -> Result<K, Unavailable>,
     request: &Request<'_>,
     target: &RequestTarget,
     time: AmzDate,
@@ -76,9 +88,9 @@ where
     };
     let profile = authorize(identity, rules, &classified)
         .map_err(|denial| refuse(S3Error::access_denied(denial.to_string())))?;
-    let key = key_of(profile).ok_or_else(|| {
+    let key = key_of(profile).map_err(|unavailable| {
         refuse(S3Error::service_unavailable(format!(
-            "credential profile {profile:?} is not loaded"
+            "credential profile {profile:?} {unavailable}"
         )))
     })?;
     let signed = sign_request(request, target, key.borrow(), time).map_err(refuse)?;

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use s3mesh_s3_request::S3Error;
 use s3mesh_sigv4::AmzDate;
 
-use crate::decision::{canonical_target, decide, Allowed, Refused};
+use crate::decision::{canonical_target, decide, Allowed, Refused, Unavailable};
 use crate::request::Request;
 use crate::rules::{Permission, Rule, RuleError};
 use crate::signing::ProfileKey;
@@ -59,6 +59,10 @@ pub struct Grant {
     pub rules: Vec<Permission>,
     /// The key of every loaded profile those rules name; a profile missing here answers `503`.
     pub profiles: BTreeMap<String, ProfileKey>,
+    /// Profiles those rules name whose credentials could not be obtained, and why (an STS
+    /// error): the `503` says so.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unavailable: BTreeMap<String, String>,
 }
 
 /// Why no grant was issued, as the client will see it.
@@ -95,6 +99,7 @@ pub struct CompiledGrant {
     identity: String,
     rules: Vec<Rule>,
     profiles: BTreeMap<String, ProfileKey>,
+    unavailable: BTreeMap<String, String>,
     date: Option<String>,
 }
 
@@ -133,6 +138,7 @@ impl Grant {
             identity: self.identity.clone(),
             rules,
             profiles: self.profiles.clone(),
+            unavailable: self.unavailable.clone(),
             date,
         })
     }
@@ -155,7 +161,15 @@ impl CompiledGrant {
         decide(
             &self.identity,
             self.rules.iter(),
-            |profile| self.profiles.get(profile),
+            |profile| {
+                self.profiles.get(profile).ok_or_else(|| {
+                    self.unavailable
+                        .get(profile)
+                        .map_or(Unavailable::NotLoaded, |why| {
+                            Unavailable::NoCredentials(why.clone())
+                        })
+                })
+            },
             request,
             &target,
             time,
@@ -190,6 +204,7 @@ mod tests {
                 ProfileKey::derive(&credentials, "us-east-1", "s3", date.into()),
             )]
             .into(),
+            unavailable: BTreeMap::new(),
         }
     }
 

@@ -1,13 +1,15 @@
 //! One authorization decision, from Envoy's view of a request to header changes or an S3 error,
 //! and one grant, from Envoy's view of a caller to that caller's policy and day keys.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use s3mesh_access::decision::{canonical_target, decide};
+use s3mesh_access::decision::{canonical_target, decide, Unavailable};
 use s3mesh_access::grant::{Grant, GrantRequest, GrantResponse, Refusal};
 use s3mesh_access::request::Request;
+use s3mesh_access::rules::Permission;
 use s3mesh_access::signing::{ChunkSigning, HeaderChanges, ProfileKey};
 use s3mesh_s3_request::S3Error;
 use s3mesh_sigv4::{AmzDate, Credentials};
@@ -18,6 +20,7 @@ use crate::identity::kubernetes::PodIdentities;
 use crate::identity::local_file::AddressIdentities;
 use crate::identity::{Identity, Resolver, Unresolved};
 use crate::policy::Policy;
+use crate::sts::{session_policy, Sessions, StsProfile};
 
 /// What Envoy told us about the request.
 #[derive(Debug, Clone, Copy)]
@@ -70,20 +73,39 @@ pub struct Checker {
     resolver: Resolver,
     callers: Callers,
     policy: Policy,
+    /// Profiles with credentials of their own (files or Secrets).
     profiles: HashMap<String, Credentials>,
+    /// Profiles whose credentials are STS sessions per caller identity.
+    sts: HashMap<String, StsProfile>,
+    sessions: Sessions,
+    /// Session policies by profile and identity name, with the rules they were made of (an
+    /// identity's labels can select other rules).
+    session_policies: Mutex<HashMap<(String, String), SessionPolicy>>,
     signing: SigningConfig,
     grants: GrantsConfig,
+}
+
+/// A generated session policy and the rules it was made of.
+type SessionPolicy = (Vec<Permission>, String);
+
+/// The credentials of an STS profile a request needs but did not find cached.
+enum Needed {
+    Nothing,
+    Session(String),
 }
 
 impl Checker {
     /// Builds a checker from a validated configuration, the rules in force (the file's and
     /// those of policy objects) and the loaded credential profiles. `pods` is the running pod
     /// watch, required when the `kubernetes` source is on. A profile missing from `profiles`
-    /// answers its requests `503`.
+    /// and `sts` answers its requests `503`; `sessions` are the STS sessions, kept across
+    /// reloads.
     pub fn new(
         config: &Config,
         rules: &[RuleSpec],
         profiles: HashMap<String, Credentials>,
+        sts: HashMap<String, StsProfile>,
+        sessions: Sessions,
         pods: Option<PodIdentities>,
     ) -> Self {
         Self {
@@ -100,13 +122,17 @@ impl Checker {
             ),
             policy: Policy::new(rules),
             profiles,
+            sts,
+            sessions,
+            session_policies: Mutex::new(HashMap::new()),
             signing: config.signing.clone(),
             grants: config.grants.clone(),
         }
     }
 
-    /// Decides on one request at `now`.
-    pub fn check(&self, attrs: &HttpAttributes<'_>, now: SystemTime) -> Decision {
+    /// Decides on one request at `now`; waits for STS only when the request's profile is an
+    /// STS profile without a cached session for this caller.
+    pub async fn check(&self, attrs: &HttpAttributes<'_>, now: SystemTime) -> Decision {
         let deny = |identity: Option<&str>, operation, error| Decision::Deny {
             identity: identity.map(str::to_owned),
             operation,
@@ -132,15 +158,28 @@ impl Checker {
             headers: &headers,
         };
         let time = amz_date(now);
-        let key_of = |profile: &str| self.profile_key(profile, time.date());
-        match decide(
-            &identity.name,
-            self.policy.rules_for(&identity),
-            key_of,
-            &request,
-            &target,
-            time,
-        ) {
+        let decide_with = |fetched: Option<Result<Credentials, String>>, needed: &mut Needed| {
+            let key_of = |profile: &str| match fetched {
+                Some(Ok(credentials)) => Ok(self.derive(&credentials, time.date())),
+                Some(Err(why)) => Err(Unavailable::NoCredentials(why)),
+                None => self.cached_key(profile, &identity, time.date(), now, needed),
+            };
+            decide(
+                &identity.name,
+                self.policy.rules_for(&identity),
+                key_of,
+                &request,
+                &target,
+                time,
+            )
+        };
+        let mut needed = Needed::Nothing;
+        let mut decided = decide_with(None, &mut needed);
+        if let Needed::Session(profile) = needed {
+            let fetched = self.session(&profile, &identity, now).await;
+            decided = decide_with(Some(fetched), &mut Needed::Nothing);
+        }
+        match decided {
             Ok(allowed) => Decision::Allow {
                 identity: identity.name,
                 operation: allowed.operation,
@@ -154,7 +193,7 @@ impl Checker {
     /// Issues a grant to the caller Envoy saw, with keys for the day the filter asked for (its
     /// own clock), or for today when that day is not yesterday, today or tomorrow here.
     /// `proxy` is the grant call's `x-forwarded-client-cert`, as for [`Checker::check`].
-    pub fn grant(
+    pub async fn grant(
         &self,
         request: &GrantRequest,
         proxy: Option<&str>,
@@ -176,15 +215,42 @@ impl Checker {
         };
         let rules = self.policy.permissions_for(&identity);
         let named: BTreeSet<&str> = rules.iter().map(|r| r.profile.as_str()).collect();
-        let profiles = named
-            .into_iter()
-            .filter_map(|p| Some((p.to_owned(), self.profile_key(p, date.clone())?)))
-            .collect();
+        let mut profiles = BTreeMap::new();
+        let mut unavailable = BTreeMap::new();
+        let mut ttl = Duration::from_secs(self.grants.ttl_seconds);
+        for profile in named {
+            if let Some(credentials) = self.profiles.get(profile) {
+                profiles.insert(profile.to_owned(), self.derive(credentials, date.clone()));
+                continue;
+            }
+            let Some(sts) = self.sts.get(profile) else {
+                continue;
+            };
+            let policy = self.session_policy(sts, &identity);
+            match self.sessions.get(sts, &identity.name, policy, now).await {
+                Ok(session) => {
+                    // The grant must not outlive the session it carries a key of.
+                    let left = sts
+                        .usable_until(&session)
+                        .duration_since(now)
+                        .unwrap_or_default();
+                    ttl = ttl.min(left);
+                    profiles.insert(
+                        profile.to_owned(),
+                        self.derive(&session.credentials, date.clone()),
+                    );
+                }
+                Err(why) => {
+                    unavailable.insert(profile.to_owned(), why);
+                }
+            }
+        }
         GrantResponse::Granted(Grant {
             identity: identity.name,
-            ttl_ms: self.grants.ttl_seconds * 1000,
+            ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
             rules,
             profiles,
+            unavailable,
         })
     }
 
@@ -215,15 +281,82 @@ impl Checker {
         Ok(identity)
     }
 
-    /// The key of `profile` for `date`, if its credentials are loaded.
-    fn profile_key(&self, profile: &str, date: String) -> Option<ProfileKey> {
-        let credentials = self.profiles.get(profile)?;
-        Some(ProfileKey::derive(
+    /// The key of `credentials` for `date`.
+    fn derive(&self, credentials: &Credentials, date: String) -> ProfileKey {
+        ProfileKey::derive(
             credentials,
             &self.signing.region,
             &self.signing.service,
             date,
-        ))
+        )
+    }
+
+    /// The key of `profile` for `identity` without waiting: its own credentials, or a cached
+    /// STS session; when STS must be asked first, `needed` says so.
+    fn cached_key(
+        &self,
+        profile: &str,
+        identity: &Identity,
+        date: String,
+        now: SystemTime,
+        needed: &mut Needed,
+    ) -> Result<ProfileKey, Unavailable> {
+        if let Some(credentials) = self.profiles.get(profile) {
+            return Ok(self.derive(credentials, date));
+        }
+        let sts = self.sts.get(profile).ok_or(Unavailable::NotLoaded)?;
+        let policy = self.session_policy(sts, identity);
+        match self.sessions.cached(sts, &identity.name, policy, now) {
+            Some(Ok(session)) => Ok(self.derive(&session.credentials, date)),
+            Some(Err(why)) => Err(Unavailable::NoCredentials(why)),
+            None => {
+                *needed = Needed::Session(profile.to_owned());
+                Err(Unavailable::NotLoaded)
+            }
+        }
+    }
+
+    /// The session of STS profile `profile` for `identity`, asked for if need be.
+    async fn session(
+        &self,
+        profile: &str,
+        identity: &Identity,
+        now: SystemTime,
+    ) -> Result<Credentials, String> {
+        let sts = self
+            .sts
+            .get(profile)
+            .ok_or_else(|| Unavailable::NotLoaded.to_string())?;
+        let policy = self.session_policy(sts, identity);
+        let session = self.sessions.get(sts, &identity.name, policy, now).await?;
+        Ok(session.credentials)
+    }
+
+    /// The session policy of `identity` under `sts`, when the profile asks for one: from the
+    /// identity's rules that name the profile.
+    fn session_policy(&self, sts: &StsProfile, identity: &Identity) -> Option<String> {
+        if !sts.spec.session_policy {
+            return None;
+        }
+        let rules: Vec<Permission> = self
+            .policy
+            .permissions_for(identity)
+            .into_iter()
+            .filter(|p| p.profile == sts.name)
+            .collect();
+        let key = (sts.name.clone(), identity.name.clone());
+        let mut cache = self
+            .session_policies
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some((made_of, policy)) = cache.get(&key) {
+            if *made_of == rules {
+                return Some(policy.clone());
+            }
+        }
+        let policy = session_policy::for_rules(&rules);
+        cache.insert(key, (rules, policy.clone()));
+        Some(policy)
     }
 }
 

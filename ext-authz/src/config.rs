@@ -16,6 +16,7 @@ use s3mesh_s3_request::OperationClass;
 
 use crate::callers::Verify;
 use crate::identity::{principal, Source};
+use crate::sts::StsSpec;
 
 /// Why a configuration file was refused.
 #[derive(Debug, Error)]
@@ -222,8 +223,10 @@ pub struct IdentitySpec {
     pub source_cidrs: Vec<IpNet>,
 }
 
-/// Where a profile's credentials live: exactly one of a directory or a Secret, either holding
-/// `access_key_id`, `secret_access_key` and optionally `session_token`.
+/// Where a profile's credentials come from: exactly one of a directory or a Secret, either
+/// holding `access_key_id`, `secret_access_key` and optionally `session_token`; or, with `sts`,
+/// sessions from the store's STS (those then sign the `AssumeRole` calls, unless a web identity
+/// token does).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProfileSpec {
@@ -235,6 +238,9 @@ pub struct ProfileSpec {
     /// applies without a restart or a kubelet sync delay.
     #[serde(default)]
     pub secret: Option<String>,
+    /// Temporary credentials per caller identity from the store's STS.
+    #[serde(default)]
+    pub sts: Option<StsSpec>,
 }
 
 /// One grant.
@@ -318,13 +324,18 @@ impl Config {
             message: e.to_string(),
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        for dir in config
-            .profiles
-            .values_mut()
-            .filter_map(|p| p.credentials_dir.as_mut())
-        {
-            if dir.is_relative() {
-                *dir = base.join(&*dir);
+        for profile in config.profiles.values_mut() {
+            let token_file = profile
+                .sts
+                .as_mut()
+                .and_then(|sts| sts.web_identity_token_file.as_mut());
+            for path in [profile.credentials_dir.as_mut(), token_file]
+                .into_iter()
+                .flatten()
+            {
+                if path.is_relative() {
+                    *path = base.join(&*path);
+                }
             }
         }
         config
@@ -395,7 +406,14 @@ impl Config {
             }
         }
         for (name, profile) in &self.profiles {
+            if let Some(sts) = &profile.sts {
+                let has_base = profile.credentials_dir.is_some() || profile.secret.is_some();
+                sts.validate(has_base).map_err(|(field, problem)| {
+                    (format!("profiles.{name}.sts.{field}"), problem)
+                })?;
+            }
             match (&profile.credentials_dir, &profile.secret) {
+                (None, None) if profile.sts.is_some() => {}
                 (Some(_), None) => {}
                 (None, Some(_)) if self.cluster.is_some() => {}
                 (None, Some(_)) => {
@@ -552,6 +570,57 @@ rules:
             None,
             "defaults to the pod's own"
         );
+    }
+
+    #[test]
+    fn an_sts_profile_is_signed_by_base_credentials_or_a_web_identity() {
+        let sts =
+            "sts: {endpoint: \"https://sts.example.com\", role_arn: \"arn:aws:iam::1:role/r\"";
+        let assume = GOOD.replace(
+            "{credentials_dir: creds/a}",
+            &format!("{{credentials_dir: creds/a, {sts}, duration_seconds: 900}}}}"),
+        );
+        let c = load(&assume).unwrap();
+        assert_eq!(c.profiles["pa"].sts.as_ref().unwrap().duration_seconds, 900);
+        let web = GOOD.replace(
+            "{credentials_dir: creds/a}",
+            &format!("{{{sts}, web_identity_token_file: token}}}}"),
+        );
+        let c = load(&web).unwrap();
+        let token = c.profiles["pa"]
+            .sts
+            .as_ref()
+            .unwrap()
+            .web_identity_token_file
+            .clone();
+        assert!(token.unwrap().ends_with("token") && c.profiles["pa"].credentials_dir.is_none());
+        for (text, says) in [
+            (
+                GOOD.replace("{credentials_dir: creds/a}", &format!("{{{sts}}}}}")),
+                "profiles.pa.sts.role_arn: AssumeRole is signed with base credentials",
+            ),
+            (
+                assume.replace("https://sts", "sts"),
+                "profiles.pa.sts.endpoint: \"sts.example.com\" is not an http:// or https:// URL",
+            ),
+            (
+                assume
+                    .replace("role/r", "role/r\", duration_seconds: 5, x: \"")
+                    .replace(", duration_seconds: 900", ""),
+                "unknown field `x`",
+            ),
+            (
+                assume.replace("900", "5"),
+                "profiles.pa.sts.duration_seconds: must be between 10 and 43200",
+            ),
+            (
+                web.replace("{sts:", "{credentials_dir: creds/a, sts:"),
+                "profiles.pa.sts.web_identity_token_file: a web identity needs no base credentials",
+            ),
+        ] {
+            let err = load(&text).unwrap_err();
+            assert!(err.to_string().contains(says), "{err}");
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use crate::identity::kubernetes::PodIdentities;
 use crate::kubernetes::resources::ClusterResources;
 use crate::kubernetes::watch_state::WatchState;
+use crate::sts::Sessions;
 
 /// The Kubernetes watches readiness and metrics look at.
 #[derive(Debug, Clone, Default)]
@@ -41,8 +42,9 @@ impl Watches {
     }
 }
 
-/// Readiness as `(ready, text)`.
-pub fn readiness(watches: &Watches) -> (bool, String) {
+/// Readiness as `(ready, text)`; `sts_failures` are the STS calls failing now
+/// ([`Sessions::failures`]): degraded, not unready, since other callers and profiles serve.
+pub fn readiness(watches: &Watches, sts_failures: &[String]) -> (bool, String) {
     let all = watches.each();
     if let Some((kind, _, _)) = all.iter().find(|(_, state, _)| !state.synced()) {
         return (
@@ -63,6 +65,7 @@ pub fn readiness(watches: &Watches) -> (bool, String) {
                 .last_error()
                 .map(|e| format!("{kind} watch failing ({e})"))
         })
+        .chain(sts_failures.iter().cloned())
         .collect();
     if failing.is_empty() {
         (true, format!("ready: {known} known\n"))
@@ -78,10 +81,11 @@ pub fn readiness(watches: &Watches) -> (bool, String) {
 }
 
 /// Serves the probes on `listener` until the process ends.
-pub async fn serve(listener: TcpListener, watches: Watches) {
+pub async fn serve(listener: TcpListener, watches: Watches, sessions: Sessions) {
     let watches = Arc::new(watches);
     while let Ok((mut stream, _)) = listener.accept().await {
         let watches = Arc::clone(&watches);
+        let sessions = sessions.clone();
         tokio::spawn(async move {
             let mut buf = [0u8; 1024];
             let n = stream.read(&mut buf).await.unwrap_or(0);
@@ -89,7 +93,7 @@ pub async fn serve(listener: TcpListener, watches: Watches) {
             let path = request.split_whitespace().nth(1).unwrap_or("/");
             let (ok, body) = match path {
                 "/healthz" => (true, "ok\n".to_owned()),
-                "/readyz" => readiness(&watches),
+                "/readyz" => readiness(&watches, &sessions.failures()),
                 _ => (false, "not found\n".to_owned()),
             };
             let status = match (ok, path) {

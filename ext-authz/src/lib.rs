@@ -19,4 +19,5 @@ pub mod kubernetes;
 pub mod policy;
 pub mod reload;
 pub mod service;
+pub mod sts;
 pub mod telemetry;

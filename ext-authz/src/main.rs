@@ -112,6 +112,7 @@ async fn run(args: Args) -> Result<(), String> {
         .map_err(|e| format!("configuration refused: {e}"))?;
     let current = Arc::new(Current::new(checker));
     let reloader_refusals = reloader.refusals();
+    let sessions = reloader.sessions();
     tokio::spawn(reloader.watch(Arc::clone(&current), Duration::from_secs(2)));
 
     let health = tokio::net::TcpListener::bind(args.health_listen)
@@ -119,7 +120,7 @@ async fn run(args: Args) -> Result<(), String> {
         .map_err(|e| format!("cannot listen on {}: {e}", args.health_listen))?;
     let health_addr = health.local_addr().map_or(args.health_listen, |a| a);
     telemetry::register_gauges(watches.clone(), reloader_refusals);
-    tokio::spawn(health::serve(health, watches));
+    tokio::spawn(health::serve(health, watches, sessions));
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

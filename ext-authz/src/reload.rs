@@ -26,6 +26,7 @@ use crate::credentials;
 use crate::identity::kubernetes::PodIdentities;
 use crate::kubernetes::policy_resource::S3AccessPolicySpec;
 use crate::kubernetes::resources::ClusterResources;
+use crate::sts::{Sessions, StsProfile};
 
 /// The checker requests are decided by.
 #[derive(Debug)]
@@ -66,6 +67,8 @@ pub struct Reloader {
     secrets: BTreeMap<String, Credentials>,
     /// Refusals of the last build; each is logged when it first appears.
     refusals: Refusals,
+    /// STS sessions, kept across builds.
+    sessions: Sessions,
 }
 
 /// The objects the last build refused, as messages naming object, field and problem; shared
@@ -107,7 +110,13 @@ impl Reloader {
             policies: BTreeMap::new(),
             secrets: BTreeMap::new(),
             refusals: Refusals::default(),
+            sessions: Sessions::new(),
         }
+    }
+
+    /// The STS sessions every checker it builds uses (for readiness).
+    pub fn sessions(&self) -> Sessions {
+        self.sessions.clone()
     }
 
     /// A checker from the current file and objects; `Err` only when the file is refused.
@@ -116,10 +125,18 @@ impl Reloader {
         let mut refusals = Vec::new();
         let mut rules = config.rules.clone();
         rules.extend(self.policy_rules(&config, &mut refusals));
-        let profiles = self.profiles(&config, &mut refusals)?;
+        let mut profiles = self.profiles(&config, &mut refusals)?;
+        let sts = sts_profiles(&config, &mut profiles);
         self.refusals
             .replace(refusals.iter().map(ToString::to_string).collect());
-        Ok(Checker::new(&config, &rules, profiles, self.pods.clone()))
+        Ok(Checker::new(
+            &config,
+            &rules,
+            profiles,
+            sts,
+            self.sessions.clone(),
+            self.pods.clone(),
+        ))
     }
 
     /// The rules of every policy object: the current version where it is valid, else the last
@@ -253,6 +270,38 @@ impl Reloader {
             }
         }
     }
+}
+
+/// The STS profiles of `config`, each taking its base credentials (if any) out of `profiles`:
+/// those sign `AssumeRole` calls, never S3 requests. An STS profile whose base credentials were
+/// not loaded is left out (its requests answer `503`, and the refusal says why).
+fn sts_profiles(
+    config: &Config,
+    profiles: &mut HashMap<String, Credentials>,
+) -> HashMap<String, StsProfile> {
+    let mut sts = HashMap::new();
+    for (name, spec) in &config.profiles {
+        let Some(sts_spec) = &spec.sts else {
+            continue;
+        };
+        let base = profiles.remove(name);
+        if base.is_none() && sts_spec.web_identity_token_file.is_none() {
+            continue;
+        }
+        sts.insert(
+            name.clone(),
+            StsProfile {
+                name: name.clone(),
+                spec: sts_spec.clone(),
+                base,
+                region: sts_spec
+                    .region
+                    .clone()
+                    .unwrap_or_else(|| config.signing.region.clone()),
+            },
+        );
+    }
+    sts
 }
 
 /// The spec of a policy object, parsed and every rule validated against `config`.

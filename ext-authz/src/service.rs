@@ -20,6 +20,7 @@ use s3mesh_access::grant::{GrantRequest, GrantResponse, ISSUE_PATH};
 use s3mesh_access::signing::ChunkSigning;
 use s3mesh_s3_request::{chunk_signing, S3Error};
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use crate::callers::asking_proxy;
 use crate::check::{Decision, HttpAttributes};
@@ -91,8 +92,12 @@ impl Authorization for AuthzService {
         // Envoy's x-request-id also appears in its access log; the stream id is the fallback.
         let request_id = http.headers.get("x-request-id").unwrap_or(&http.id);
         let span = check_span(&metadata, &http.headers);
+        let checker = self.current.get();
+        let decision = checker
+            .check(&attrs, SystemTime::now())
+            .instrument(span.clone())
+            .await;
         let _entered = span.enter();
-        let decision = self.current.get().check(&attrs, SystemTime::now());
         let (verdict, reason) = match &decision {
             Decision::Allow { .. } => ("allow", "granted"),
             Decision::Deny { error, .. } => ("deny", error.code),
@@ -181,7 +186,7 @@ pub fn routes(current: Arc<Current>) -> tonic::service::Routes {
             ISSUE_PATH,
             axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
                 let (current, metrics) = (Arc::clone(&grants), metrics.clone());
-                async move { issue_grant(&current, &metrics, asking_proxy(&headers), &body) }
+                async move { issue_grant(&current, &metrics, asking_proxy(&headers), &body).await }
             }),
         );
     tonic::service::Routes::from(router)
@@ -189,7 +194,7 @@ pub fn routes(current: Arc<Current>) -> tonic::service::Routes {
 
 /// Answers one grant request from `proxy` (the call's `x-forwarded-client-cert`): `200` with a
 /// [`GrantResponse`] (granted or refused), `400` for a request that is not a [`GrantRequest`].
-fn issue_grant(
+async fn issue_grant(
     current: &Current,
     metrics: &CheckMetrics,
     proxy: Option<&str>,
@@ -203,7 +208,8 @@ fn issue_grant(
             return (StatusCode::BAD_REQUEST, json, message.into_bytes());
         }
     };
-    let response = current.get().grant(&request, proxy, SystemTime::now());
+    let checker = current.get();
+    let response = checker.grant(&request, proxy, SystemTime::now()).await;
     match &response {
         GrantResponse::Granted(grant) => {
             metrics.record_grant("issued");

@@ -1,5 +1,6 @@
 //! The configuration shipped in `deploy/manifests/ext-authz.yaml` (rendered by
-//! `deploy/render.py`) is one ext-authz accepts, and it checks which sidecar asks.
+//! `deploy/render.py`) is one ext-authz accepts: it checks which sidecar asks, and its STS
+//! profile example is valid.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -22,4 +23,9 @@ fn the_shipped_configmap_is_a_valid_configuration_that_verifies_callers() {
     let config = Config::from_yaml(body, Path::new("/etc/s3mesh/ext-authz.yaml")).unwrap();
     assert_eq!(config.callers.verify, Verify::MeshIdentity);
     assert_eq!(config.callers.gateways.len(), 1);
+    let sts = config.profiles["workloads-sts"]
+        .sts
+        .as_ref()
+        .expect("the STS example");
+    assert!(sts.session_policy && sts.role_arn.starts_with("arn:aws:iam::"));
 }

@@ -153,7 +153,7 @@ async fn a_grant_decides_and_signs_exactly_like_a_per_request_check() {
             source: Some(source.parse().unwrap()),
             date: amz.date(),
         };
-        let GrantResponse::Granted(grant) = checker.grant(&ask, None, now) else {
+        let GrantResponse::Granted(grant) = checker.grant(&ask, None, now).await else {
             panic!("granted expected")
         };
         let grant = grant.compile().unwrap();
@@ -181,7 +181,7 @@ async fn a_grant_decides_and_signs_exactly_like_a_per_request_check() {
                 path,
                 headers: &map,
             };
-            let per_request = checker.check(&attrs, now);
+            let per_request = checker.check(&attrs, now).await;
             let request = Request {
                 method,
                 host: "s3.local",

@@ -49,10 +49,13 @@ async fn nothing_is_answered_until_the_first_full_list_has_arrived() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(pods.resolve(ip("10.0.0.1")), Err(Lookup::NotSynced));
     assert!(
-        !readiness(&Watches {
-            pods: Some(pods.clone()),
-            cluster: None
-        })
+        !readiness(
+            &Watches {
+                pods: Some(pods.clone()),
+                cluster: None,
+            },
+            &[],
+        )
         .0,
         "not ready before the first list"
     );
@@ -70,10 +73,13 @@ async fn nothing_is_answered_until_the_first_full_list_has_arrived() {
     assert_eq!(id.labels["app"], "ingest");
     assert_eq!(id.pod_uid.as_deref(), Some("u1"));
     assert!(
-        readiness(&Watches {
-            pods: Some(pods.clone()),
-            cluster: None
-        })
+        readiness(
+            &Watches {
+                pods: Some(pods.clone()),
+                cluster: None,
+            },
+            &[],
+        )
         .0
     );
 }
@@ -180,10 +186,13 @@ async fn with_the_api_server_down_the_last_known_pods_keep_serving_and_readiness
     fake.go_down();
     eventually("watch failure noticed", || !pods.state().connected()).await;
     assert_eq!(name_of(&pods, "10.0.2.1").as_deref(), Some("team-a/a"));
-    let (ready, text) = readiness(&Watches {
-        pods: Some(pods.clone()),
-        cluster: None,
-    });
+    let (ready, text) = readiness(
+        &Watches {
+            pods: Some(pods.clone()),
+            cluster: None,
+        },
+        &[],
+    );
     assert!(ready, "{text}");
     assert!(text.starts_with("degraded"), "{text}");
     // Back up: the stale watch is refused, the watcher re-lists, readiness is plain again.
@@ -199,10 +208,13 @@ async fn with_the_api_server_down_the_last_known_pods_keep_serving_and_readiness
         "deleted during the outage"
     );
     eventually("connected", || pods.state().connected()).await;
-    assert!(readiness(&Watches {
-        pods: Some(pods.clone()),
-        cluster: None
-    })
+    assert!(readiness(
+        &Watches {
+            pods: Some(pods.clone()),
+            cluster: None,
+        },
+        &[],
+    )
     .1
     .starts_with("ready"));
 }
