@@ -19,3 +19,4 @@ pub mod endpoint;
 pub mod grants;
 pub mod post;
 pub mod pre;
+pub mod signature_diagnosis;

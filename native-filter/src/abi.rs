@@ -123,6 +123,8 @@ pub mod header_type {
 
 /// `envoy_dynamic_module_type_http_body_type`: the bytes delivered by the current body callback.
 pub const RECEIVED_REQUEST_BODY: u32 = 0;
+/// The same for the response.
+pub const RECEIVED_RESPONSE_BODY: u32 = 2;
 
 /// `envoy_dynamic_module_type_metadata_source`: the stream's dynamic metadata.
 pub const DYNAMIC_METADATA: u32 = 0;

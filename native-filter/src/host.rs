@@ -97,7 +97,15 @@ impl Stream {
     /// Hands the bytes the current request body callback delivered to `read`, one of Envoy's
     /// slices at a time, without copying them.
     pub fn read_received_body(&self, read: &mut dyn FnMut(&[u8])) {
-        let kind = abi::RECEIVED_REQUEST_BODY;
+        self.read_body(abi::RECEIVED_REQUEST_BODY, read);
+    }
+
+    /// As [`Self::read_received_body`], for the current response body callback.
+    pub fn read_received_response_body(&self, read: &mut dyn FnMut(&[u8])) {
+        self.read_body(abi::RECEIVED_RESPONSE_BODY, read);
+    }
+
+    fn read_body(&self, kind: u32, read: &mut dyn FnMut(&[u8])) {
         // SAFETY: Envoy fills at most `n` slices, readable during this hook, which `read` does
         // not outlive.
         unsafe {

@@ -127,6 +127,10 @@ impl Host for PostHost<'_> {
         self.stream.replace_received_body(size, bytes);
     }
 
+    fn read_response_body(&self, _size: usize, read: &mut dyn FnMut(&[u8])) {
+        self.stream.read_received_response_body(read);
+    }
+
     fn send_s3_error(&mut self, error: &S3Error, path: &str, request_id: &str) {
         self.stream.send_s3_error(error, path, request_id);
     }
@@ -238,6 +242,7 @@ impl Host for PostHost<'_> {
             Counter::GrantFetched => m.grants_fetched,
             Counter::GrantDenied => m.grant_denied,
             Counter::GrantFailure => m.grant_failures,
+            Counter::StoreRefusedSignature => m.store_refused_signature,
         };
         self.post.batch.count(metric, &[], 1);
     }

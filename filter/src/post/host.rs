@@ -21,6 +21,9 @@ pub enum Counter {
     GrantDenied,
     /// ext-authz could not be asked, or did not answer.
     GrantFailure,
+    /// The store refused a request s3mesh signed for its signature, key or clock
+    /// ([`crate::signature_diagnosis`]); the log says why.
+    StoreRefusedSignature,
 }
 
 /// Per-endpoint counters of role `post`.
@@ -53,6 +56,8 @@ pub trait Host {
     fn read_request_body(&self, size: usize, read: &mut dyn FnMut(&[u8]));
     /// Replaces the `size` bytes this body callback delivered with `bytes`.
     fn replace_request_body(&mut self, size: usize, bytes: &[u8]);
+    /// Hands the response body bytes this body callback delivers (`size` of them) to `read`.
+    fn read_response_body(&self, size: usize, read: &mut dyn FnMut(&[u8]));
     /// Answers the client with `error` as S3 XML; the request goes no further.
     fn send_s3_error(&mut self, error: &S3Error, path: &str, request_id: &str);
     /// A string ext_authz left in the stream's dynamic metadata (chunk-signing material).

@@ -16,6 +16,7 @@ use crate::chunk_resign;
 use crate::endpoint::outcome::{classify, ended_idle, Outcome};
 use crate::endpoint::{LatencyClass, Route};
 use crate::grants::{Answer, Caller};
+use crate::signature_diagnosis::{self, Forwarded, Signed, StoreError};
 pub use host::{Counter, EndpointCounter, Host};
 
 /// What the shell tells Envoy after a callback.
@@ -45,6 +46,11 @@ pub struct PostFlow {
     resigner: Option<(Resigner, String, String)>,
     /// `stall_blame_bytes` of the configuration.
     stall_blame_bytes: u64,
+    /// The request headers as forwarded, signed by s3mesh: what a refusal by the store is
+    /// explained with ([`signature_diagnosis`]).
+    forwarded: Option<Forwarded>,
+    /// The body of a `403` the store answered to such a request, gathered to say why.
+    refusal: Option<Vec<u8>>,
 }
 
 impl Default for PostFlow {
@@ -66,6 +72,8 @@ impl PostFlow {
             attempts: 1,
             resigner: None,
             stall_blame_bytes,
+            forwarded: None,
+            refusal: None,
         }
     }
 }
@@ -76,6 +84,20 @@ fn path_and_request_id(host: &impl Host) -> (String, String) {
         host.request_header(":path").unwrap_or_default(),
         host.request_header("x-request-id").unwrap_or_default(),
     )
+}
+
+/// Logs and counts why the store refused a request s3mesh signed, from its error `body`.
+fn diagnose(host: &impl Host, forwarded: &Forwarded, body: &[u8]) {
+    let Some(store) = StoreError::parse(body).filter(StoreError::is_diagnosed) else {
+        return;
+    };
+    host.count(Counter::StoreRefusedSignature);
+    host.log_warn(&format!(
+        "request {} to {}: {}",
+        forwarded.header("x-request-id").unwrap_or("-"),
+        host.upstream_address(),
+        signature_diagnosis::report(Signed::rebuild(forwarded).as_ref(), &store)
+    ));
 }
 
 /// Answers the client with `error` now.
@@ -181,7 +203,8 @@ impl PostFlow {
     }
 
     /// The response headers arrived: time to first byte, the store's `Retry-After`, Envoy's
-    /// attempt count; headers meant for the filter only are removed.
+    /// attempt count; headers meant for the filter only are removed; a `403` from the store
+    /// to a request s3mesh signed has its body gathered, to say why.
     pub fn on_response_headers(&mut self, host: &mut impl Host) {
         self.ttfb_ms = Some(host.now_ms() - self.sent_ms);
         self.retry_after = host.response_header("retry-after");
@@ -191,6 +214,27 @@ impl PostFlow {
             .unwrap_or(1);
         for name in INTERNAL_RESPONSE {
             host.remove_response_header(name);
+        }
+        let refused = host.response_header(":status").as_deref() == Some("403");
+        if refused && self.forwarded.is_some() && !host.upstream_address().is_empty() {
+            self.refusal = Some(Vec::new());
+        }
+    }
+
+    /// `size` bytes of response body arrived: gathered only for a refusal to diagnose; the
+    /// client gets the store's answer unchanged.
+    pub fn on_response_body(&mut self, host: &mut impl Host, size: usize, end_of_stream: bool) {
+        let Some(body) = self.refusal.as_mut() else {
+            return;
+        };
+        host.read_response_body(size, &mut |piece| {
+            let room = signature_diagnosis::MAX_BODY.saturating_sub(body.len());
+            body.extend_from_slice(&piece[..piece.len().min(room)]);
+        });
+        if end_of_stream {
+            if let (Some(body), Some(forwarded)) = (self.refusal.take(), &self.forwarded) {
+                diagnose(host, forwarded, &body);
+            }
         }
     }
 
@@ -268,7 +312,7 @@ impl PostFlow {
             path: get(":path"),
             headers: &pairs,
         };
-        match grant.decide(&request, time) {
+        let changes = match grant.decide(&request, time) {
             Ok(allowed) => {
                 let signed = allowed.signed;
                 for (name, value) in &signed.changes.set {
@@ -282,7 +326,7 @@ impl PostFlow {
                     self.resigner = chunk_resign::own_resigner(mode, signing)
                         .map(|r| (r, get(":path").to_owned(), get("x-request-id").to_owned()));
                 }
-                true
+                signed.changes
             }
             Err(refused) => {
                 host.count(Counter::GrantDenied);
@@ -294,9 +338,11 @@ impl PostFlow {
                     refused.error.message
                 ));
                 host.send_s3_error(&refused.error, get(":path"), get("x-request-id"));
-                false
+                return false;
             }
-        }
+        };
+        self.forwarded = Some(Forwarded::applying(headers, changes.set, &changes.remove));
+        true
     }
 
     /// After authorization: the chunk re-signer when ext_authz signed, then the endpoint hint.
@@ -306,6 +352,11 @@ impl PostFlow {
             self.operation.class(),
             Some(OperationClass::Read | OperationClass::List)
         );
+        if !host.grant_mode() {
+            // As ext_authz signed it: kept to explain a refusal by the store (the wasm host
+            // cannot read request headers once the response has begun).
+            self.forwarded = Some(Forwarded(host.request_headers()));
+        }
         if !host.grant_mode() && !bodiless {
             let mode = host.request_header("x-amz-content-sha256");
             match chunk_resign::resigner(mode.as_deref(), |name| host.authz_metadata(name)) {

@@ -102,12 +102,27 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
     abi::headers_status::CONTINUE
 }
 
+/// The body goes on unchanged; a refusal by the store is read to say why.
+///
+/// # Safety
+/// Envoy passes the pointers of a live stream.
 #[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_response_body(
-    _filter_envoy: FilterEnvoyPtr,
-    _filter_module: *mut c_void,
-    _end_of_stream: bool,
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_body(
+    filter_envoy: FilterEnvoyPtr,
+    filter_module: *mut c_void,
+    end_of_stream: bool,
 ) -> u32 {
+    barrier(
+        || {
+            // SAFETY: per this hook's contract.
+            if let Some(filter) = unsafe { filter(filter_module) } {
+                filter.post(filter_envoy, |flow, host| {
+                    flow.on_response_body(host, 0, end_of_stream);
+                });
+            }
+        },
+        || (),
+    );
     abi::body_status::CONTINUE
 }
 

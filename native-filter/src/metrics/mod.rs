@@ -139,6 +139,7 @@ pub struct PostMetrics {
     pub grants_renewed: Metric,
     pub grant_failures: Metric,
     pub grant_denied: Metric,
+    pub store_refused_signature: Metric,
     /// Labelled by `s3_endpoint`.
     pub endpoint_selected: Metric,
     /// Labelled by `s3_endpoint`.
@@ -164,6 +165,7 @@ impl PostMetrics {
             grants_renewed: d.counter("grants_renewed_total", &[]),
             grant_failures: d.counter("grant_failures_total", &[]),
             grant_denied: d.counter("grant_denied_total", &[]),
+            store_refused_signature: d.counter("store_refused_signature_total", &[]),
             endpoint_selected: d.counter("endpoint_selected_total", &endpoint),
             endpoint_errors: d.counter("endpoint_errors_total", &endpoint),
             endpoint_in_flight: d.gauge("endpoint_in_flight", &endpoint),

@@ -81,6 +81,7 @@ pub(super) struct Metrics {
     pub(super) grants_renewed: Metric,
     pub(super) grant_failures: Metric,
     pub(super) grant_denied: Metric,
+    pub(super) store_refused_signature: Metric,
     endpoints: RefCell<HashMap<String, Rc<EndpointMetrics>>>,
     operations: RefCell<HashMap<&'static str, Rc<OperationMetrics>>>,
 }
@@ -97,6 +98,7 @@ impl Metrics {
             grants_renewed: counter("s3mesh_grants_renewed_total"),
             grant_failures: counter("s3mesh_grant_failures_total"),
             grant_denied: counter("s3mesh_grant_denied_total"),
+            store_refused_signature: counter("s3mesh_store_refused_signature_total"),
             endpoints: RefCell::default(),
             operations: RefCell::default(),
         }

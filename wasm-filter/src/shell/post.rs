@@ -101,6 +101,10 @@ impl Host for PostStream {
         self.set_http_request_body(0, size, bytes);
     }
 
+    fn read_response_body(&self, size: usize, read: &mut dyn FnMut(&[u8])) {
+        read(&self.get_http_response_body(0, size).unwrap_or_default());
+    }
+
     fn send_s3_error(&mut self, error: &S3Error, path: &str, request_id: &str) {
         send_s3_error(self, error, path, request_id);
     }
@@ -215,6 +219,7 @@ impl Host for PostStream {
             Counter::GrantFetched => &m.grants_fetched,
             Counter::GrantDenied => &m.grant_denied,
             Counter::GrantFailure => &m.grant_failures,
+            Counter::StoreRefusedSignature => &m.store_refused_signature,
         }
         .add(1);
     }
@@ -269,6 +274,11 @@ impl HttpContext for PostStream {
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         self.step(|flow, host| flow.on_response_headers(host));
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        self.step(|flow, host| flow.on_response_body(host, body_size, end_of_stream));
         Action::Continue
     }
 
