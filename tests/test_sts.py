@@ -8,7 +8,8 @@ What moto cannot show: it does not enforce session policies (an assumed role's r
 judged by the role's own policies only: `moto/iam/access_control.py`, `AssumedRoleAccessKey`),
 so the generated policies are checked by the unit tests in `ext-authz/src/sts/session_policy.rs`;
 and it refuses the unsigned `AssumeRoleWithWebIdentity` call once its auth is on, so the web
-identity token file is covered by `ext-authz/src/sts/call.rs`'s tests only."""
+identity is covered by the unit tests in `ext-authz/src/sts/` only (the call's form in `call.rs`;
+a rotated token file used from the next call on in `mod.rs`)."""
 
 import re
 import time

@@ -76,14 +76,10 @@ impl StsProfile {
         h.finish()
     }
 
-    /// Asks STS for `identity`'s session.
-    async fn ask(
-        &self,
-        client: &Client,
-        identity: &str,
-        policy: Option<&str>,
-    ) -> Result<Session, StsError> {
-        let proof = match (&self.spec.web_identity_token_file, &self.base) {
+    /// How the next call proves it may assume the role: the base credentials, or the web
+    /// identity token as the file holds it now (a rotated token is used from the next call on).
+    fn proof(&self) -> Result<Proof, StsError> {
+        Ok(match (&self.spec.web_identity_token_file, &self.base) {
             (Some(path), _) => {
                 // A projected token is a small file on a tmpfs: read in place.
                 let token = std::fs::read_to_string(path).map_err(|e| StsError::Token {
@@ -99,7 +95,17 @@ impl StsProfile {
                     reason: "the profile has neither base credentials nor a token file".to_owned(),
                 })
             }
-        };
+        })
+    }
+
+    /// Asks STS for `identity`'s session.
+    async fn ask(
+        &self,
+        client: &Client,
+        identity: &str,
+        policy: Option<&str>,
+    ) -> Result<Session, StsError> {
+        let proof = self.proof()?;
         let session_name = session_name::for_identity(identity);
         let ask = Ask {
             endpoint: &self.spec.endpoint,
@@ -354,5 +360,71 @@ impl Sessions {
             .collect();
         out.sort();
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn profile(token_file: Option<std::path::PathBuf>) -> StsProfile {
+        StsProfile {
+            name: "p".into(),
+            spec: StsSpec {
+                endpoint: "https://sts.example.com".into(),
+                role_arn: "arn:aws:iam::1:role/r".into(),
+                web_identity_token_file: token_file,
+                duration_seconds: 900,
+                session_policy: false,
+                region: None,
+            },
+            base: None,
+            region: "us-east-1".into(),
+        }
+    }
+
+    #[test]
+    fn a_rotated_token_file_is_used_from_the_next_call_on() {
+        let dir = std::env::temp_dir().join(format!("s3mesh-sts-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("token");
+        let profile = profile(Some(file.clone()));
+        let token = |p: &StsProfile| match p.proof() {
+            Ok(Proof::WebIdentity(t)) => Ok(t),
+            Ok(Proof::Base(_)) => Err("base".to_owned()),
+            Err(e) => Err(e.to_string()),
+        };
+        std::fs::write(&file, "first-token\n").unwrap();
+        assert_eq!(token(&profile), Ok("first-token".to_owned()));
+        std::fs::write(&file, "rotated-token").unwrap();
+        assert_eq!(token(&profile), Ok("rotated-token".to_owned()));
+        std::fs::remove_file(&file).unwrap();
+        let gone = token(&profile).unwrap_err();
+        assert!(
+            gone.starts_with("cannot read the web identity token file"),
+            "{gone}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn renewal_is_due_once_a_third_of_the_lifetime_remains_and_use_ends_before_expiry() {
+        let profile = profile(None);
+        let now = SystemTime::now();
+        let session = |left: u64| Session {
+            credentials: Credentials {
+                access_key_id: "ASIA".into(),
+                secret_access_key: "s".into(),
+                session_token: Some("t".into()),
+            },
+            expires_at: now + Duration::from_secs(left),
+        };
+        assert!(!profile.due_for_renewal(&session(301), now));
+        assert!(profile.due_for_renewal(&session(299), now));
+        let s = session(900);
+        assert_eq!(
+            profile.usable_until(&s),
+            s.expires_at - Duration::from_secs(30)
+        );
     }
 }
