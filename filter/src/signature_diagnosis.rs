@@ -87,31 +87,55 @@ fn unescape(text: &str) -> String {
 }
 
 /// A request's headers as forwarded (pseudo-headers included), kept from when s3mesh signed
-/// it (grant mode) or saw ext_authz's signature.
+/// it (grant mode) or saw ext_authz's signature. The signature's changes are kept apart and
+/// applied only when a refusal is explained: nothing is copied on the success path.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Forwarded(pub Vec<(String, String)>);
+pub struct Forwarded {
+    received: Vec<(String, String)>,
+    set: Vec<(&'static str, String)>,
+    removed: Vec<&'static str>,
+}
 
 impl Forwarded {
-    /// `headers` as read before signing, with the signature's changes applied.
-    pub fn applying(
-        mut headers: Vec<(String, String)>,
+    /// Headers forwarded as they are.
+    pub fn as_received(headers: Vec<(String, String)>) -> Self {
+        Self {
+            received: headers,
+            ..Self::default()
+        }
+    }
+
+    /// `headers` as read before signing, and the signature's changes to them.
+    pub fn signed(
+        headers: Vec<(String, String)>,
         set: Vec<(&'static str, String)>,
-        remove: &[&str],
+        removed: Vec<&'static str>,
     ) -> Self {
-        headers.retain(|(n, _)| {
-            !remove.iter().any(|r| n.eq_ignore_ascii_case(r))
-                && !set.iter().any(|(s, _)| n.eq_ignore_ascii_case(s))
-        });
-        headers.extend(set.into_iter().map(|(n, v)| (n.to_owned(), v)));
-        Self(headers)
+        Self {
+            received: headers,
+            set,
+            removed,
+        }
+    }
+
+    /// Every header as forwarded.
+    fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
+        let replaced = |n: &str| {
+            self.removed.iter().any(|r| n.eq_ignore_ascii_case(r))
+                || self.set.iter().any(|(s, _)| n.eq_ignore_ascii_case(s))
+        };
+        self.received
+            .iter()
+            .filter(move |(n, _)| !replaced(n))
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .chain(self.set.iter().map(|(n, v)| (*n, v.as_str())))
     }
 
     /// The first value of header `name`.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.0
-            .iter()
+        self.headers()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v)
     }
 }
 
@@ -130,7 +154,6 @@ impl Signed {
     /// Rebuilds what was signed from the request as forwarded; `None` when it carries no SigV4
     /// `Authorization` header.
     pub fn rebuild(forwarded: &Forwarded) -> Option<Self> {
-        let headers = &forwarded.0;
         let get = |name: &str| forwarded.header(name);
         let authorization = get("authorization")?.strip_prefix(ALGORITHM)?.trim();
         let field = |key: &str| {
@@ -143,9 +166,11 @@ impl Signed {
         // Envoy holds `host` as `:authority`.
         let mut signed: Vec<(&str, &str)> = Vec::new();
         for name in field("SignedHeaders=")?.split(';') {
-            let found = headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name));
+            let found = forwarded
+                .headers()
+                .filter(|(n, _)| n.eq_ignore_ascii_case(name));
             let before = signed.len();
-            signed.extend(found.map(|(_, v)| (name, v.as_str())));
+            signed.extend(found.map(|(_, v)| (name, v)));
             if signed.len() == before && name == "host" {
                 signed.extend(get(":authority").map(|v| ("host", v)));
             }
@@ -288,7 +313,7 @@ mod tests {
                 .1
                 .replace("x-amz-date,", "x-amz-date;x-amz-security-token,");
         }
-        Forwarded(h)
+        Forwarded::as_received(h)
     }
 
     /// AWS's documented GET example ("Signature Calculations for the Authorization Header"):
@@ -304,24 +329,19 @@ mod tests {
             signed.string_to_sign,
             "AWS4-HMAC-SHA256\n20130524T000000Z\n20130524/us-east-1/s3/aws4_request\n7344ae5b7ee6c3e7e6b0fe0640412a37625d1fbfff95c48bbb2dc43964946972"
         );
-        let unsigned = Forwarded(vec![("authorization".into(), "AWS x:y".into())]);
+        let unsigned = Forwarded::as_received(vec![("authorization".into(), "AWS x:y".into())]);
         assert!(Signed::rebuild(&unsigned).is_none());
-        let applied = Forwarded::applying(
+        let signed = Forwarded::signed(
             vec![
                 ("X-Amz-Date".into(), "old".into()),
                 ("keep".into(), "1".into()),
                 ("authorization".into(), "client".into()),
             ],
             vec![("x-amz-date", "new".into())],
-            &["authorization"],
+            vec!["authorization"],
         );
-        assert_eq!(
-            applied.0,
-            [
-                ("keep".to_owned(), "1".to_owned()),
-                ("x-amz-date".to_owned(), "new".to_owned())
-            ]
-        );
+        let forwarded: Vec<(&str, &str)> = signed.headers().collect();
+        assert_eq!(forwarded, [("keep", "1"), ("x-amz-date", "new")]);
     }
 
     #[test]

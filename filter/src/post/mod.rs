@@ -341,7 +341,7 @@ impl PostFlow {
                 return false;
             }
         };
-        self.forwarded = Some(Forwarded::applying(headers, changes.set, &changes.remove));
+        self.forwarded = Some(Forwarded::signed(headers, changes.set, changes.remove));
         true
     }
 
@@ -355,7 +355,7 @@ impl PostFlow {
         if !host.grant_mode() {
             // As ext_authz signed it: kept to explain a refusal by the store (the wasm host
             // cannot read request headers once the response has begun).
-            self.forwarded = Some(Forwarded(host.request_headers()));
+            self.forwarded = Some(Forwarded::as_received(host.request_headers()));
         }
         if !host.grant_mode() && !bodiless {
             let mode = host.request_header("x-amz-content-sha256");
