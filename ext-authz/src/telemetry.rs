@@ -251,6 +251,41 @@ impl Default for CheckMetrics {
     }
 }
 
+/// Calls to the store's STS ([`crate::sts`]).
+#[derive(Debug, Clone)]
+pub struct StsMetrics {
+    calls: Counter<u64>,
+}
+
+impl StsMetrics {
+    /// Instruments on the global meter (no-ops when metrics are not exported).
+    pub fn new() -> Self {
+        Self {
+            calls: meter()
+                .u64_counter("s3mesh.authz.sts.calls")
+                .with_description("Calls to the store's STS, by profile and result")
+                .build(),
+        }
+    }
+
+    /// Records one call of `profile`: `ok`, `refused`, `unreachable`, `malformed` or `token`.
+    pub fn record(&self, profile: &str, result: &'static str) {
+        self.calls.add(
+            1,
+            &[
+                KeyValue::new("profile", profile.to_owned()),
+                KeyValue::new("result", result),
+            ],
+        );
+    }
+}
+
+impl Default for StsMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 fn meter() -> Meter {
     opentelemetry::global::meter(SERVICE)
 }

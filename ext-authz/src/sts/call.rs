@@ -104,6 +104,18 @@ pub enum StsError {
     },
 }
 
+impl StsError {
+    /// The error's kind, as metrics name it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Unreachable { .. } => "unreachable",
+            Self::Refused { .. } => "refused",
+            Self::Malformed { .. } => "malformed",
+            Self::Token { .. } => "token",
+        }
+    }
+}
+
 impl Ask<'_> {
     fn action(&self) -> &'static str {
         match self.proof {

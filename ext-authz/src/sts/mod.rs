@@ -23,6 +23,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use s3mesh_sigv4::Credentials;
 
+use crate::telemetry::StsMetrics;
 use call::{Ask, Client, Proof, Session, StsError};
 pub use spec::StsSpec;
 
@@ -98,8 +99,23 @@ impl StsProfile {
         })
     }
 
-    /// Asks STS for `identity`'s session.
+    /// Asks STS for `identity`'s session, counting the call.
     async fn ask(
+        &self,
+        client: &Client,
+        metrics: &StsMetrics,
+        identity: &str,
+        policy: Option<&str>,
+    ) -> Result<Session, StsError> {
+        let result = self.call(client, identity, policy).await;
+        metrics.record(
+            &self.name,
+            result.as_ref().map_or_else(StsError::kind, |_| "ok"),
+        );
+        result
+    }
+
+    async fn call(
         &self,
         client: &Client,
         identity: &str,
@@ -182,6 +198,7 @@ pub struct Sessions(Arc<Inner>);
 #[derive(Debug)]
 struct Inner {
     client: Result<Client, String>,
+    metrics: StsMetrics,
     slots: Mutex<HashMap<Key, Arc<Slot>>>,
     swept: Mutex<Instant>,
 }
@@ -198,6 +215,7 @@ impl Sessions {
         Self(Arc::new(Inner {
             client: Client::new()
                 .map_err(|e| format!("cannot load the system's root certificates: {e}")),
+            metrics: StsMetrics::new(),
             slots: Mutex::new(HashMap::new()),
             swept: Mutex::new(Instant::now()),
         }))
@@ -223,7 +241,9 @@ impl Sessions {
         if let Some(answer) = self.answer(&slot, profile, identity, &policy, SystemTime::now()) {
             return answer;
         }
-        let result = profile.ask(client, identity, policy.as_deref()).await;
+        let result = profile
+            .ask(client, &self.0.metrics, identity, policy.as_deref())
+            .await;
         slot.settle(&result);
         result.map_err(|error| {
             tracing::warn!(profile = %profile.name, identity, %error, "no STS session");
@@ -294,10 +314,13 @@ impl Sessions {
         let Ok(client) = self.0.client.clone() else {
             return;
         };
+        let metrics = self.0.metrics.clone();
         tokio::spawn(async move {
             let result = {
                 let _asking = slot.asking.lock().await;
-                profile.ask(&client, &identity, policy.as_deref()).await
+                profile
+                    .ask(&client, &metrics, &identity, policy.as_deref())
+                    .await
             };
             if let Err(error) = &result {
                 tracing::warn!(profile = %profile.name, identity, %error, "STS session not renewed; the current one serves until it expires");
