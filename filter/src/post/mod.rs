@@ -215,8 +215,10 @@ impl PostFlow {
         for name in INTERNAL_RESPONSE {
             host.remove_response_header(name);
         }
-        let refused = host.response_header(":status").as_deref() == Some("403");
-        if refused && self.forwarded.is_some() && !host.upstream_address().is_empty() {
+        if self.forwarded.is_some()
+            && host.response_header(":status").as_deref() == Some("403")
+            && !host.upstream_address().is_empty()
+        {
             self.refusal = Some(Vec::new());
         }
     }
