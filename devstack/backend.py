@@ -17,12 +17,14 @@ as when a store node dies); SIGUSR2 brings it back on the same port.
 """
 
 import argparse
+import io
 import json
 import os
 import signal
 import socket
 import sys
 import threading
+import urllib.parse
 from pathlib import Path
 
 import yaml
@@ -53,6 +55,39 @@ def guarded(app):
         return app(environ, start_response)
 
     return wsgi
+
+
+class WebIdentity:
+    """Lets moto's STS answer `AssumeRoleWithWebIdentity`, which the real call sends unsigned:
+    moto finds no service to dispatch an unsigned request to, and with its auth on it refuses
+    any request without an `Authorization` header. Such a call goes to moto's STS app with
+    moto's auth off for its duration (a lock keeps that window to the one call), and the token
+    it carried is appended to `record` so tests can see which token each session was asked
+    with. moto does not verify the token itself."""
+
+    def __init__(self, app, record: Path):
+        self.app, self.record = app, record
+        self.sts = create_backend_app("sts")
+        self.lock = threading.Lock()
+
+    def __call__(self, environ, start_response):
+        form_post = (environ.get("REQUEST_METHOD") == "POST"
+                     and environ.get("CONTENT_TYPE", "").startswith("application/x-www-form-urlencoded"))
+        if not form_post or "HTTP_AUTHORIZATION" in environ:
+            return self.app(environ, start_response)
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length)
+        environ["wsgi.input"] = io.BytesIO(body)
+        form = urllib.parse.parse_qs(body.decode(errors="replace"))
+        if form.get("Action") != ["AssumeRoleWithWebIdentity"]:
+            return self.app(environ, start_response)
+        with self.lock, self.record.open("a") as record:
+            record.write(form.get("WebIdentityToken", [""])[0] + "\n")
+            settings.INITIAL_NO_AUTH_ACTION_COUNT = float("inf")
+            try:
+                return self.sts(environ, start_response)
+            finally:
+                settings.INITIAL_NO_AUTH_ACTION_COUNT = 0
 
 
 class Endpoint:
@@ -162,7 +197,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     stack = yaml.safe_load(args.stack.read_text())
 
-    app = guarded(DomainDispatcherApplication(create_backend_app))
+    app = guarded(WebIdentity(DomainDispatcherApplication(create_backend_app),
+                              args.workdir / "web-identity-tokens"))
     servers = [Endpoint(args.host, app) for _ in range(int(stack["endpoints"]))]
     endpoints = [s.address for s in servers]
 

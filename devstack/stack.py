@@ -79,7 +79,9 @@ def ext_authz_config(stack: dict, grant_ttl_seconds: int | None = None, sts: dic
         ],
     }
     if sts:
-        config["profiles"][STS_PROFILE] = {"credentials_dir": "credentials/s3mesh-sts", "sts": sts}
+        # AssumeRole is signed with the store's STS user's key; a web identity needs none.
+        base = {} if sts.get("web_identity_token_file") else {"credentials_dir": "credentials/s3mesh-sts"}
+        config["profiles"][STS_PROFILE] = {**base, "sts": sts}
         for rule in config["rules"]:
             if rule["profile"] in STS_IDENTITIES:
                 rule["profile"] = STS_PROFILE

@@ -6,10 +6,10 @@ per caller, with its own key as the base credential.
 
 What moto cannot show: it does not enforce session policies (an assumed role's requests are
 judged by the role's own policies only: `moto/iam/access_control.py`, `AssumedRoleAccessKey`),
-so the generated policies are checked by the unit tests in `ext-authz/src/sts/session_policy.rs`;
-and it refuses the unsigned `AssumeRoleWithWebIdentity` call once its auth is on, so the web
-identity is covered by the unit tests in `ext-authz/src/sts/` only (the call's form in `call.rs`;
-a rotated token file used from the next call on in `mod.rs`)."""
+so the generated policies are checked by the unit tests in `ext-authz/src/sts/session_policy.rs`.
+moto refuses the unsigned `AssumeRoleWithWebIdentity` once its auth is on; devstack's backend
+routes that one call to moto's STS with auth off (`devstack.backend.WebIdentity`), so the web
+identity path runs against moto's STS too, though moto does not verify the token."""
 
 import re
 import time
@@ -133,3 +133,25 @@ def test_with_sts_down_callers_are_served_until_their_session_expires_then_get_5
         assert again and all(s == 200 for s, _ in again), Counter(s for s, _ in again)
         assert readiness(stack).startswith("ready")
         assert_no_secret_in_logs(stack)
+
+
+def test_a_web_identity_token_file_is_read_again_for_each_session(tmp_path):
+    """`AssumeRoleWithWebIdentity` with ext-authz's token file: a rotated token is what the next
+    session is asked with (devstack's moto records the tokens it was sent; it does not verify
+    them)."""
+    token = tmp_path / "token"
+    token.write_text("token-one\n")
+    sts = {"duration_seconds": 12, "web_identity_token_file": str(token)}
+    with Stack(tmp_path / "stack", sts=sts) as stack:
+        s3_client(stack.url, TEAM_A).put_object(Bucket="team-a", Key="k", Body=b"v")
+        token.write_text("token-two\n")
+        with Load(stack, "/team-a/k", every_s=0.05, source_ip=TEAM_A) as load:
+            # Renewal is due once less than 4 s of the 12 s session remain.
+            time.sleep(10)
+        statuses = Counter(status for status, _ in load.between(0))
+        assert set(statuses) == {200}, statuses
+        sent = (stack.workdir / "web-identity-tokens").read_text().split()
+        assert sent[0] == "token-one" and sent[-1] == "token-two", sent
+        assert len({key for _, identity, _, key in sessions(stack) if identity == "team-a"}) >= 2
+        log = stack.log("ext-authz").read_text()
+        assert "token-one" not in log and "token-two" not in log, "a token in the log"
