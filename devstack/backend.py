@@ -113,9 +113,14 @@ class Endpoint:
 
         self.handler = Handler
         self.server = None
+        #: While down: a socket holding the port.
+        self.reserved: socket.socket | None = None
         self.up()
 
     def up(self):
+        if self.reserved is not None:
+            self.reserved.close()
+            self.reserved = None
         self.server = make_server(self.host, self.port, self.app, threaded=True, request_handler=self.handler)
         self.port = self.server.server_port
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -130,6 +135,11 @@ class Endpoint:
                 except OSError:
                     pass
             self.connections.clear()
+        # Keep the port while down: bound but not listening, so connections are refused and no
+        # outgoing connection takes it as its ephemeral source port (which made `up` fail).
+        self.reserved = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.reserved.bind((self.host, self.port))
 
     @property
     def address(self) -> str:
