@@ -27,18 +27,14 @@ MOTO_TOKEN_PREFIX = "FQoGZXIvYXdz"
 SESSION = re.compile(r'STS session profile=(\S+) identity="([^"]+)" session_name="([^"]+)" access_key_id=(\S+)')
 
 
-def sessions(stack) -> list[tuple[str, str, str, str]]:
-    """(profile, identity, session name, access key id) of every session ext-authz obtained."""
-    return SESSION.findall(stack.log("ext-authz").read_text())
-
-
-def session_times(stack) -> list[tuple[float, str, str]]:
-    """(log time in s, identity, access key id) of every session ext-authz obtained."""
+def sessions(stack) -> list[tuple[float, str, str, str, str]]:
+    """(log time in s, profile, identity, session name, access key id) of every session
+    ext-authz obtained."""
     out = []
     for line in stack.log("ext-authz").read_text().splitlines():
         if found := SESSION.search(line):
             at = datetime.fromisoformat(line.split()[0].replace("Z", "+00:00")).timestamp()
-            out.append((at, found.group(2), found.group(4)))
+            out.append((at, *found.groups()))
     return out
 
 
@@ -68,7 +64,7 @@ def test_each_caller_signs_with_its_own_session_which_the_store_accepts(tmp_path
             for n in range(3):
                 client.put_object(Bucket=bucket, Key=f"k{n}", Body=b"v")
                 assert client.get_object(Bucket=bucket, Key=f"k{n}")["Body"].read() == b"v"
-        got = sessions(stack)
+        got = [found for _, *found in sessions(stack)]
         # One session per caller, asked for once however many requests (and workers) needed it.
         assert sorted(identity for _, identity, _, _ in got) == ["team-a", "team-b"], got
         assert all(profile == STS_PROFILE for profile, _, _, _ in got)
@@ -92,7 +88,7 @@ def test_sessions_are_renewed_ahead_of_expiry_under_load_without_a_failed_reques
             time.sleep(32)
         statuses = Counter(status for status, _ in load.between(0))
         assert set(statuses) == {200}, statuses
-        obtained = [(at, key) for at, identity, key in session_times(stack) if identity == "team-a"]
+        obtained = [(at, key) for at, _, identity, _, key in sessions(stack) if identity == "team-a"]
         keys = [key for _, key in obtained]
         assert len(keys) >= 2 and len(set(keys)) == len(keys), keys
         # Renewed ahead: the next session came before the last was out of use (2 s before its
@@ -152,6 +148,6 @@ def test_a_web_identity_token_file_is_read_again_for_each_session(tmp_path):
         assert set(statuses) == {200}, statuses
         sent = (stack.workdir / "web-identity-tokens").read_text().split()
         assert sent[0] == "token-one" and sent[-1] == "token-two", sent
-        assert len({key for _, identity, _, key in sessions(stack) if identity == "team-a"}) >= 2
+        assert len({key for _, _, identity, _, key in sessions(stack) if identity == "team-a"}) >= 2
         log = stack.log("ext-authz").read_text()
         assert "token-one" not in log and "token-two" not in log, "a token in the log"

@@ -20,6 +20,7 @@ use crate::identity::kubernetes::PodIdentities;
 use crate::identity::local_file::AddressIdentities;
 use crate::identity::{Identity, Resolver, Unresolved};
 use crate::policy::Policy;
+use crate::sts::call::Session;
 use crate::sts::{session_policy, Sessions, StsProfile};
 
 /// What Envoy told us about the request.
@@ -88,12 +89,6 @@ pub struct Checker {
 /// A generated session policy and the rules it was made of.
 type SessionPolicy = (Vec<Permission>, String);
 
-/// The credentials of an STS profile a request needs but did not find cached.
-enum Needed {
-    Nothing,
-    Session(String),
-}
-
 impl Checker {
     /// Builds a checker from a validated configuration, the rules in force (the file's and
     /// those of policy objects) and the loaded credential profiles. `pods` is the running pod
@@ -158,7 +153,9 @@ impl Checker {
             headers: &headers,
         };
         let time = amz_date(now);
-        let decide_with = |fetched: Option<Result<Credentials, String>>, needed: &mut Needed| {
+        // `needed`: the STS profile a request needs but did not find a session of in the cache.
+        let decide_with = |fetched: Option<Result<Credentials, String>>,
+                           needed: &mut Option<String>| {
             let key_of = |profile: &str| match fetched {
                 Some(Ok(credentials)) => Ok(self.derive(&credentials, time.date())),
                 Some(Err(why)) => Err(Unavailable::NoCredentials(why)),
@@ -173,11 +170,15 @@ impl Checker {
                 time,
             )
         };
-        let mut needed = Needed::Nothing;
+        let mut needed = None;
         let mut decided = decide_with(None, &mut needed);
-        if let Needed::Session(profile) = needed {
-            let fetched = self.session(&profile, &identity, now).await;
-            decided = decide_with(Some(fetched), &mut Needed::Nothing);
+        if let Some(profile) = needed {
+            // The same request decides the same way: the same rule, so the same profile.
+            let fetched = match self.sts.get(&profile) {
+                Some(sts) => self.session(sts, &identity, now).await,
+                None => Err(Unavailable::NotLoaded.to_string()),
+            };
+            decided = decide_with(Some(fetched.map(|s| s.credentials)), &mut None);
         }
         match decided {
             Ok(allowed) => Decision::Allow {
@@ -226,8 +227,7 @@ impl Checker {
             let Some(sts) = self.sts.get(profile) else {
                 continue;
             };
-            let policy = self.session_policy(sts, &identity);
-            match self.sessions.get(sts, &identity.name, policy, now).await {
+            match self.session(sts, &identity, now).await {
                 Ok(session) => {
                     // The grant must not outlive the session it carries a key of.
                     let left = sts
@@ -299,7 +299,7 @@ impl Checker {
         identity: &Identity,
         date: String,
         now: SystemTime,
-        needed: &mut Needed,
+        needed: &mut Option<String>,
     ) -> Result<ProfileKey, Unavailable> {
         if let Some(credentials) = self.profiles.get(profile) {
             return Ok(self.derive(credentials, date));
@@ -310,26 +310,21 @@ impl Checker {
             Some(Ok(session)) => Ok(self.derive(&session.credentials, date)),
             Some(Err(why)) => Err(Unavailable::NoCredentials(why)),
             None => {
-                *needed = Needed::Session(profile.to_owned());
+                *needed = Some(profile.to_owned());
                 Err(Unavailable::NotLoaded)
             }
         }
     }
 
-    /// The session of STS profile `profile` for `identity`, asked for if need be.
+    /// The session of `sts` for `identity`, asked for if need be.
     async fn session(
         &self,
-        profile: &str,
+        sts: &StsProfile,
         identity: &Identity,
         now: SystemTime,
-    ) -> Result<Credentials, String> {
-        let sts = self
-            .sts
-            .get(profile)
-            .ok_or_else(|| Unavailable::NotLoaded.to_string())?;
+    ) -> Result<Session, String> {
         let policy = self.session_policy(sts, identity);
-        let session = self.sessions.get(sts, &identity.name, policy, now).await?;
-        Ok(session.credentials)
+        self.sessions.get(sts, &identity.name, policy, now).await
     }
 
     /// The session policy of `identity` under `sts`, when the profile asks for one: from the
