@@ -140,8 +140,10 @@ def main():
         procs = Supervisor(workdir / "logs")
         try:
             endpoints = start_backend(procs, workdir, [{"service_ms": 0, "slots": 64}])
-            config = yaml.safe_load(render_envoy("127.0.0.1:0", WASM, endpoints, stack.authz_address))
-            native = yaml.safe_load(render_envoy("127.0.0.1:0", WASM, endpoints, stack.authz_address, shell="native"))
+            config = yaml.safe_load(render_envoy("127.0.0.1:0", WASM, endpoints, stack.authz_address,
+                                                 audit_log_path=None))
+            native = yaml.safe_load(render_envoy("127.0.0.1:0", WASM, endpoints, stack.authz_address, shell="native",
+                                                 audit_log_path=None))
             (processor,) = start_ready(procs, workdir, "ext-proc", [BIN / "bench-ext-proc"])
             envoys = {}
             for name, cfg in (("envoy", config), ("envoy-native", native),

@@ -104,7 +104,7 @@ def envoy_config(config: str, endpoints: list[str], retry: bool, tuning: dict | 
     post = {"unhinted_share": 1.0} if config == "noop_least_request" else tuning
     # The per-request mode's chain without its ext_authz: endpoint selection alone, nothing signed.
     cfg = yaml.safe_load(render_envoy("127.0.0.1:0", WASM, endpoints, "127.0.0.1:9", post,
-                                      authorization="ext_authz", shell=shell_of(config)))
+                                      authorization="ext_authz", shell=shell_of(config), audit_log_path=None))
     resources = cfg["static_resources"]
     hcm = connection_manager(cfg)
     keep_filter = config in ("s3mesh", "s3mesh_native", "noop_least_request")

@@ -20,7 +20,10 @@ priority, share core 0:
 - `s3mesh_native`, `s3mesh_native_ext_authz`: `s3mesh` and `s3mesh_ext_authz` with both filters
   in the native shell (the release build of `libs3mesh_native.so`) instead of wasm;
 - `s3mesh_native_pre_only`, `s3mesh_native_post_only`: each native filter alone, as the wasm
-  ones above.
+  ones above;
+- `s3mesh_audited`, `s3mesh_native_audited`: `s3mesh` and `s3mesh_native` with the audit record
+  (Envoy's JSON access log, one line per request, to a file) that `make run` ships; every other
+  configuration runs without an access log, so that they price the filters alone.
 The backend answers at once, so the proxy dominates. Per trial: a closed loop over 32
 connections for the maximum rate, with Envoy's and ext-authz's CPU per request and Envoy's
 resident memory; then an open loop at a fixed rate, 25% of plain Envoy's capacity as measured in
@@ -62,7 +65,11 @@ CLOSED_CONNECTIONS = 32
 MAX_S, RATE_S, WARMUP_S = 6, 6, 1
 CONFIGS = ["plain", "envoy_aws_signing", "s3mesh", "s3mesh_ext_authz", "s3mesh_wasm_only",
            "s3mesh_pre_only", "s3mesh_post_only", "s3mesh_ext_authz_only", "s3mesh_native",
-           "s3mesh_native_ext_authz", "s3mesh_native_pre_only", "s3mesh_native_post_only"]
+           "s3mesh_native_ext_authz", "s3mesh_native_pre_only", "s3mesh_native_post_only", "s3mesh_audited",
+           "s3mesh_native_audited"]
+#: Grant mode, as `make run` ships it.
+GRANT_CONFIGS = ("s3mesh", "s3mesh_post_only", "s3mesh_native", "s3mesh_native_post_only", "s3mesh_audited",
+                 "s3mesh_native_audited")
 PATH = "/demo/bench-object"
 GOAL_RPS_RATIO, GOAL_P99_DELTA_US = 0.8, 300
 #: The native shell's goal in grant mode: at least this share of `aws_request_signing`'s rate.
@@ -79,10 +86,12 @@ SIGNING = {
 }
 
 
-def envoy_config(name: str, backend: str, authz: str) -> dict:
-    mode = "grant" if name in ("s3mesh", "s3mesh_post_only", "s3mesh_native", "s3mesh_native_post_only") else "ext_authz"
+def envoy_config(name: str, backend: str, authz: str, workdir: Path) -> dict:
+    mode = "grant" if name in GRANT_CONFIGS else "ext_authz"
     shell = "native" if name.startswith("s3mesh_native") else "wasm"
-    config = yaml.safe_load(render_envoy("127.0.0.1:0", WASM, [backend], authz, authorization=mode, shell=shell))
+    audit = str(workdir / f"{name}-audit.log") if name.endswith("_audited") else None
+    config = yaml.safe_load(render_envoy("127.0.0.1:0", WASM, [backend], authz, authorization=mode, shell=shell,
+                                         audit_log_path=audit))
     hcm = connection_manager(config)
     filters = {f["name"]: f for f in hcm["http_filters"]}
     keep = {
@@ -98,6 +107,8 @@ def envoy_config(name: str, backend: str, authz: str) -> dict:
         "s3mesh_native_ext_authz": [f["name"] for f in hcm["http_filters"]],
         "s3mesh_native_pre_only": ["s3mesh.pre", ROUTER],
         "s3mesh_native_post_only": ["s3mesh.post", ROUTER],
+        "s3mesh_audited": [f["name"] for f in hcm["http_filters"]],
+        "s3mesh_native_audited": [f["name"] for f in hcm["http_filters"]],
     }[name]
     hcm["http_filters"] = [filters[n] for n in keep]
     if name == "envoy_aws_signing":
@@ -121,7 +132,7 @@ def trial(workdir: Path, name: str, backend: str, authz: str, authz_pid: int, ra
     procs = Supervisor(workdir / "logs")
     try:
         config = workdir / f"{name}.json"
-        config.write_text(json.dumps(envoy_config(name, backend, authz)))
+        config.write_text(json.dumps(envoy_config(name, backend, authz, workdir)))
         _, listener = start_envoy(procs, config, workdir, concurrency=1, native_dir=BIN)
         pid = procs.procs["envoy"].pid
         subprocess.run(["taskset", "-a", "-p", "-c", "1", str(pid)], check=True, capture_output=True)
@@ -278,6 +289,12 @@ def attribution(configs: dict) -> list[str]:
         f"{over('s3mesh'):+.1f} µs.",
         f"- The native shell: `pre` alone {over('s3mesh_native_pre_only'):+.1f} µs, `post` alone in grant mode "
         f"{over('s3mesh_native_post_only'):+.1f} µs, both (`s3mesh_native`) {over('s3mesh_native'):+.1f} µs.",
+        f"- The audit record (Envoy's JSON access log to a file): "
+        f"{cpu['s3mesh_audited'] - cpu['s3mesh']:+.1f} µs per request with the wasm shell, "
+        f"{cpu['s3mesh_native_audited'] - cpu['s3mesh_native']:+.1f} µs with the native shell; "
+        f"`s3mesh_native_audited` reaches "
+        f"{configs['s3mesh_native_audited']['max_rps'] / configs['envoy_aws_signing']['max_rps']:.2f}× "
+        f"`aws_request_signing`'s rate.",
         f"- Per request, ext_authz costs Envoy {over('s3mesh_ext_authz_only'):+.1f} µs on its own and "
         f"ext-authz {configs['s3mesh_ext_authz']['authz_cpu_us_per_req']:.1f} µs; the whole per-request "
         f"mode {authz_total:+.1f} µs of CPU per request against {over('s3mesh'):+.1f} µs in grant mode.",

@@ -49,7 +49,9 @@ PLAIN_WASM = Path("/etc/s3mesh/wasm/plugin.wasm")
 NATIVE_DIR = Path("/etc/s3mesh/native")
 #: Connection-manager settings s3mesh needs wherever it runs.
 HCM_KEYS = ["use_remote_address", "normalize_path", "merge_slashes", "path_with_escaped_slashes_action", "proxy_100_continue",
-            "stream_idle_timeout", "request_headers_timeout", "local_reply_config"]
+            "stream_idle_timeout", "request_headers_timeout", "local_reply_config",
+            # The audit record, to the proxy's stdout: merged, it joins the mesh's own access logs.
+            "access_log"]
 #: Route settings s3mesh needs: store-sized timeouts and retries of requests the store did not act on.
 ROUTE_KEYS = ["timeout", "idle_timeout", "retry_policy"]
 LABELS = {"app.kubernetes.io/part-of": "s3mesh"}

@@ -21,6 +21,7 @@ from string import Template
 
 import yaml
 
+from devstack.audit_log import audit_log
 from devstack.credentials import write_secret
 from devstack.processes import ProcessError, Supervisor
 
@@ -147,13 +148,15 @@ def connection_manager(config: dict) -> dict:
 
 
 def render_envoy(listen: str, wasm: Path, s3_endpoints, authz: str, post_overrides=None,
-                 pre_config=None, authorization: str = "grant", shell: str = "wasm") -> str:
+                 pre_config=None, authorization: str = "grant", shell: str = "wasm",
+                 audit_log_path: str | None = "/dev/stdout") -> str:
     """Fills envoy/s3mesh.yaml. `post_overrides` replaces fields of the "post" filter's
     configuration (tests use it to pin the hint or to feed a bad configuration); `pre_config`
     replaces the local stack's "pre" configuration (deploy/render.py passes the cluster's).
     In `authorization` mode "grant" the ext_authz filter leaves the chain and the "post" filter
     asks ext-authz's cluster for grants instead. With `shell` "native" both roles run as
-    Envoy dynamic modules (Envoy needs ENVOY_DYNAMIC_MODULES_SEARCH_PATH)."""
+    Envoy dynamic modules (Envoy needs ENVOY_DYNAMIC_MODULES_SEARCH_PATH). The audit record
+    goes to `audit_log_path`; `None` leaves it out (benchmarks that price the filters alone)."""
     if authorization not in AUTHORIZATION_MODES:
         raise ValueError(f"authorization must be one of {AUTHORIZATION_MODES}, not {authorization!r}")
     if shell not in FILTER_SHELLS:
@@ -169,11 +172,14 @@ def render_envoy(listen: str, wasm: Path, s3_endpoints, authz: str, post_overrid
         post_config=json.dumps(post),
         s3_lb_endpoints=json.dumps([socket_address(e) for e in s3_endpoints]),
         authz_lb_endpoints=json.dumps([socket_address(authz)]),
+        audit_log=json.dumps(audit_log(audit_log_path or "/dev/null", shell, authorization)),
     )
-    if authorization == "ext_authz" and shell == "wasm":
+    if authorization == "ext_authz" and shell == "wasm" and audit_log_path:
         return rendered
     config = yaml.safe_load(rendered)
     hcm = connection_manager(config)
+    if not audit_log_path:
+        del hcm["access_log"]
     if authorization == "grant":
         hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] != EXT_AUTHZ_FILTER]
     if shell == "native":
@@ -249,7 +255,9 @@ def start_envoy(processes: Supervisor, config: Path, workdir: Path, concurrency:
     admin_file.unlink(missing_ok=True)
     env = dict(os.environ, ENVOY_DYNAMIC_MODULES_SEARCH_PATH=str(native_dir))
     processes.spawn(name, [ENVOY_BIN, "-c", config, "--admin-address-path", admin_file,
-                           "--disable-hot-restart", "--concurrency", concurrency, "-l", "info"], env=env)
+                           "--disable-hot-restart", "--concurrency", concurrency, "-l", "info",
+                           # The audit record reaches its file within a tenth of a second.
+                           "--file-flush-interval-msec", "100"], env=env)
     admin = wait_for("Envoy admin", lambda: processes.alive(name) and admin_file.exists()
                      and admin_file.read_text().strip(), 60, processes.log(name))
     admin_url = f"http://{admin}"
@@ -303,6 +311,8 @@ class Stack:
         #: "moto" (per-key bucket permissions) or "s3s-fs" (one key; an independent SigV4 verifier).
         self.backend = backend
         self.processes = Supervisor(self.workdir / "logs", cwd=ROOT)
+        #: Envoy's audit record, one JSON line per request (devstack/audit_log.py).
+        self.audit_log = self.workdir / "logs" / "audit.log"
         self.endpoints: list[str] = []
         self.authz_address = ""
         self.authz_health_url = ""
@@ -387,7 +397,8 @@ class Stack:
         if callable(overrides):
             overrides = overrides(self.endpoints)
         rendered = render_envoy(self.listen, WASM, self.endpoints + self.extra_endpoints, self.authz_address,
-                                overrides, authorization=self.authorization, shell=self.shell)
+                                overrides, authorization=self.authorization, shell=self.shell,
+                                audit_log_path=str(self.audit_log))
         if self.envoy_patch:
             parsed = yaml.safe_load(rendered)
             self.envoy_patch(parsed)
@@ -401,6 +412,32 @@ class Stack:
     def admin(self, path: str) -> str:
         with urllib.request.urlopen(f"{self.admin_url}{path}", timeout=5) as r:
             return r.read().decode()
+
+    def audit_records(self, since: int = 0, count: int | None = None, timeout: float = 5.0) -> list[dict]:
+        """The audit records written after byte `since` of the audit log; with `count`, waits
+        until that many are there (Envoy writes a record when its request ends)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.audit_log.read_bytes()[since:].decode() if self.audit_log.exists() else ""
+            records = [json.loads(line) for line in text.splitlines() if line.strip()]
+            if count is None or len(records) >= count or time.monotonic() > deadline:
+                return records
+            time.sleep(0.1)
+
+    def audit_log_size(self, quiet_s: float = 0.5, timeout: float = 10.0) -> int:
+        """Where the audit log ends once the records of earlier requests are in (it has not
+        grown for `quiet_s`): what `audit_records(since=...)` reads after."""
+        size = lambda: self.audit_log.stat().st_size if self.audit_log.exists() else 0  # noqa: E731
+        deadline = time.monotonic() + timeout
+        last, since = size(), time.monotonic()
+        while time.monotonic() < deadline:
+            time.sleep(0.1)
+            now = size()
+            if now != last:
+                last, since = now, time.monotonic()
+            elif time.monotonic() - since >= quiet_s:
+                break
+        return last
 
     def settle_metrics(self):
         """Waits until the filter's counts so far are in Envoy's stats (the native shell adds

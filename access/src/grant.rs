@@ -53,6 +53,10 @@ pub enum GrantResponse {
 pub struct Grant {
     /// The identity's name, for denials and logs.
     pub identity: String,
+    /// How the identity was established (`principal`, `kubernetes`, `local_file`), for the
+    /// audit record.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub identity_source: String,
     /// How long, from receipt, the filter may use this grant.
     pub ttl_ms: u64,
     /// The rules that select this identity, in policy order.
@@ -97,6 +101,7 @@ impl Refusal {
 #[derive(Debug, Clone)]
 pub struct CompiledGrant {
     identity: String,
+    identity_source: String,
     rules: Vec<Rule>,
     profiles: BTreeMap<String, ProfileKey>,
     unavailable: BTreeMap<String, String>,
@@ -136,6 +141,7 @@ impl Grant {
         }
         Ok(CompiledGrant {
             identity: self.identity.clone(),
+            identity_source: self.identity_source.clone(),
             rules,
             profiles: self.profiles.clone(),
             unavailable: self.unavailable.clone(),
@@ -153,6 +159,11 @@ impl CompiledGrant {
     /// The identity the grant was issued to.
     pub fn identity(&self) -> &str {
         &self.identity
+    }
+
+    /// How the identity was established (empty from an ext-authz that does not say).
+    pub fn identity_source(&self) -> &str {
+        &self.identity_source
     }
 
     /// Decides on `request` at `time` exactly as ext-authz would per request.
@@ -192,6 +203,7 @@ mod tests {
         };
         Grant {
             identity: "team-a/reader".into(),
+            identity_source: "principal".into(),
             ttl_ms: 5_000,
             rules: vec![Permission {
                 buckets: vec!["data".into()],

@@ -50,6 +50,8 @@ pub enum Decision {
     Allow {
         /// Who was identified.
         identity: String,
+        /// How (see [`crate::identity::Source::as_str`]).
+        identity_source: &'static str,
         /// The S3 operation.
         operation: &'static str,
         /// Signing headers.
@@ -59,8 +61,8 @@ pub enum Decision {
     },
     /// Answer the client with this error.
     Deny {
-        /// Who was identified, if anyone.
-        identity: Option<String>,
+        /// Who was identified, if anyone, and how.
+        identity: Option<(String, &'static str)>,
         /// The S3 operation, if the request got that far.
         operation: Option<&'static str>,
         /// The error the client receives.
@@ -128,8 +130,8 @@ impl Checker {
     /// Decides on one request at `now`; waits for STS only when the request's profile is an
     /// STS profile without a cached session for this caller.
     pub async fn check(&self, attrs: &HttpAttributes<'_>, now: SystemTime) -> Decision {
-        let deny = |identity: Option<&str>, operation, error| Decision::Deny {
-            identity: identity.map(str::to_owned),
+        let deny = |identity: Option<&Identity>, operation, error| Decision::Deny {
+            identity: identity.map(|i| (i.name.clone(), i.source.as_str())),
             operation,
             error,
         };
@@ -182,12 +184,13 @@ impl Checker {
         }
         match decided {
             Ok(allowed) => Decision::Allow {
+                identity_source: identity.source.as_str(),
                 identity: identity.name,
                 operation: allowed.operation,
                 changes: allowed.signed.changes,
                 chunk_signing: allowed.signed.chunk_signing,
             },
-            Err(refused) => deny(Some(&identity.name), refused.operation, refused.error),
+            Err(refused) => deny(Some(&identity), refused.operation, refused.error),
         }
     }
 
@@ -246,6 +249,7 @@ impl Checker {
             }
         }
         GrantResponse::Granted(Grant {
+            identity_source: identity.source.as_str().to_owned(),
             identity: identity.name,
             ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
             rules,

@@ -18,6 +18,7 @@ use envoy_types::pb::google::protobuf::value::Kind;
 use envoy_types::pb::google::protobuf::{Struct, Value};
 use s3mesh_access::grant::{GrantRequest, GrantResponse, ISSUE_PATH};
 use s3mesh_access::signing::ChunkSigning;
+use s3mesh_s3_request::audit::{self, Attribute};
 use s3mesh_s3_request::{chunk_signing, S3Error};
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
@@ -118,7 +119,7 @@ impl Authorization for AuthzService {
                 operation,
                 ..
             } => {
-                if let Some(identity) = identity {
+                if let Some((identity, _)) = identity {
                     span.record("s3mesh.identity", identity.as_str());
                 }
                 if let Some(operation) = operation {
@@ -129,6 +130,7 @@ impl Authorization for AuthzService {
         let response = match decision {
             Decision::Allow {
                 identity,
+                identity_source,
                 operation,
                 changes,
                 chunk_signing,
@@ -150,7 +152,19 @@ impl Authorization for AuthzService {
                 }
                 let mut response = CheckResponse::with_status(Status::ok("allowed"));
                 response.set_http_response(ok);
-                response.dynamic_metadata = chunk_signing.as_ref().map(chunk_metadata);
+                let mut metadata = chunk_signing
+                    .as_ref()
+                    .map(chunk_metadata)
+                    .unwrap_or_default();
+                add_audit(
+                    &mut metadata,
+                    &[
+                        (Attribute::Identity, &identity),
+                        (Attribute::IdentitySource, identity_source),
+                        (Attribute::Decision, audit::ALLOW),
+                    ],
+                );
+                response.dynamic_metadata = Some(metadata);
                 response
             }
             Decision::Deny {
@@ -160,14 +174,29 @@ impl Authorization for AuthzService {
             } => {
                 tracing::info!(
                     %request_id,
-                    identity = identity.as_deref().unwrap_or("-"),
+                    identity = identity.as_ref().map_or("-", |(name, _)| name.as_str()),
                     operation = operation.unwrap_or("-"),
                     decision = "deny",
                     status = error.status,
                     reason = %error.message,
                     "check"
                 );
-                denied(&error, &http.path, request_id)
+                let mut response = denied(&error, &http.path, request_id);
+                let mut metadata = Struct::default();
+                if let Some((name, source)) = identity {
+                    let who = [
+                        (Attribute::Identity, name.as_str()),
+                        (Attribute::IdentitySource, source),
+                    ];
+                    add_audit(&mut metadata, &who);
+                }
+                let why = [
+                    (Attribute::Decision, audit::DENY),
+                    (Attribute::Reason, error.message.as_str()),
+                ];
+                add_audit(&mut metadata, &why);
+                response.dynamic_metadata = Some(metadata);
+                response
             }
         };
         self.metrics
@@ -255,6 +284,17 @@ fn chunk_metadata(chunks: &ChunkSigning) -> Struct {
     ];
     Struct {
         fields: fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+    }
+}
+
+/// Adds audit record attributes to ext_authz's dynamic metadata, where Envoy's access log
+/// reads them (the per-request mode's identity and decision: `s3mesh_s3_request::audit`).
+fn add_audit(metadata: &mut Struct, attributes: &[(Attribute, &str)]) {
+    for (attribute, value) in attributes {
+        let value = Value {
+            kind: Some(Kind::StringValue((*value).to_owned())),
+        };
+        metadata.fields.insert(attribute.name().to_owned(), value);
     }
 }
 

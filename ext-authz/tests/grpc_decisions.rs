@@ -409,7 +409,50 @@ async fn chunk_signed_uploads_carry_their_re_signing_material_in_dynamic_metadat
         "the secret itself is never sent"
     );
 
-    // Any other request carries no metadata.
+    // Any other request carries no re-signing material.
     let plain = ask(&mut client, check("127.0.0.2", "", "GET", "/team-a/k", &[])).await;
-    assert!(plain.dynamic_metadata.is_none());
+    let fields = &plain.dynamic_metadata.expect("audit metadata").fields;
+    assert!(
+        fields.keys().all(|k| !k.starts_with("s3mesh_chunk")),
+        "{fields:?}"
+    );
+}
+
+/// The audit record's attributes ext-authz leaves in dynamic metadata, as text.
+fn audit_metadata(response: &CheckResponse) -> HashMap<String, String> {
+    let fields = &response.dynamic_metadata.as_ref().expect("metadata").fields;
+    fields
+        .iter()
+        .filter_map(|(k, v)| match &v.kind {
+            Some(Kind::StringValue(s)) => Some((k.clone(), s.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn every_decision_leaves_who_and_why_for_the_audit_record() {
+    let (_dir, path) = config_dir(LOCAL);
+    let (mut client, _) = serve(&path, None).await;
+    let get = check("127.0.0.2", "", "GET", "/team-a/k", &[]);
+    let allowed = audit_metadata(&ask(&mut client, get).await);
+    assert_eq!(allowed["identity"], "team-a");
+    assert_eq!(allowed["identity_source"], "local_file");
+    assert_eq!(allowed["decision"], "allow");
+    assert!(!allowed.contains_key("reason"));
+
+    let delete = check("127.0.0.2", "", "DELETE", "/team-a/k", &[]);
+    let no_rule = audit_metadata(&ask(&mut client, delete).await);
+    assert_eq!(no_rule["identity"], "team-a");
+    assert_eq!(no_rule["decision"], "deny");
+    assert!(
+        no_rule["reason"].contains("is not granted delete"),
+        "{no_rule:?}"
+    );
+
+    let stranger = check("127.0.0.9", "", "GET", "/team-a/k", &[]);
+    let unknown = audit_metadata(&ask(&mut client, stranger).await);
+    assert!(!unknown.contains_key("identity"));
+    assert_eq!(unknown["decision"], "deny");
+    assert!(unknown["reason"].contains("127.0.0.9"), "{unknown:?}");
 }

@@ -4,6 +4,7 @@
 //! later; headers that only s3mesh may set are removed so that no client can steer routing or
 //! smuggle credentials.
 
+use s3mesh_s3_request::audit::{self, Attribute};
 use s3mesh_s3_request::headers::{is_stripped_from_client, OPERATION};
 use s3mesh_s3_request::{Operation, RequestTarget, S3Error, S3Request};
 
@@ -20,6 +21,33 @@ pub struct PreChanges {
     pub new_authority: Option<String>,
     /// The S3 operation, for metrics.
     pub operation: Operation,
+    /// The request's bucket, key and copy source, as text for the audit record.
+    pub names: RequestNames,
+}
+
+/// What a request names, as a person reads it (keys decoded, invalid UTF-8 replaced).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestNames {
+    /// Absent for `ListBuckets`.
+    pub bucket: Option<String>,
+    /// Absent for bucket operations.
+    pub key: Option<String>,
+    /// `bucket/key` of a copy's source.
+    pub copy_source: Option<String>,
+}
+
+impl RequestNames {
+    fn of(request: &S3Request) -> Self {
+        let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+        Self {
+            bucket: request.bucket.clone(),
+            key: request.key.as_deref().map(text),
+            copy_source: request
+                .copy_source
+                .as_ref()
+                .map(|(bucket, key)| format!("{bucket}/{}", text(key))),
+        }
+    }
 }
 
 /// The request line and headers `pre` looks at.
@@ -73,11 +101,13 @@ pub fn inspect<'a>(
         .filter(|n| is_stripped_from_client(n))
         .map(str::to_owned)
         .collect();
+    let request = S3Request::classify(head.method, &target, head.copy_source);
     Ok(PreChanges {
         remove_headers,
         new_path: (canonical != head.path).then_some(canonical),
         new_authority,
-        operation: S3Request::classify(head.method, &target, head.copy_source).operation,
+        operation: request.operation,
+        names: RequestNames::of(&request),
     })
 }
 
@@ -119,6 +149,28 @@ impl PreChanges {
             .chain([(OPERATION, Some(self.operation.as_str()))])
             .collect()
     }
+
+    /// The audit record's attributes of the request.
+    pub fn audit(&self) -> Vec<(Attribute, &str)> {
+        let names = &self.names;
+        [
+            (Attribute::Operation, Some(self.operation.as_str())),
+            (Attribute::Bucket, names.bucket.as_deref()),
+            (Attribute::Key, names.key.as_deref()),
+            (Attribute::CopySource, names.copy_source.as_deref()),
+        ]
+        .into_iter()
+        .filter_map(|(attribute, value)| Some((attribute, value?)))
+        .collect()
+    }
+}
+
+/// The audit record's attributes of a request `pre` refused.
+pub fn refused_audit(error: &S3Error) -> [(Attribute, &str); 2] {
+    [
+        (Attribute::Decision, audit::INVALID),
+        (Attribute::Reason, error.message.as_str()),
+    ]
 }
 
 /// [`inspect`] on a request's full header list (see [`RequestHead::find`]).
@@ -160,6 +212,33 @@ mod tests {
                 (":path", Some("/b/a%20b")),
                 (":authority", Some("s3.local")),
                 (OPERATION, Some("CopyObject")),
+            ]
+        );
+        assert_eq!(
+            c.audit(),
+            [
+                (Attribute::Operation, "CopyObject"),
+                (Attribute::Bucket, "b"),
+                (Attribute::Key, "a b"),
+                (Attribute::CopySource, "src/k"),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_audit_names_keys_decoded_and_leaves_out_what_a_request_has_not() {
+        let c = inspect_path("/b/caf%C3%A9/%FF", []).unwrap();
+        let audit = c.audit();
+        assert_eq!(audit[2], (Attribute::Key, "café/\u{fffd}"));
+        assert_eq!(audit.len(), 3);
+        let list = inspect_path("/", []).unwrap();
+        assert_eq!(list.audit(), [(Attribute::Operation, "ListBuckets")]);
+        let error = inspect_path("/b/%zz", []).unwrap_err();
+        assert_eq!(
+            refused_audit(&error),
+            [
+                (Attribute::Decision, "invalid"),
+                (Attribute::Reason, error.message.as_str())
             ]
         );
     }

@@ -115,6 +115,14 @@ pub struct ModuleHeader {
     pub value: ModuleBuffer,
 }
 
+/// A key and its value owned by the module (`envoy_dynamic_module_type_module_key_value_pair`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct ModuleKeyValue {
+    pub key: ModuleBuffer,
+    pub value: ModuleBuffer,
+}
+
 /// `envoy_dynamic_module_type_http_header_type`.
 pub mod header_type {
     pub const REQUEST: u32 = 0;
@@ -279,6 +287,16 @@ extern "C" {
         result: *mut EnvoyBuffer,
         result_length: *mut usize,
     ) -> bool;
+
+    /// Sets string entries of the stream's dynamic metadata under namespace `ns`, in one call
+    /// (the namespace is resolved and merged once). Declared without its result: whether a
+    /// release returns one or not, the caller ignores it.
+    pub fn envoy_dynamic_module_callback_http_set_dynamic_metadata_string_batch(
+        filter: FilterEnvoyPtr,
+        ns: ModuleBuffer,
+        entries: *const ModuleKeyValue,
+        entries_len: usize,
+    );
 
     /// A string attribute (see [`attribute`]), with the result passed as for metadata.
     pub fn envoy_dynamic_module_callback_http_filter_get_attribute_string(

@@ -1,8 +1,11 @@
 //! Safe calls into Envoy for one stream: the only place that dereferences what Envoy hands out.
 
+use s3mesh_s3_request::audit::{self, Attribute};
 use s3mesh_s3_request::S3Error;
 
-use crate::abi::{self, EnvoyBuffer, EnvoyHeader, FilterEnvoyPtr, ModuleBuffer, ModuleHeader};
+use crate::abi::{
+    self, EnvoyBuffer, EnvoyHeader, FilterEnvoyPtr, ModuleBuffer, ModuleHeader, ModuleKeyValue,
+};
 use crate::granting::GrantCall;
 use crate::metrics::Metric;
 
@@ -163,6 +166,27 @@ impl Stream {
                 length,
             )
             .then(|| text(value.bytes()))
+        }
+    }
+
+    /// Hands the audit record's `attributes` to Envoy as dynamic metadata under
+    /// [`audit::NAMESPACE`], for the access log and spans.
+    pub fn publish(&self, attributes: &[(Attribute, &str)]) {
+        let entries: Vec<ModuleKeyValue> = attributes
+            .iter()
+            .map(|(attribute, value)| ModuleKeyValue {
+                key: attribute.name().into(),
+                value: (*value).into(),
+            })
+            .collect();
+        // SAFETY: the buffers outlive the call; Envoy copies them.
+        unsafe {
+            abi::envoy_dynamic_module_callback_http_set_dynamic_metadata_string_batch(
+                self.0,
+                audit::NAMESPACE.into(),
+                entries.as_ptr(),
+                entries.len(),
+            );
         }
     }
 

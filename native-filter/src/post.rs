@@ -14,6 +14,7 @@ use s3mesh_filter::endpoint::outcome::Outcome;
 use s3mesh_filter::endpoint::{Hint, LatencyClass, Selector};
 use s3mesh_filter::grants::{Caller, Found, Held};
 use s3mesh_filter::post::{Counter, EndpointCounter, Host};
+use s3mesh_s3_request::audit::Attribute;
 use s3mesh_s3_request::{chunk_signing, Operation, S3Error};
 
 use crate::abi::{attribute, log_level, ConfigEnvoyPtr};
@@ -170,6 +171,10 @@ impl Host for PostHost<'_> {
 
     fn response_body_bytes(&self) -> u64 {
         self.stream.attribute_u64(attribute::RESPONSE_SIZE)
+    }
+
+    fn publish(&mut self, attributes: &[(Attribute, &str)]) {
+        self.stream.publish(attributes);
     }
 
     fn log_info(&self, message: &str) {

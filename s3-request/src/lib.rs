@@ -4,6 +4,7 @@
 //! agree on the canonical form of a request target, on which operation a request is, on which
 //! headers belong to s3mesh, and on how an error looks to an S3 client.
 
+pub mod audit;
 pub mod chunk_signing;
 pub mod error;
 pub mod headers;

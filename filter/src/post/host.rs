@@ -2,6 +2,7 @@
 //! its own host calls (proxy-wasm's, or Envoy's dynamic-module ABI) and its own storage for the
 //! state streams share (the endpoint selector, grants, metrics).
 
+use s3mesh_s3_request::audit::Attribute;
 use s3mesh_s3_request::{Operation, S3Error};
 
 use crate::endpoint::outcome::Outcome;
@@ -72,6 +73,8 @@ pub trait Host {
     fn response_flags(&self) -> u64;
     /// `response.size`: response body bytes Envoy passed on towards the client.
     fn response_body_bytes(&self) -> u64;
+    /// Hands audit record attributes to the proxy (for its access log and spans).
+    fn publish(&mut self, attributes: &[(Attribute, &str)]);
     /// Logs at info level.
     fn log_info(&self, message: &str);
     /// Logs at warning level.

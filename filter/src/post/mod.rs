@@ -7,6 +7,7 @@ mod host;
 
 use s3mesh_access::grant::CompiledGrant;
 use s3mesh_access::request::Request;
+use s3mesh_s3_request::audit::{self, Attribute};
 use s3mesh_s3_request::headers::{ENDPOINT_HINT, INTERNAL_RESPONSE, OPERATION};
 use s3mesh_s3_request::{Operation, OperationClass, S3Error};
 use s3mesh_sigv4::aws_chunked::Resigner;
@@ -106,6 +107,16 @@ fn refuse(host: &mut impl Host, error: &S3Error) {
     host.send_s3_error(error, &path, &request_id);
 }
 
+/// Refuses the request in grant mode before any grant decided on it (no identity, or
+/// ext-authz could not be asked): the audit record says why.
+fn refuse_ungranted(host: &mut impl Host, error: &S3Error) {
+    host.publish(&[
+        (Attribute::Decision, audit::DENY),
+        (Attribute::Reason, &error.message),
+    ]);
+    refuse(host, error);
+}
+
 impl PostFlow {
     /// The request headers arrived (after ext_authz, in the per-request mode).
     pub fn on_request_headers(&mut self, host: &mut impl Host) -> Step {
@@ -154,12 +165,12 @@ impl PostFlow {
             }
             Ok(Answer::Refused(error)) => {
                 host.count(Counter::GrantDenied);
-                refuse(host, &error);
+                refuse_ungranted(host, &error);
             }
             Err(error) => {
                 host.count(Counter::GrantFailure);
                 host.log_warn(&error.message);
-                refuse(host, &error);
+                refuse_ungranted(host, &error);
             }
         }
         Step::Pause
@@ -292,7 +303,7 @@ impl PostFlow {
             Err(error) => {
                 host.count(Counter::GrantFailure);
                 host.log_warn(&error.message);
-                refuse(host, &error);
+                refuse_ungranted(host, &error);
             }
         }
         Step::Pause
@@ -314,8 +325,13 @@ impl PostFlow {
             path: get(":path"),
             headers: &pairs,
         };
+        let who = [
+            (Attribute::Identity, grant.identity()),
+            (Attribute::IdentitySource, grant.identity_source()),
+        ];
         let changes = match grant.decide(&request, time) {
             Ok(allowed) => {
+                host.publish(&[who[0], who[1], (Attribute::Decision, audit::ALLOW)]);
                 let signed = allowed.signed;
                 for (name, value) in &signed.changes.set {
                     host.set_request_header(name, Some(value));
@@ -332,6 +348,11 @@ impl PostFlow {
             }
             Err(refused) => {
                 host.count(Counter::GrantDenied);
+                let why = [
+                    (Attribute::Decision, audit::DENY),
+                    (Attribute::Reason, refused.error.message.as_str()),
+                ];
+                host.publish(&[who[0], who[1], why[0], why[1]]);
                 host.log_info(&format!(
                     "denied: request {} identity {} operation {}: {}",
                     get("x-request-id"),

@@ -16,6 +16,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{ContextType, LogLevel};
+use s3mesh_s3_request::audit::{self, Attribute};
 use s3mesh_s3_request::S3Error;
 use s3mesh_sigv4::AmzDate;
 
@@ -44,6 +45,15 @@ fn send_s3_error(stream: &impl HttpContext, error: &S3Error, path: &str, request
         ],
         Some(body.as_bytes()),
     );
+}
+
+/// Hands the audit record's `attributes` to Envoy as filter state `wasm.s3mesh.<name>` (the
+/// only per-request state a wasm filter can write that Envoy's access log reads).
+fn publish(stream: &impl Context, attributes: &[(Attribute, &str)]) {
+    for (attribute, value) in attributes {
+        let key = format!("{}.{}", audit::NAMESPACE, attribute.name());
+        stream.set_property(vec![&key], Some(value.as_bytes()));
+    }
 }
 
 /// Wall-clock milliseconds from the host (the only clock a wasm filter has).

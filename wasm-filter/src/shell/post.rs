@@ -7,11 +7,12 @@ use std::rc::Rc;
 
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
+use s3mesh_s3_request::audit::Attribute;
 use s3mesh_s3_request::{chunk_signing, Operation, S3Error};
 
 use super::granting::{self, Granting};
 use super::metrics::Metrics;
-use super::{now_ms, send_s3_error};
+use super::{now_ms, publish, send_s3_error};
 use s3mesh_filter::endpoint::outcome::Outcome;
 use s3mesh_filter::endpoint::{Hint, LatencyClass, Selector};
 use s3mesh_filter::grants::{Caller, Found, Held};
@@ -154,6 +155,10 @@ impl Host for PostStream {
 
     fn response_body_bytes(&self) -> u64 {
         self.property_u64(["response", "size"])
+    }
+
+    fn publish(&mut self, attributes: &[(Attribute, &str)]) {
+        publish(self, attributes);
     }
 
     fn log_info(&self, message: &str) {

@@ -6,7 +6,7 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 
 use super::metrics::Metrics;
-use super::send_s3_error;
+use super::{publish, send_s3_error};
 use s3mesh_filter::config::PreConfig;
 use s3mesh_filter::pre::{self, RequestHead};
 
@@ -40,10 +40,12 @@ impl HttpContext for PreStream {
                     .operation(changes.operation.as_str())
                     .requests
                     .add(1);
+                publish(self, &changes.audit());
                 Action::Continue
             }
             Err(error) => {
                 self.metrics.pre_rejected.add(1);
+                publish(self, &pre::refused_audit(&error));
                 let path = RequestHead::find(&headers).path;
                 let request_id = pre::header(&headers, "x-request-id").unwrap_or_default();
                 send_s3_error(self, &error, path, request_id);

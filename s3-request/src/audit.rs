@@ -1,0 +1,69 @@
+//! The audit record's attributes: what s3mesh knows about a request that Envoy does not, handed
+//! to Envoy for its access log (one JSON record per request) and spans. The `pre` filter names
+//! the request (operation, bucket, key); whoever decides names the caller and the decision: the
+//! `post` filter in grant mode, ext-authz in the per-request mode (in ext_authz's dynamic
+//! metadata, [`crate::chunk_signing::NAMESPACE`]). Both sides use these names.
+//!
+//! Where they live in Envoy: the native shell writes dynamic metadata under [`NAMESPACE`]; the
+//! wasm shell, which cannot, writes filter state `wasm.<NAMESPACE>.<name>` (proxy-wasm's
+//! `set_property`). Nothing secret is ever one of them.
+
+/// The dynamic metadata namespace of the native shell, and the prefix of the wasm shell's
+/// filter state keys.
+pub const NAMESPACE: &str = "s3mesh";
+
+/// One attribute of the audit record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attribute {
+    /// The S3 operation (`GetObject`, ...).
+    Operation,
+    /// The bucket, absent for `ListBuckets`.
+    Bucket,
+    /// The object key, decoded (invalid UTF-8 replaced).
+    Key,
+    /// `bucket/key` a copy reads from.
+    CopySource,
+    /// The caller's s3mesh identity.
+    Identity,
+    /// How the identity was established: `principal`, `kubernetes` or `local_file`.
+    IdentitySource,
+    /// [`ALLOW`], [`DENY`] or [`INVALID`].
+    Decision,
+    /// Why a request was refused, as the client is told.
+    Reason,
+}
+
+impl Attribute {
+    /// Every attribute, in the audit record's order.
+    pub const ALL: [Self; 8] = [
+        Self::Operation,
+        Self::Bucket,
+        Self::Key,
+        Self::CopySource,
+        Self::Identity,
+        Self::IdentitySource,
+        Self::Decision,
+        Self::Reason,
+    ];
+
+    /// Its key in metadata and filter state, and its field in the access log.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Operation => "operation",
+            Self::Bucket => "bucket",
+            Self::Key => "key",
+            Self::CopySource => "copy_source",
+            Self::Identity => "identity",
+            Self::IdentitySource => "identity_source",
+            Self::Decision => "decision",
+            Self::Reason => "reason",
+        }
+    }
+}
+
+/// Decision: the request went to the store, signed for its caller.
+pub const ALLOW: &str = "allow";
+/// Decision: s3mesh refused the request (no identity, no rule, no credentials).
+pub const DENY: &str = "deny";
+/// Decision: the request was malformed and refused before any decision.
+pub const INVALID: &str = "invalid";
