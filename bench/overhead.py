@@ -23,7 +23,10 @@ priority, share core 0:
   ones above;
 - `s3mesh_audited`, `s3mesh_native_audited`: `s3mesh` and `s3mesh_native` with the audit record
   (Envoy's JSON access log, one line per request, to a file) that `make run` ships; every other
-  configuration runs without an access log, so that they price the filters alone.
+  configuration runs without an access log, so that they price the filters alone;
+- `s3mesh_traced`, `s3mesh_native_traced`: `s3mesh` and `s3mesh_native` with every request
+  traced (Envoy's OpenTelemetry tracer, s3mesh's span tags) to `bench-otlp-sink`, a collector
+  that counts spans and drops them, on the load generator's core.
 The backend answers at once, so the proxy dominates. Per trial: a closed loop over 32
 connections for the maximum rate, with Envoy's and ext-authz's CPU per request and Envoy's
 resident memory; then an open loop at a fixed rate, 25% of plain Envoy's capacity as measured in
@@ -48,7 +51,7 @@ sys.path.insert(0, str(ROOT))
 # The stack's ext-authz is the release build here (devstack reads this when imported).
 os.environ.setdefault("S3MESH_EXT_AUTHZ_BIN", str(ROOT / "target" / "release" / "s3mesh-ext-authz"))
 
-from bench.backend import start_backend  # noqa: E402
+from bench.backend import start_backend, start_ready  # noqa: E402
 from bench.procfs import cpu_seconds, rss_mb  # noqa: E402
 from bench.report import RESULTS, write_section  # noqa: E402
 from devstack.processes import Supervisor  # noqa: E402
@@ -66,10 +69,10 @@ MAX_S, RATE_S, WARMUP_S = 6, 6, 1
 CONFIGS = ["plain", "envoy_aws_signing", "s3mesh", "s3mesh_ext_authz", "s3mesh_wasm_only",
            "s3mesh_pre_only", "s3mesh_post_only", "s3mesh_ext_authz_only", "s3mesh_native",
            "s3mesh_native_ext_authz", "s3mesh_native_pre_only", "s3mesh_native_post_only", "s3mesh_audited",
-           "s3mesh_native_audited"]
+           "s3mesh_native_audited", "s3mesh_traced", "s3mesh_native_traced"]
 #: Grant mode, as `make run` ships it.
 GRANT_CONFIGS = ("s3mesh", "s3mesh_post_only", "s3mesh_native", "s3mesh_native_post_only", "s3mesh_audited",
-                 "s3mesh_native_audited")
+                 "s3mesh_native_audited", "s3mesh_traced", "s3mesh_native_traced")
 PATH = "/demo/bench-object"
 GOAL_RPS_RATIO, GOAL_P99_DELTA_US = 0.8, 300
 #: The native shell's goal in grant mode: at least this share of `aws_request_signing`'s rate.
@@ -86,12 +89,13 @@ SIGNING = {
 }
 
 
-def envoy_config(name: str, backend: str, authz: str, workdir: Path) -> dict:
+def envoy_config(name: str, backend: str, authz: str, workdir: Path, sink: str) -> dict:
     mode = "grant" if name in GRANT_CONFIGS else "ext_authz"
     shell = "native" if name.startswith("s3mesh_native") else "wasm"
     audit = str(workdir / f"{name}-audit.log") if name.endswith("_audited") else None
+    otlp = f"http://{sink}" if name.endswith("_traced") else None
     config = yaml.safe_load(render_envoy("127.0.0.1:0", WASM, [backend], authz, authorization=mode, shell=shell,
-                                         audit_log_path=audit))
+                                         audit_log_path=audit, otlp_endpoint=otlp))
     hcm = connection_manager(config)
     filters = {f["name"]: f for f in hcm["http_filters"]}
     keep = {
@@ -109,6 +113,8 @@ def envoy_config(name: str, backend: str, authz: str, workdir: Path) -> dict:
         "s3mesh_native_post_only": ["s3mesh.post", ROUTER],
         "s3mesh_audited": [f["name"] for f in hcm["http_filters"]],
         "s3mesh_native_audited": [f["name"] for f in hcm["http_filters"]],
+        "s3mesh_traced": [f["name"] for f in hcm["http_filters"]],
+        "s3mesh_native_traced": [f["name"] for f in hcm["http_filters"]],
     }[name]
     hcm["http_filters"] = [filters[n] for n in keep]
     if name == "envoy_aws_signing":
@@ -128,11 +134,12 @@ def load(listener: str, workdir: Path, **mode) -> dict:
     return json.loads(out.read_text())
 
 
-def trial(workdir: Path, name: str, backend: str, authz: str, authz_pid: int, rate: float | None) -> dict:
+def trial(workdir: Path, name: str, backend: str, authz: str, authz_pid: int, rate: float | None,
+          sink: str) -> dict:
     procs = Supervisor(workdir / "logs")
     try:
         config = workdir / f"{name}.json"
-        config.write_text(json.dumps(envoy_config(name, backend, authz, workdir)))
+        config.write_text(json.dumps(envoy_config(name, backend, authz, workdir, sink)))
         _, listener = start_envoy(procs, config, workdir, concurrency=1, native_dir=BIN)
         pid = procs.procs["envoy"].pid
         subprocess.run(["taskset", "-a", "-p", "-c", "1", str(pid)], check=True, capture_output=True)
@@ -168,18 +175,19 @@ def main():
         procs = Supervisor(workdir / "logs")
         try:
             (backend,) = start_backend(procs, workdir, [{"service_ms": 0, "slots": 1024}], prefix=EQUIPMENT)
+            (sink,) = start_ready(procs, workdir, "otlp-sink", [*EQUIPMENT, BIN / "bench-otlp-sink"])
             authz_pid = stack.processes.procs["ext-authz"].pid
             subprocess.run(["taskset", "-a", "-p", "-c", "0", str(authz_pid)], check=True, capture_output=True)
             # At the equipment's priority: per request, ext-authz is part of the proxy's path.
             subprocess.run(["chrt", "-a", "-f", "-p", "10", str(authz_pid)], check=True, capture_output=True)
-            calibration = trial(workdir, "plain", backend, stack.authz_address, authz_pid, None)
+            calibration = trial(workdir, "plain", backend, stack.authz_address, authz_pid, None, sink)
             rate = round(calibration["max_rps"] * 0.25, -2)
             print(f"plain Envoy capacity {calibration['max_rps']:.0f}/s; fixed rate {rate:.0f}/s", flush=True)
             trials = {name: [] for name in CONFIGS}
             started = time.monotonic()
             for i in range(REPETITIONS):
                 for name in (CONFIGS if i % 2 == 0 else list(reversed(CONFIGS))):
-                    trials[name].append(trial(workdir, name, backend, stack.authz_address, authz_pid, rate))
+                    trials[name].append(trial(workdir, name, backend, stack.authz_address, authz_pid, rate, sink))
                     t = trials[name][-1]
                     print(f"rep {i + 1} {name}: {t['max_rps']:.0f}/s max, p99 {t['p99_us']:.0f} µs at {rate:.0f}/s",
                           flush=True)
@@ -277,6 +285,7 @@ def markdown(configs: dict, rate: float) -> str:
 def attribution(configs: dict) -> list[str]:
     """Where Envoy's CPU per request goes, as differences from plain Envoy in the same run."""
     cpu = {name: c["envoy_cpu_us_per_req"] for name, c in configs.items()}
+    mesh_rps = configs["s3mesh"]["max_rps"]
     over = lambda name: cpu[name] - cpu["plain"]  # noqa: E731
     authz_total = over("s3mesh_ext_authz") + configs["s3mesh_ext_authz"]["authz_cpu_us_per_req"]
     return [
@@ -295,6 +304,12 @@ def attribution(configs: dict) -> list[str]:
         f"`s3mesh_native_audited` reaches "
         f"{configs['s3mesh_native_audited']['max_rps'] / configs['envoy_aws_signing']['max_rps']:.2f}× "
         f"`aws_request_signing`'s rate.",
+        f"- Tracing every request (OpenTelemetry spans with s3mesh's tags, to a local collector): "
+        f"{cpu['s3mesh_traced'] - cpu['s3mesh']:+.1f} µs per request with the wasm shell, "
+        f"{cpu['s3mesh_native_traced'] - cpu['s3mesh_native']:+.1f} µs with the native shell; maximum rate "
+        f"{configs['s3mesh_traced']['max_rps'] / mesh_rps:.2f}× and "
+        f"{configs['s3mesh_native_traced']['max_rps'] / configs['s3mesh_native']['max_rps']:.2f}× of the same "
+        f"shell untraced.",
         f"- Per request, ext_authz costs Envoy {over('s3mesh_ext_authz_only'):+.1f} µs on its own and "
         f"ext-authz {configs['s3mesh_ext_authz']['authz_cpu_us_per_req']:.1f} µs; the whole per-request "
         f"mode {authz_total:+.1f} µs of CPU per request against {over('s3mesh'):+.1f} µs in grant mode.",

@@ -31,8 +31,7 @@ def main() -> int:
                         help="grant: the filter signs with short-lived grants (default); "
                              "ext_authz: ext-authz checks every request")
     parser.add_argument("--shell", choices=FILTER_SHELLS, default=os.environ.get("S3MESH_FILTER", "wasm"),
-                        help="wasm: the proxy-wasm filter (default); native: the Envoy dynamic module "
-                             "for the roles it has (pre so far), wasm for the rest")
+                        help="wasm: the proxy-wasm filter (default); native: the Envoy dynamic module")
     args = parser.parse_args()
     if not port_free(args.listen):
         print(f"s3mesh: {args.listen} is in use; set S3MESH_LISTEN=host:port to listen elsewhere", file=sys.stderr)
@@ -40,7 +39,10 @@ def main() -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    stack = Stack(args.workdir, listen=args.listen, authorization=args.authorization, shell=args.shell)
+    # Envoy's spans and ext-authz's telemetry go to the standard OTLP endpoint when one is set.
+    otlp = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    stack = Stack(args.workdir, listen=args.listen, authorization=args.authorization, shell=args.shell,
+                  otlp_endpoint=otlp)
     try:
         stack.start()
     except StackError as e:

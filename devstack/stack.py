@@ -21,7 +21,7 @@ from string import Template
 
 import yaml
 
-from devstack.audit_log import audit_log
+from devstack.telemetry import audit_log, collector_cluster, tracing
 from devstack.credentials import write_secret
 from devstack.processes import ProcessError, Supervisor
 
@@ -149,14 +149,17 @@ def connection_manager(config: dict) -> dict:
 
 def render_envoy(listen: str, wasm: Path, s3_endpoints, authz: str, post_overrides=None,
                  pre_config=None, authorization: str = "grant", shell: str = "wasm",
-                 audit_log_path: str | None = "/dev/stdout") -> str:
+                 audit_log_path: str | None = "/dev/stdout", otlp_endpoint: str | None = None,
+                 trace_object_keys: bool = False) -> str:
     """Fills envoy/s3mesh.yaml. `post_overrides` replaces fields of the "post" filter's
     configuration (tests use it to pin the hint or to feed a bad configuration); `pre_config`
     replaces the local stack's "pre" configuration (deploy/render.py passes the cluster's).
     In `authorization` mode "grant" the ext_authz filter leaves the chain and the "post" filter
     asks ext-authz's cluster for grants instead. With `shell` "native" both roles run as
     Envoy dynamic modules (Envoy needs ENVOY_DYNAMIC_MODULES_SEARCH_PATH). The audit record
-    goes to `audit_log_path`; `None` leaves it out (benchmarks that price the filters alone)."""
+    goes to `audit_log_path`; `None` leaves it out (benchmarks that price the filters alone).
+    With `otlp_endpoint` (an OTLP/gRPC collector, `http://host:port`), every request's span goes
+    there, tagged with what s3mesh knows (object keys only with `trace_object_keys`)."""
     if authorization not in AUTHORIZATION_MODES:
         raise ValueError(f"authorization must be one of {AUTHORIZATION_MODES}, not {authorization!r}")
     if shell not in FILTER_SHELLS:
@@ -174,12 +177,15 @@ def render_envoy(listen: str, wasm: Path, s3_endpoints, authz: str, post_overrid
         authz_lb_endpoints=json.dumps([socket_address(authz)]),
         audit_log=json.dumps(audit_log(audit_log_path or "/dev/null", shell, authorization)),
     )
-    if authorization == "ext_authz" and shell == "wasm" and audit_log_path:
+    if authorization == "ext_authz" and shell == "wasm" and audit_log_path and not otlp_endpoint:
         return rendered
     config = yaml.safe_load(rendered)
     hcm = connection_manager(config)
     if not audit_log_path:
         del hcm["access_log"]
+    if otlp_endpoint:
+        hcm["tracing"] = tracing(shell, authorization, "s3mesh-envoy", trace_object_keys)
+        config["static_resources"]["clusters"].append(collector_cluster(otlp_endpoint))
     if authorization == "grant":
         hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] != EXT_AUTHZ_FILTER]
     if shell == "native":
@@ -228,12 +234,15 @@ def wait_for(what: str, check, timeout: float, log: Path):
     raise StackError(f"{what} did not come up within {timeout:.0f}s; log {log}:\n{tail}")
 
 
-def start_ext_authz(processes: Supervisor, config: Path, listen: str = "127.0.0.1:0") -> tuple[str, str]:
-    """Starts ext-authz on `config`, listening on `listen`; returns its `host:port` and health
-    URL once it serves."""
+def start_ext_authz(processes: Supervisor, config: Path, listen: str = "127.0.0.1:0",
+                    otlp_endpoint: str | None = None) -> tuple[str, str]:
+    """Starts ext-authz on `config`, listening on `listen` (exporting OpenTelemetry to
+    `otlp_endpoint` when given); returns its `host:port` and health URL once it serves."""
     if not EXT_AUTHZ.exists():
         raise StackError(f"{EXT_AUTHZ} is missing: run `make build` first")
     env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"))
+    if otlp_endpoint:
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = otlp_endpoint
     log = processes.log("ext-authz")
     offset = log.stat().st_size if log.exists() else 0
     processes.spawn("ext-authz", [str(EXT_AUTHZ), "--config", str(config), "--listen", listen,
@@ -285,7 +294,7 @@ class Stack:
     def __init__(self, workdir: Path, listen: str = "127.0.0.1:0", stack_file: Path = DEFAULT_STACK,
                  post_overrides=None, extra_endpoints=(), concurrency: int = 2, backend: str = "moto",
                  envoy_patch=None, authorization: str = "grant", grant_ttl_seconds: int | None = None,
-                 shell: str = "wasm", sts: dict | None = None):
+                 shell: str = "wasm", sts: dict | None = None, otlp_endpoint: str | None = None):
         self.workdir = Path(workdir)
         #: One of FILTER_SHELLS.
         self.shell = shell
@@ -311,7 +320,9 @@ class Stack:
         #: "moto" (per-key bucket permissions) or "s3s-fs" (one key; an independent SigV4 verifier).
         self.backend = backend
         self.processes = Supervisor(self.workdir / "logs", cwd=ROOT)
-        #: Envoy's audit record, one JSON line per request (devstack/audit_log.py).
+        #: Where Envoy and ext-authz export OpenTelemetry (OTLP/gRPC), if anywhere.
+        self.otlp_endpoint = otlp_endpoint
+        #: Envoy's audit record, one JSON line per request (devstack/telemetry.py).
         self.audit_log = self.workdir / "logs" / "audit.log"
         self.endpoints: list[str] = []
         self.authz_address = ""
@@ -389,7 +400,8 @@ class Stack:
         config = self.workdir / "ext-authz.yaml"
         sts = self.sts and {"endpoint": f"http://{self.endpoints[0]}", "role_arn": self.sts_role_arn, **self.sts}
         config.write_text(yaml.safe_dump(ext_authz_config(self.stack, self.grant_ttl_seconds, sts), sort_keys=False))
-        self.authz_address, self.authz_health_url = start_ext_authz(self.processes, config, listen)
+        self.authz_address, self.authz_health_url = start_ext_authz(self.processes, config, listen,
+                                                                    self.otlp_endpoint)
 
     def start_envoy(self):
         config = self.workdir / "envoy.yaml"
@@ -398,7 +410,7 @@ class Stack:
             overrides = overrides(self.endpoints)
         rendered = render_envoy(self.listen, WASM, self.endpoints + self.extra_endpoints, self.authz_address,
                                 overrides, authorization=self.authorization, shell=self.shell,
-                                audit_log_path=str(self.audit_log))
+                                audit_log_path=str(self.audit_log), otlp_endpoint=self.otlp_endpoint)
         if self.envoy_patch:
             parsed = yaml.safe_load(rendered)
             self.envoy_patch(parsed)
@@ -450,13 +462,20 @@ class Stack:
         self.settle_metrics()
         return self.admin("/stats/prometheus")
 
+    def series(self, metric: str) -> list[tuple[dict, float]]:
+        """Every series of a filter metric (`s3mesh_endpoint_errors_total`, a histogram's
+        `…_count`) with its labels, from Prometheus (where the native shell's stats carry
+        Envoy's `envoy_` prefix)."""
+        pattern = rf'^(?:envoy_)?{re.escape(metric)}{{([^}}]*)}} (\S+)$'
+        return [(dict(re.findall(r'(\w+)="([^"]*)"', labels)), float(value))
+                for labels, value in re.findall(pattern, self.prometheus(), re.M)]
+
     def endpoint_counts(self, metric: str) -> dict[str, int]:
-        """A per-endpoint filter metric (`s3mesh_endpoint_errors_total`, …) by endpoint address,
-        summed over its other labels (`s3_route`), from Prometheus (where the native shell's
-        stats carry Envoy's `envoy_` prefix)."""
-        pattern = rf'^(?:envoy_)?{re.escape(metric)}{{s3_endpoint="([^"]+)"[^}}]*}} (\d+)$'
+        """A per-endpoint filter metric by endpoint address, summed over its other labels
+        (`s3_route`)."""
         counts: dict[str, int] = {}
-        for address, n in re.findall(pattern, self.prometheus(), re.M):
+        for labels, n in self.series(metric):
+            address = labels["s3_endpoint"]
             counts[address] = counts.get(address, 0) + int(n)
         return counts
 

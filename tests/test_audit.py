@@ -12,8 +12,9 @@ from conftest import STRANGER, TEAM_A, TEAM_B, raw_request, s3_client
 #: Fields every record has (null where a request did not get that far).
 FIELDS = {
     "time", "request_id", "source", "principal", "method", "operation", "bucket", "key",
-    "copy_source", "identity", "identity_source", "decision", "reason", "status",
-    "bytes_received", "bytes_sent", "duration_ms", "endpoint", "attempts", "response_flags",
+    "copy_source", "identity", "identity_source", "decision", "reason", "error", "status",
+    "bytes_received", "bytes_sent", "duration_ms", "endpoint", "endpoint_first", "attempts",
+    "response_flags",
 }
 
 
@@ -27,7 +28,7 @@ def scripted_session(stack, prefix: str) -> list[dict]:
     def allowed(operation, status=200, bucket="team-a", k=key, **more):
         expected.append(dict(operation=operation, bucket=bucket, key=k, identity="team-a",
                              identity_source="local_file", decision="allow", reason=None,
-                             status=status, source=TEAM_A, **more))
+                             error=None, status=status, source=TEAM_A, **more))
 
     team_a.put_object(Bucket="team-a", Key=key, Body=body)
     allowed("PutObject", bytes_received=len(body))
@@ -37,19 +38,19 @@ def scripted_session(stack, prefix: str) -> list[dict]:
     status, _, _ = raw_request(stack.url, "GET", f"/team-b/{key}", TEAM_A)
     assert status == 403
     expected.append(dict(operation="GetObject", bucket="team-b", key=key, identity="team-a",
-                         identity_source="local_file", decision="deny", status=403, source=TEAM_A,
-                         endpoint=None))
+                         identity_source="local_file", decision="deny", error="AccessDenied",
+                         status=403, source=TEAM_A, endpoint=None))
 
     status, _, _ = raw_request(stack.url, "GET", f"/team-a/{key}", STRANGER)
     assert status == 403
     expected.append(dict(operation="GetObject", bucket="team-a", key=key, identity=None,
-                         identity_source=None, decision="deny", status=403, source=STRANGER,
-                         endpoint=None))
+                         identity_source=None, decision="deny", error="AccessDenied", status=403,
+                         source=STRANGER, endpoint=None))
 
     status, _, _ = raw_request(stack.url, "GET", f"/team-a/{prefix}/%zz", TEAM_A)
     assert status == 400
     expected.append(dict(operation=None, bucket=None, key=None, identity=None, decision="invalid",
-                         status=400, source=TEAM_A, endpoint=None))
+                         error="InvalidURI", status=400, source=TEAM_A, endpoint=None))
 
     parts_key = f"{prefix}/parts.bin"
     upload = team_a.create_multipart_upload(Bucket="team-a", Key=parts_key)["UploadId"]
@@ -79,6 +80,7 @@ def test_a_scripted_session_leaves_exactly_its_audit_records(stack):
         assert record["request_id"] and record["time"]
         if record["decision"] == "allow":
             assert record["endpoint"] in stack.endpoints, record
+            assert record["endpoint_first"] in stack.endpoints, record
             assert record["attempts"] == 1
         if record["decision"] == "deny":
             assert record["reason"], record

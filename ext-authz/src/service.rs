@@ -19,14 +19,14 @@ use envoy_types::pb::google::protobuf::{Struct, Value};
 use s3mesh_access::grant::{GrantRequest, GrantResponse, ISSUE_PATH};
 use s3mesh_access::signing::ChunkSigning;
 use s3mesh_s3_request::audit::{self, Attribute};
-use s3mesh_s3_request::{chunk_signing, S3Error};
+use s3mesh_s3_request::{chunk_signing, Operation, S3Error};
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 use crate::callers::asking_proxy;
 use crate::check::{Decision, HttpAttributes};
 use crate::reload::Current;
-use crate::telemetry::{check_span, CheckMetrics};
+use crate::telemetry::{check_span, grant_span, CheckMetrics};
 
 /// Accepted gRPC connections, with Nagle off: a check's answer is several small HTTP/2 frames,
 /// and with Nagle on, Envoy's delayed ACK held each answer back about 40 ms (measured: every
@@ -162,6 +162,7 @@ impl Authorization for AuthzService {
                         (Attribute::Identity, &identity),
                         (Attribute::IdentitySource, identity_source),
                         (Attribute::Decision, audit::ALLOW),
+                        (Attribute::Operation, operation),
                     ],
                 );
                 response.dynamic_metadata = Some(metadata);
@@ -193,6 +194,11 @@ impl Authorization for AuthzService {
                 let why = [
                     (Attribute::Decision, audit::DENY),
                     (Attribute::Reason, error.message.as_str()),
+                    (Attribute::Error, error.code),
+                    (
+                        Attribute::Operation,
+                        operation.unwrap_or(Operation::Unknown.as_str()),
+                    ),
                 ];
                 add_audit(&mut metadata, &why);
                 response.dynamic_metadata = Some(metadata);
@@ -215,7 +221,9 @@ pub fn routes(current: Arc<Current>) -> tonic::service::Routes {
             ISSUE_PATH,
             axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
                 let (current, metrics) = (Arc::clone(&grants), metrics.clone());
+                let span = grant_span(&headers);
                 async move { issue_grant(&current, &metrics, asking_proxy(&headers), &body).await }
+                    .instrument(span)
             }),
         );
     tonic::service::Routes::from(router)
@@ -239,8 +247,11 @@ async fn issue_grant(
     };
     let checker = current.get();
     let response = checker.grant(&request, proxy, SystemTime::now()).await;
+    let span = tracing::Span::current();
     match &response {
         GrantResponse::Granted(grant) => {
+            span.record("s3mesh.identity", grant.identity.as_str());
+            span.record("s3mesh.decision", "issued");
             metrics.record_grant("issued");
             tracing::debug!(
                 identity = %grant.identity,
@@ -250,6 +261,7 @@ async fn issue_grant(
             );
         }
         GrantResponse::Refused(refusal) => {
+            span.record("s3mesh.decision", "refused");
             metrics.record_grant("refused");
             tracing::info!(
                 principal = request.principal.as_deref().unwrap_or("-"),

@@ -197,6 +197,25 @@ pub fn check_span(
     span
 }
 
+/// The span of one grant request, parented on the `traceparent` the filter passed on from the
+/// S3 request that needed the grant (a renewal in the background has none: a trace of its own).
+pub fn grant_span(headers: &axum::http::HeaderMap) -> tracing::Span {
+    let span = tracing::info_span!(
+        "ext_authz.grant",
+        otel.kind = "server",
+        s3mesh.identity = tracing::field::Empty,
+        s3mesh.decision = tracing::field::Empty,
+    );
+    let carrier = Carrier(
+        ["traceparent", "tracestate"]
+            .into_iter()
+            .filter_map(|k| Some((k, headers.get(k)?.to_str().ok()?)))
+            .collect(),
+    );
+    let _ = span.set_parent(TraceContextPropagator::new().extract(&carrier));
+    span
+}
+
 /// The check instruments.
 #[derive(Debug, Clone)]
 pub struct CheckMetrics {

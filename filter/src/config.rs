@@ -78,6 +78,12 @@ pub struct PostConfig {
     /// default, 1 MiB, is the default here); 0 never blames an idle response.
     #[serde(default = "default_stall_blame_bytes")]
     pub stall_blame_bytes: u64,
+    /// How many identities get a label of their own in the `s3mesh_identity_*` metrics; later
+    /// ones are counted as `_other` (the audit log still names them). Each label value is a
+    /// series per metric in every scrape, so raise it with the metrics backend in mind; 0
+    /// counts every caller as `_other`. Per process in the native shell, per worker in wasm.
+    #[serde(default = "default_max_identity_labels")]
+    pub max_identity_labels: usize,
     /// Grant mode: this filter decides and signs with grants from ext-authz, and Envoy's
     /// ext_authz filter is left out of the chain. Absent: ext_authz runs before this filter and
     /// signs every request.
@@ -123,6 +129,10 @@ fn default_max_cooldown_ms() -> f64 {
 }
 fn default_stall_blame_bytes() -> u64 {
     1024 * 1024
+}
+
+fn default_max_identity_labels() -> usize {
+    100
 }
 
 impl FilterConfig {

@@ -20,3 +20,4 @@ pub mod grants;
 pub mod post;
 pub mod pre;
 pub mod signature_diagnosis;
+pub mod usage;

@@ -166,10 +166,11 @@ impl PreChanges {
 }
 
 /// The audit record's attributes of a request `pre` refused.
-pub fn refused_audit(error: &S3Error) -> [(Attribute, &str); 2] {
+pub fn refused_audit(error: &S3Error) -> [(Attribute, &str); 3] {
     [
         (Attribute::Decision, audit::INVALID),
         (Attribute::Reason, error.message.as_str()),
+        (Attribute::Error, error.code),
     ]
 }
 
@@ -238,7 +239,8 @@ mod tests {
             refused_audit(&error),
             [
                 (Attribute::Decision, "invalid"),
-                (Attribute::Reason, error.message.as_str())
+                (Attribute::Reason, error.message.as_str()),
+                (Attribute::Error, "InvalidURI"),
             ]
         );
     }

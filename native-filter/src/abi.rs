@@ -153,6 +153,8 @@ pub mod attribute {
     pub const DNS_SAN_PEER_CERTIFICATE: u32 = 35;
     /// `connection.uri_san_peer_certificate`
     pub const URI_SAN_PEER_CERTIFICATE: u32 = 37;
+    /// `request.size`
+    pub const REQUEST_SIZE: u32 = 13;
     /// `response.code`
     pub const RESPONSE_CODE: u32 = 15;
     /// `response.flags`

@@ -32,9 +32,9 @@ pub struct Granting {
 }
 
 /// The request that asks ext-authz for a grant; its headers borrow from the [`Granting`] that
-/// made it.
+/// made it and the trace context it carries.
 pub struct GrantCall<'a> {
-    headers: [ModuleHeader; 4],
+    headers: Vec<ModuleHeader>,
     pub body: Vec<u8>,
     granting: PhantomData<&'a Granting>,
 }
@@ -62,19 +62,27 @@ impl Granting {
         lock(&self.cache)
     }
 
-    /// The call asking for `caller`'s grant for `date`.
-    pub fn call(&self, caller: &Caller, date: String) -> GrantCall<'_> {
+    /// The call asking for `caller`'s grant for `date`, in the trace of the request that needs
+    /// it (`traceparent`) if any.
+    pub fn call<'a>(
+        &'a self,
+        caller: &Caller,
+        date: String,
+        traceparent: Option<&'a str>,
+    ) -> GrantCall<'a> {
         let header = |key: &'static str, value: &str| ModuleHeader {
             key: key.into(),
             value: value.into(),
         };
+        let mut headers = vec![
+            header(":method", "POST"),
+            header(":path", ISSUE_PATH),
+            header(":authority", &self.config.authority),
+            header("content-type", "application/json"),
+        ];
+        headers.extend(traceparent.map(|value| header("traceparent", value)));
         GrantCall {
-            headers: [
-                header(":method", "POST"),
-                header(":path", ISSUE_PATH),
-                header(":authority", &self.config.authority),
-                header("content-type", "application/json"),
-            ],
+            headers,
             body: caller.grant_request(date),
             granting: PhantomData,
         }
@@ -95,7 +103,7 @@ impl Granting {
         let wanted = self.cache().take_wanted();
         let date = AmzDate::from_unix_seconds(now_ms / 1000).date();
         for caller in wanted {
-            let call = self.call(&caller, date.clone());
+            let call = self.call(&caller, date.clone(), None);
             let mut id = 0u64;
             // SAFETY: per the contract above; every buffer outlives the call.
             let started = unsafe {

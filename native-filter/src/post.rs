@@ -14,6 +14,7 @@ use s3mesh_filter::endpoint::outcome::Outcome;
 use s3mesh_filter::endpoint::{Hint, LatencyClass, Selector};
 use s3mesh_filter::grants::{Caller, Found, Held};
 use s3mesh_filter::post::{Counter, EndpointCounter, Host};
+use s3mesh_filter::usage::{IdentityLabels, Usage};
 use s3mesh_s3_request::audit::Attribute;
 use s3mesh_s3_request::{chunk_signing, Operation, S3Error};
 
@@ -29,6 +30,8 @@ struct Shared {
     selector: Selector,
     /// Requests in flight per endpoint, process-wide.
     in_flight: HashMap<String, u64>,
+    /// The identity label values of the per-identity metrics, process-wide.
+    identity_labels: IdentityLabels,
 }
 
 /// Role `post` of one configuration.
@@ -62,6 +65,7 @@ impl Post {
             shared: Mutex::new(Shared {
                 selector,
                 in_flight: HashMap::new(),
+                identity_labels: IdentityLabels::new(config.max_identity_labels),
             }),
             granting,
             metrics,
@@ -173,6 +177,10 @@ impl Host for PostHost<'_> {
         self.stream.attribute_u64(attribute::RESPONSE_SIZE)
     }
 
+    fn request_body_bytes(&self) -> u64 {
+        self.stream.attribute_u64(attribute::REQUEST_SIZE)
+    }
+
     fn publish(&mut self, attributes: &[(Attribute, &str)]) {
         self.stream.publish(attributes);
     }
@@ -221,11 +229,16 @@ impl Host for PostHost<'_> {
         }
     }
 
-    fn ask_grant(&mut self, caller: &Caller, date: String) -> Result<(), S3Error> {
+    fn ask_grant(
+        &mut self,
+        caller: &Caller,
+        date: String,
+        traceparent: Option<&str>,
+    ) -> Result<(), S3Error> {
         let granting = self.post.granting.as_ref().ok_or_else(|| {
             S3Error::internal_error("s3mesh asked for a grant without grant mode configured")
         })?;
-        let call = granting.call(caller, date);
+        let call = granting.call(caller, date, traceparent);
         let config = &granting.config;
         self.stream
             .callout(&config.cluster, &call, config.timeout_ms)
@@ -284,5 +297,24 @@ impl Host for PostHost<'_> {
         self.stream.record(m.endpoint_ttfb_ms, &[address], ms);
         self.stream
             .record(m.operation_ttfb_ms, &[operation.as_str()], ms);
+    }
+
+    fn record_usage(&self, usage: &Usage<'_>) {
+        let label = self
+            .post
+            .shared()
+            .identity_labels
+            .label(usage.identity)
+            .to_owned();
+        let (m, batch) = (&self.post.metrics, &self.post.batch);
+        let labels = [label.as_str(), usage.class];
+        batch.count(m.identity_requests, &labels, 1);
+        batch.count(m.identity_bytes_received, &labels, usage.bytes_in);
+        batch.count(m.identity_bytes_sent, &labels, usage.bytes_out);
+        if let Some(code) = usage.error {
+            batch.count(m.identity_errors, &[&label, usage.class, code], 1);
+        }
+        self.stream
+            .record(m.identity_duration_ms, &labels, usage.duration_ms);
     }
 }

@@ -2,7 +2,8 @@
 //! to Envoy for its access log (one JSON record per request) and spans. The `pre` filter names
 //! the request (operation, bucket, key); whoever decides names the caller and the decision: the
 //! `post` filter in grant mode, ext-authz in the per-request mode (in ext_authz's dynamic
-//! metadata, [`crate::chunk_signing::NAMESPACE`]). Both sides use these names.
+//! metadata, [`crate::chunk_signing::NAMESPACE`]); `post` names the endpoint it chose first.
+//! Both sides use these names.
 //!
 //! Where they live in Envoy: the native shell writes dynamic metadata under [`NAMESPACE`]; the
 //! wasm shell, which cannot, writes filter state `wasm.<NAMESPACE>.<name>` (proxy-wasm's
@@ -31,11 +32,15 @@ pub enum Attribute {
     Decision,
     /// Why a request was refused, as the client is told.
     Reason,
+    /// The S3 error code of a refusal (`AccessDenied`, ...).
+    Error,
+    /// The endpoint the `post` filter named first (`ip:port`).
+    EndpointFirst,
 }
 
 impl Attribute {
     /// Every attribute, in the audit record's order.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 10] = [
         Self::Operation,
         Self::Bucket,
         Self::Key,
@@ -44,6 +49,8 @@ impl Attribute {
         Self::IdentitySource,
         Self::Decision,
         Self::Reason,
+        Self::Error,
+        Self::EndpointFirst,
     ];
 
     /// Its key in metadata and filter state, and its field in the access log.
@@ -57,6 +64,8 @@ impl Attribute {
             Self::IdentitySource => "identity_source",
             Self::Decision => "decision",
             Self::Reason => "reason",
+            Self::Error => "error",
+            Self::EndpointFirst => "endpoint_first",
         }
     }
 }

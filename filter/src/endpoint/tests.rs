@@ -12,6 +12,7 @@ fn config(n: usize) -> PostConfig {
         cooldown_ms: 1_000.0,
         max_cooldown_ms: 30_000.0,
         stall_blame_bytes: 1024 * 1024,
+        max_identity_labels: 100,
         grants: None,
     }
 }

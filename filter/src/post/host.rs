@@ -8,6 +8,7 @@ use s3mesh_s3_request::{Operation, S3Error};
 use crate::endpoint::outcome::Outcome;
 use crate::endpoint::{Hint, LatencyClass, Route};
 use crate::grants::{Caller, Found, Held};
+use crate::usage::Usage;
 
 /// Counters of role `post` without labels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +74,8 @@ pub trait Host {
     fn response_flags(&self) -> u64;
     /// `response.size`: response body bytes Envoy passed on towards the client.
     fn response_body_bytes(&self) -> u64;
+    /// `request.size`: request body bytes (the client's `content-length` where it sent one).
+    fn request_body_bytes(&self) -> u64;
     /// Hands audit record attributes to the proxy (for its access log and spans).
     fn publish(&mut self, attributes: &[(Attribute, &str)]);
     /// Logs at info level.
@@ -99,9 +102,15 @@ pub trait Host {
     fn find_grant(&mut self, caller: &Caller, now: u64, date: &str) -> Option<Found>;
     /// Marks the caller's grant for renewal in the background.
     fn want_refresh(&mut self, caller: &Caller);
-    /// Asks ext-authz for the caller's grant; the answer comes to
+    /// Asks ext-authz for the caller's grant, in the trace of the request that needs it
+    /// (`traceparent`, the W3C trace context it came with); the answer comes to
     /// [`super::PostFlow::on_grant_answer`].
-    fn ask_grant(&mut self, caller: &Caller, date: String) -> Result<(), S3Error>;
+    fn ask_grant(
+        &mut self,
+        caller: &Caller,
+        date: String,
+        traceparent: Option<&str>,
+    ) -> Result<(), S3Error>;
     /// Keeps a grant from ext-authz (`json` as received) for every worker.
     fn keep_grant(&mut self, caller: Caller, held: Held, json: &[u8], now: u64);
 
@@ -113,4 +122,7 @@ pub trait Host {
     fn add_in_flight(&self, address: &str, delta: i64);
     /// Records a time to first byte for the endpoint and the operation.
     fn record_ttfb(&self, address: &str, operation: Operation, ms: u64);
+    /// Adds a finished request to the per-identity metrics, under the shell's bounded label
+    /// for its identity ([`crate::usage::IdentityLabels`]).
+    fn record_usage(&self, usage: &Usage<'_>);
 }

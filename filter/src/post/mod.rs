@@ -18,6 +18,7 @@ use crate::endpoint::outcome::{classify, ended_idle, Outcome};
 use crate::endpoint::{LatencyClass, Route};
 use crate::grants::{Answer, Caller};
 use crate::signature_diagnosis::{self, Forwarded, Signed, StoreError};
+use crate::usage::{error_label, Usage};
 pub use host::{Counter, EndpointCounter, Host};
 
 /// What the shell tells Envoy after a callback.
@@ -50,8 +51,15 @@ pub struct PostFlow {
     /// The request headers as forwarded, signed by s3mesh: what a refusal by the store is
     /// explained with ([`signature_diagnosis`]).
     forwarded: Option<Forwarded>,
-    /// The body of a `403` the store answered to such a request, gathered to say why.
-    refusal: Option<Vec<u8>>,
+    /// The body of an error the store answered, gathered for its code (and, for a `403` to a
+    /// request s3mesh signed, to say why).
+    store_error: Option<Vec<u8>>,
+    /// When the request headers reached this filter; 0 when they never did (refused before).
+    started_ms: f64,
+    /// Who the request was decided for, for the per-identity metrics.
+    identity: Option<String>,
+    /// The S3 error code of the request's failure: s3mesh's refusal or the store's error.
+    error: Option<String>,
 }
 
 impl Default for PostFlow {
@@ -74,7 +82,10 @@ impl PostFlow {
             resigner: None,
             stall_blame_bytes,
             forwarded: None,
-            refusal: None,
+            store_error: None,
+            started_ms: 0.0,
+            identity: None,
+            error: None,
         }
     }
 }
@@ -87,45 +98,47 @@ fn path_and_request_id(host: &impl Host) -> (String, String) {
     )
 }
 
-/// Logs and counts why the store refused a request s3mesh signed, from its error `body`.
-fn diagnose(host: &impl Host, forwarded: &Forwarded, body: &[u8]) {
-    let Some(store) = StoreError::parse(body).filter(StoreError::is_diagnosed) else {
-        return;
-    };
+/// Logs and counts why the store refused a request s3mesh signed with error `store`.
+fn diagnose(host: &impl Host, forwarded: &Forwarded, store: &StoreError) {
     host.count(Counter::StoreRefusedSignature);
     host.log_warn(&format!(
         "request {} to {}: {}",
         forwarded.header("x-request-id").unwrap_or("-"),
         host.upstream_address(),
-        signature_diagnosis::report(Signed::rebuild(forwarded).as_ref(), &store)
+        signature_diagnosis::report(Signed::rebuild(forwarded).as_ref(), store)
     ));
 }
 
-/// Answers the client with `error` now.
-fn refuse(host: &mut impl Host, error: &S3Error) {
-    let (path, request_id) = path_and_request_id(host);
-    host.send_s3_error(error, &path, &request_id);
-}
+impl PostFlow {
+    /// Answers the client with `error` now.
+    fn refuse(&mut self, host: &mut impl Host, error: &S3Error) {
+        let (path, request_id) = path_and_request_id(host);
+        self.error = Some(error.code.to_owned());
+        host.send_s3_error(error, &path, &request_id);
+    }
 
-/// Refuses the request in grant mode before any grant decided on it (no identity, or
-/// ext-authz could not be asked): the audit record says why.
-fn refuse_ungranted(host: &mut impl Host, error: &S3Error) {
-    host.publish(&[
-        (Attribute::Decision, audit::DENY),
-        (Attribute::Reason, &error.message),
-    ]);
-    refuse(host, error);
+    /// Refuses the request in grant mode before any grant decided on it (no identity, or
+    /// ext-authz could not be asked): the audit record says why.
+    fn refuse_ungranted(&mut self, host: &mut impl Host, error: &S3Error) {
+        host.publish(&[
+            (Attribute::Decision, audit::DENY),
+            (Attribute::Reason, &error.message),
+            (Attribute::Error, error.code),
+        ]);
+        self.refuse(host, error);
+    }
 }
 
 impl PostFlow {
     /// The request headers arrived (after ext_authz, in the per-request mode).
     pub fn on_request_headers(&mut self, host: &mut impl Host) -> Step {
+        self.started_ms = host.now_ms();
         let operation = host.request_header(OPERATION);
         host.set_request_header(OPERATION, None);
         self.operation = Operation::from_name(operation.as_deref().unwrap_or_default());
         if host.grant_mode() {
             let caller = host.caller();
-            let now = host.now_ms() as u64;
+            let now = self.started_ms as u64;
             let time = AmzDate::from_unix_seconds(now / 1000);
             let date = time.date();
             match host.find_grant(&caller, now, &date) {
@@ -165,12 +178,12 @@ impl PostFlow {
             }
             Ok(Answer::Refused(error)) => {
                 host.count(Counter::GrantDenied);
-                refuse_ungranted(host, &error);
+                self.refuse_ungranted(host, &error);
             }
             Err(error) => {
                 host.count(Counter::GrantFailure);
                 host.log_warn(&error.message);
-                refuse_ungranted(host, &error);
+                self.refuse_ungranted(host, &error);
             }
         }
         Step::Pause
@@ -201,6 +214,7 @@ impl PostFlow {
                 // Answering now resets the upstream request: the store never completes an
                 // object from a half-rewritten body.
                 let error = chunk_resign::framing_error(&error);
+                self.error = Some(error.code.to_owned());
                 host.send_s3_error(&error, &path, &request_id);
                 return Step::Pause;
             }
@@ -226,45 +240,57 @@ impl PostFlow {
         for name in INTERNAL_RESPONSE {
             host.remove_response_header(name);
         }
-        if self.forwarded.is_some()
-            && host.response_header(":status").as_deref() == Some("403")
-            && !host.upstream_address().is_empty()
-        {
-            self.refusal = Some(Vec::new());
+        let failed = host
+            .response_header(":status")
+            .and_then(|s| s.parse::<u16>().ok())
+            .is_some_and(|status| status >= 400);
+        if failed && !host.upstream_address().is_empty() {
+            self.store_error = Some(Vec::new());
         }
     }
 
-    /// `size` bytes of response body arrived: gathered only for a refusal to diagnose; the
-    /// client gets the store's answer unchanged.
+    /// `size` bytes of response body arrived: gathered only for an error of the store, for its
+    /// code and, when it refused a signature, to say why; the client gets it unchanged.
     pub fn on_response_body(&mut self, host: &mut impl Host, size: usize, end_of_stream: bool) {
-        let Some(body) = self.refusal.as_mut() else {
+        let Some(body) = self.store_error.as_mut() else {
             return;
         };
         host.read_response_body(size, &mut |piece| {
             let room = signature_diagnosis::MAX_BODY.saturating_sub(body.len());
             body.extend_from_slice(&piece[..piece.len().min(room)]);
         });
-        if end_of_stream {
-            if let (Some(body), Some(forwarded)) = (self.refusal.take(), &self.forwarded) {
-                diagnose(host, forwarded, &body);
+        if !end_of_stream {
+            return;
+        }
+        let body = self.store_error.take().unwrap_or_default();
+        let Some(store) = StoreError::parse(&body) else {
+            return;
+        };
+        self.error = Some(error_label(&store.code).to_owned());
+        if let Some(forwarded) = &self.forwarded {
+            if store.is_diagnosed() {
+                diagnose(host, forwarded, &store);
             }
         }
     }
 
-    /// The stream ended: releases its in-flight count and teaches the selector.
+    /// The stream ended: releases its in-flight count, counts the caller's usage and teaches
+    /// the selector.
     pub fn on_complete(&mut self, host: &mut impl Host) {
+        let now = host.now_ms();
+        let status = host.response_code();
+        let body_bytes = host.response_body_bytes();
+        self.count_usage(host, status, body_bytes, now);
         let first = self.first.as_ref().map(|(a, route)| (a.as_str(), *route));
         if let Some((first, _)) = first {
             host.add_in_flight(first, -1);
         }
         let upstream = host.upstream_address();
-        let now = host.now_ms();
         let latency = self.ttfb_ms.unwrap_or(now - self.sent_ms);
         let flags = host.response_flags();
-        let stalled_early =
-            ended_idle(flags) && host.response_body_bytes() < self.stall_blame_bytes;
+        let stalled_early = ended_idle(flags) && body_bytes < self.stall_blame_bytes;
         let outcome = classify(
-            host.response_code(),
+            status,
             flags,
             latency,
             self.retry_after.as_deref(),
@@ -296,14 +322,49 @@ impl PostFlow {
         }
     }
 
+    /// Adds the finished request to its caller's usage. A request refused before this filter
+    /// saw it was refused by `pre` (counted there, nobody identified) or, in the per-request
+    /// mode, decided by ext-authz, whose dynamic metadata says for whom and why.
+    fn count_usage(&mut self, host: &mut impl Host, status: u64, body_bytes: u64, now: f64) {
+        let metadata = |attribute: Attribute| host.authz_metadata(attribute.name());
+        let (operation, identity, error) = if self.started_ms > 0.0 {
+            (self.operation, self.identity.take(), self.error.take())
+        } else if !host.grant_mode() && metadata(Attribute::Decision).is_some() {
+            let operation = metadata(Attribute::Operation).unwrap_or_default();
+            let error = metadata(Attribute::Error).map(|code| error_label(&code).to_owned());
+            (
+                Operation::from_name(&operation),
+                metadata(Attribute::Identity),
+                error,
+            )
+        } else {
+            return;
+        };
+        let error = (status >= 400).then(|| error.unwrap_or_else(|| status.to_string()));
+        let started = if self.started_ms > 0.0 {
+            self.started_ms
+        } else {
+            now
+        };
+        host.record_usage(&Usage {
+            identity: identity.as_deref(),
+            class: operation.class().map_or("unknown", |c| c.as_str()),
+            error: error.as_deref(),
+            bytes_in: host.request_body_bytes(),
+            bytes_out: body_bytes,
+            duration_ms: (now - started).max(0.0) as u64,
+        });
+    }
+
     /// Asks ext-authz for `caller`'s grant; the request waits.
     fn ask_for_grant(&mut self, host: &mut impl Host, caller: Caller, date: String) -> Step {
-        match host.ask_grant(&caller, date) {
+        let traceparent = host.request_header("traceparent");
+        match host.ask_grant(&caller, date, traceparent.as_deref()) {
             Ok(()) => self.waiting_for = Some(caller),
             Err(error) => {
                 host.count(Counter::GrantFailure);
                 host.log_warn(&error.message);
-                refuse_ungranted(host, &error);
+                self.refuse_ungranted(host, &error);
             }
         }
         Step::Pause
@@ -332,6 +393,7 @@ impl PostFlow {
         let changes = match grant.decide(&request, time) {
             Ok(allowed) => {
                 host.publish(&[who[0], who[1], (Attribute::Decision, audit::ALLOW)]);
+                self.identity = Some(grant.identity().to_owned());
                 let signed = allowed.signed;
                 for (name, value) in &signed.changes.set {
                     host.set_request_header(name, Some(value));
@@ -351,8 +413,11 @@ impl PostFlow {
                 let why = [
                     (Attribute::Decision, audit::DENY),
                     (Attribute::Reason, refused.error.message.as_str()),
+                    (Attribute::Error, refused.error.code),
                 ];
-                host.publish(&[who[0], who[1], why[0], why[1]]);
+                host.publish(&[who[0], who[1], why[0], why[1], why[2]]);
+                self.identity = Some(grant.identity().to_owned());
+                self.error = Some(refused.error.code.to_owned());
                 host.log_info(&format!(
                     "denied: request {} identity {} operation {}: {}",
                     get("x-request-id"),
@@ -379,6 +444,7 @@ impl PostFlow {
             // As ext_authz signed it: kept to explain a refusal by the store (the wasm host
             // cannot read request headers once the response has begun).
             self.forwarded = Some(Forwarded::as_received(host.request_headers()));
+            self.identity = host.authz_metadata(Attribute::Identity.name());
         }
         if !host.grant_mode() && !bodiless {
             let mode = host.request_header("x-amz-content-sha256");
@@ -390,7 +456,7 @@ impl PostFlow {
                     });
                 }
                 Err(error) => {
-                    refuse(host, &error);
+                    self.refuse(host, &error);
                     return Step::Pause;
                 }
             }
@@ -401,6 +467,7 @@ impl PostFlow {
             Some(first) => {
                 host.count_endpoint(first, EndpointCounter::Selected);
                 host.add_in_flight(first, 1);
+                host.publish(&[(Attribute::EndpointFirst, first)]);
             }
             None => host.count(Counter::Unhinted),
         }

@@ -152,12 +152,23 @@ pub struct PostMetrics {
     pub endpoint_requests: Metric,
     /// Labelled by `s3_operation`.
     pub operation_ttfb_ms: Metric,
+    /// Labelled by `s3_identity`, `s3_class`.
+    pub identity_requests: Metric,
+    /// Labelled by `s3_identity`, `s3_class`, `s3_error`.
+    pub identity_errors: Metric,
+    /// Labelled by `s3_identity`, `s3_class`.
+    pub identity_bytes_received: Metric,
+    /// Labelled by `s3_identity`, `s3_class`.
+    pub identity_bytes_sent: Metric,
+    /// Labelled by `s3_identity`, `s3_class`.
+    pub identity_duration_ms: Metric,
 }
 
 impl PostMetrics {
     /// Defines the metrics, with the per-endpoint series of every configured endpoint at 0.
     pub fn define<'a>(d: &Definer, endpoints: impl IntoIterator<Item = &'a str>) -> Self {
         let endpoint = ["s3_endpoint"];
+        let identity = ["s3_identity", "s3_class"];
         let metrics = Self {
             unhinted: d.counter("post_unhinted_total", &[]),
             discovered_endpoints: d.counter("endpoints_discovered_total", &[]),
@@ -172,6 +183,14 @@ impl PostMetrics {
             endpoint_ttfb_ms: d.histogram("endpoint_ttfb_ms", &endpoint),
             endpoint_requests: d.counter("endpoint_requests_total", &["s3_endpoint", "s3_route"]),
             operation_ttfb_ms: d.histogram("operation_ttfb_ms", &["s3_operation"]),
+            identity_requests: d.counter("identity_requests_total", &identity),
+            identity_errors: d.counter(
+                "identity_errors_total",
+                &["s3_identity", "s3_class", "s3_error"],
+            ),
+            identity_bytes_received: d.counter("identity_bytes_received_total", &identity),
+            identity_bytes_sent: d.counter("identity_bytes_sent_total", &identity),
+            identity_duration_ms: d.histogram("identity_duration_ms", &identity),
         };
         for address in endpoints {
             d.zero_counter(metrics.endpoint_selected, &[address]);

@@ -71,15 +71,17 @@ impl Granting {
         ctx: &dyn Context,
         caller: &Caller,
         date: String,
+        traceparent: Option<&str>,
     ) -> Result<u32, S3Error> {
         let body = caller.grant_request(date);
         let config = &self.config;
-        let headers = vec![
+        let mut headers = vec![
             (":method", "POST"),
             (":path", ISSUE_PATH),
             (":authority", config.authority.as_str()),
             ("content-type", "application/json"),
         ];
+        headers.extend(traceparent.map(|value| ("traceparent", value)));
         let timeout = Duration::from_millis(config.timeout_ms);
         ctx.dispatch_http_call(&config.cluster, headers, Some(&body), vec![], timeout)
             .map_err(|status| {

@@ -3,8 +3,8 @@
 //! A metric defined under the same name in every worker's VM is one Envoy stat: the per-endpoint
 //! in-flight gauge is therefore process-wide without any locking in the filter. Labels travel in
 //! the name as `tag=.=value;.;` (the convention of Istio's `extraStatTags`); the `stats_tags` in
-//! `envoy/s3mesh.yaml` turn them into Prometheus labels `s3_endpoint`, `s3_route` and
-//! `s3_operation`.
+//! `envoy/s3mesh.yaml` turn them into Prometheus labels `s3_endpoint`, `s3_route`,
+//! `s3_operation`, `s3_identity`, `s3_class` and `s3_error`.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -13,6 +13,7 @@ use std::rc::Rc;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
 use s3mesh_filter::endpoint::Route;
+use s3mesh_filter::usage::{IdentityLabels, Usage};
 
 /// One metric; if the host refuses to define it, updates become no-ops (stats must never fail
 /// a request).
@@ -71,6 +72,17 @@ pub(super) struct OperationMetrics {
     pub(super) ttfb_ms: Metric,
 }
 
+/// Per identity label and operation class.
+pub(super) struct IdentityMetrics {
+    requests: Metric,
+    bytes_received: Metric,
+    bytes_sent: Metric,
+    duration_ms: Metric,
+}
+
+/// `s3mesh_identity_errors_total` by identity label, class and error code.
+type IdentityErrors = HashMap<(String, &'static str, String), Rc<Metric>>;
+
 /// Every metric of one root context, labelled ones created on first use.
 pub(super) struct Metrics {
     pub(super) pre_rejected: Metric,
@@ -84,10 +96,15 @@ pub(super) struct Metrics {
     pub(super) store_refused_signature: Metric,
     endpoints: RefCell<HashMap<String, Rc<EndpointMetrics>>>,
     operations: RefCell<HashMap<&'static str, Rc<OperationMetrics>>>,
+    /// This worker's identity labels (the bound is per worker).
+    identity_labels: RefCell<IdentityLabels>,
+    identities: RefCell<HashMap<(String, &'static str), Rc<IdentityMetrics>>>,
+    identity_errors: RefCell<IdentityErrors>,
 }
 
 impl Metrics {
-    pub(super) fn define() -> Self {
+    /// The metrics of a root; `max_identity_labels` bounds the identity label values.
+    pub(super) fn define(max_identity_labels: usize) -> Self {
         let counter = |name| Metric::define(MetricType::Counter, name);
         Self {
             pre_rejected: counter("s3mesh_pre_rejected_total"),
@@ -101,6 +118,9 @@ impl Metrics {
             store_refused_signature: counter("s3mesh_store_refused_signature_total"),
             endpoints: RefCell::default(),
             operations: RefCell::default(),
+            identity_labels: RefCell::new(IdentityLabels::new(max_identity_labels)),
+            identities: RefCell::default(),
+            identity_errors: RefCell::default(),
         }
     }
 
@@ -135,5 +155,60 @@ impl Metrics {
             })
         });
         Rc::clone(entry)
+    }
+
+    /// Adds a finished request to its caller's metrics.
+    pub(super) fn record_usage(&self, usage: &Usage<'_>) {
+        let label = self
+            .identity_labels
+            .borrow_mut()
+            .label(usage.identity)
+            .to_owned();
+        let tags = |name: &str| {
+            tagged(
+                "s3_identity",
+                &label,
+                &tagged("s3_class", usage.class, name),
+            )
+        };
+        let key = (label.clone(), usage.class);
+        let metrics = Rc::clone(self.identities.borrow_mut().entry(key).or_insert_with(|| {
+            Rc::new(IdentityMetrics {
+                requests: Metric::define(
+                    MetricType::Counter,
+                    &tags("s3mesh_identity_requests_total"),
+                ),
+                bytes_received: Metric::define(
+                    MetricType::Counter,
+                    &tags("s3mesh_identity_bytes_received_total"),
+                ),
+                bytes_sent: Metric::define(
+                    MetricType::Counter,
+                    &tags("s3mesh_identity_bytes_sent_total"),
+                ),
+                duration_ms: Metric::define(
+                    MetricType::Histogram,
+                    &tags("s3mesh_identity_duration_ms"),
+                ),
+            })
+        }));
+        metrics.requests.add(1);
+        metrics
+            .bytes_received
+            .add(i64::try_from(usage.bytes_in).unwrap_or(i64::MAX));
+        metrics
+            .bytes_sent
+            .add(i64::try_from(usage.bytes_out).unwrap_or(i64::MAX));
+        metrics.duration_ms.record(usage.duration_ms);
+        if let Some(code) = usage.error {
+            let key = (label.clone(), usage.class, code.to_owned());
+            let errors = Rc::clone(self.identity_errors.borrow_mut().entry(key).or_insert_with(
+                || {
+                    let name = tagged("s3_error", code, "s3mesh_identity_errors_total");
+                    Rc::new(Metric::define(MetricType::Counter, &tags(&name)))
+                },
+            ));
+            errors.add(1);
+        }
     }
 }

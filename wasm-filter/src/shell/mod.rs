@@ -127,9 +127,11 @@ impl Context for Root {
 impl RootContext for Root {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
         let bytes = self.get_plugin_configuration().unwrap_or_default();
+        let mut max_identity_labels = 0;
         let role = match FilterConfig::parse(&bytes) {
             Ok(FilterConfig::Pre(pre)) => Role::Pre(Rc::new(pre)),
             Ok(FilterConfig::Post(post)) => {
+                max_identity_labels = post.max_identity_labels;
                 let seed =
                     (now_ms(self) * 1000.0) as u64 ^ u64::from(self.context_id).rotate_left(32);
                 let granting = post
@@ -143,7 +145,7 @@ impl RootContext for Root {
                 return false;
             }
         };
-        let metrics = Rc::new(Metrics::define());
+        let metrics = Rc::new(Metrics::define(max_identity_labels));
         if let Role::Post(selector, _) = &role {
             for address in selector.borrow().addresses() {
                 metrics.endpoint(address);
@@ -176,7 +178,7 @@ impl RootContext for Root {
                     cache.renewed(&caller);
                     cache.insert(caller, held, now);
                 }
-                _ => match granting.ask(self, &caller, date.clone()) {
+                _ => match granting.ask(self, &caller, date.clone(), None) {
                     Ok(token) => {
                         self.renewals.insert(token, caller);
                     }

@@ -17,6 +17,7 @@ use s3mesh_filter::endpoint::outcome::Outcome;
 use s3mesh_filter::endpoint::{Hint, LatencyClass, Selector};
 use s3mesh_filter::grants::{Caller, Found, Held};
 use s3mesh_filter::post::{Counter, EndpointCounter, Host, PostFlow, Step};
+use s3mesh_filter::usage::Usage;
 
 pub(super) struct PostStream {
     selector: Rc<RefCell<Selector>>,
@@ -157,6 +158,10 @@ impl Host for PostStream {
         self.property_u64(["response", "size"])
     }
 
+    fn request_body_bytes(&self) -> u64 {
+        self.property_u64(["request", "size"])
+    }
+
     fn publish(&mut self, attributes: &[(Attribute, &str)]) {
         publish(self, attributes);
     }
@@ -203,11 +208,18 @@ impl Host for PostStream {
         }
     }
 
-    fn ask_grant(&mut self, caller: &Caller, date: String) -> Result<(), S3Error> {
+    fn ask_grant(
+        &mut self,
+        caller: &Caller,
+        date: String,
+        traceparent: Option<&str>,
+    ) -> Result<(), S3Error> {
         let granting = self.granting.clone().ok_or_else(|| {
             S3Error::internal_error("s3mesh asked for a grant without grant mode configured")
         })?;
-        granting.ask(self, caller, date).map(|_token| ())
+        granting
+            .ask(self, caller, date, traceparent)
+            .map(|_token| ())
     }
 
     fn keep_grant(&mut self, caller: Caller, held: Held, json: &[u8], now: u64) {
@@ -249,6 +261,10 @@ impl Host for PostStream {
             .operation(operation.as_str())
             .ttfb_ms
             .record(ms);
+    }
+
+    fn record_usage(&self, usage: &Usage<'_>) {
+        self.metrics.record_usage(usage);
     }
 }
 
