@@ -95,7 +95,7 @@ def envoy_config(name: str, backend: str, authz: str, workdir: Path, sink: str) 
     audit = str(workdir / f"{name}-audit.log") if name.endswith("_audited") else None
     otlp = f"http://{sink}" if name.endswith("_traced") else None
     config = yaml.safe_load(render_envoy("127.0.0.1:0", WASM, [backend], authz, authorization=mode, shell=shell,
-                                         audit_log_path=audit, otlp_endpoint=otlp))
+                                         audit_log_path=audit, otlp_endpoint=otlp, otlp_signals=("traces",)))
     hcm = connection_manager(config)
     filters = {f["name"]: f for f in hcm["http_filters"]}
     keep = {

@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from devstack.stack import EXT_AUTHZ_FILTER, FILTER_SHELLS, connection_manager, render_envoy  # noqa: E402
+from devstack.telemetry import span_settings  # noqa: E402
 
 HCM = "envoy.filters.network.http_connection_manager"
 HCM_TYPE = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
@@ -76,12 +77,15 @@ def settings(filter_def: dict) -> dict:
     return typed["filter_config"] if "filter_config" in typed else typed["config"]["configuration"]
 
 
-def product(values: dict, wasm: Path, authz_cluster: str) -> dict:
+def product(values: dict, wasm: Path, authz_cluster: str, otlp: bool = False) -> dict:
     """The product's Envoy configuration for this deployment, as `make run` renders it, in the
-    values' authorization mode and filter shell, with ext-authz reached through `authz_cluster`."""
+    values' authorization mode and filter shell, with ext-authz reached through `authz_cluster`;
+    with `otlp`, exporting spans, stats and audit records to the values' `otel_endpoint` (the
+    plain Envoy: in Istio the mesh exports)."""
+    otlp_endpoint = values.get("otel_endpoint") if otlp else None
     rendered = render_envoy(f"0.0.0.0:{PLAIN_PORT}", wasm, values["store"]["endpoints"], "127.0.0.1:9191",
                             pre_config=pre_config(values), authorization=authorization(values),
-                            shell=filter_shell(values))
+                            shell=filter_shell(values), otlp_endpoint=otlp_endpoint)
     config = yaml.safe_load(rendered)
     hcm = connection_manager(config)
     clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
@@ -180,6 +184,9 @@ def mesh_patches(values: dict, context: str, port: int, vhost_name: str | None) 
         patches.append({"applyTo": "HTTP_FILTER", "match": {"context": context, "listener": listener},
                         "patch": {"operation": "INSERT_BEFORE", "value": value}})
     hcm_settings = {k: p["hcm"][k] for k in HCM_KEYS}
+    # s3mesh's span tags join the mesh's own tracing (Istio's provider, from meshConfig and the
+    # Telemetry API, makes the spans).
+    hcm_settings["tracing"] = span_settings(filter_shell(values), authorization(values))
     patches.append({"applyTo": "NETWORK_FILTER",
                     "match": {"context": context, "listener": {"portNumber": port, "filterChain": {"filter": {"name": HCM}}}},
                     "patch": {"operation": "MERGE", "value": {"typed_config": {"@type": HCM_TYPE, **hcm_settings}}}})
@@ -386,7 +393,7 @@ def istio_gateway(values: dict) -> list:
 def plain_envoy_config(values: dict) -> dict:
     """The product's Envoy configuration for a standalone Envoy in the cluster."""
     authz = "s3mesh_ext_authz"
-    config = copy.deepcopy(product(values, PLAIN_WASM, authz)["config"])
+    config = copy.deepcopy(product(values, PLAIN_WASM, authz, otlp=True)["config"])
     config["admin"]["address"]["socket_address"]["port_value"] = 9901
     for cluster in config["static_resources"]["clusters"]:
         if cluster["name"] == authz:

@@ -21,7 +21,7 @@ from string import Template
 
 import yaml
 
-from devstack.telemetry import audit_log, collector_cluster, tracing
+from devstack.telemetry import OTLP_SIGNALS, audit_log, audit_otlp_log, collector_cluster, stats_sink, tracing
 from devstack.credentials import write_secret
 from devstack.processes import ProcessError, Supervisor
 
@@ -150,7 +150,7 @@ def connection_manager(config: dict) -> dict:
 def render_envoy(listen: str, wasm: Path, s3_endpoints, authz: str, post_overrides=None,
                  pre_config=None, authorization: str = "grant", shell: str = "wasm",
                  audit_log_path: str | None = "/dev/stdout", otlp_endpoint: str | None = None,
-                 trace_object_keys: bool = False) -> str:
+                 trace_object_keys: bool = False, otlp_signals=OTLP_SIGNALS) -> str:
     """Fills envoy/s3mesh.yaml. `post_overrides` replaces fields of the "post" filter's
     configuration (tests use it to pin the hint or to feed a bad configuration); `pre_config`
     replaces the local stack's "pre" configuration (deploy/render.py passes the cluster's).
@@ -158,20 +158,23 @@ def render_envoy(listen: str, wasm: Path, s3_endpoints, authz: str, post_overrid
     asks ext-authz's cluster for grants instead. With `shell` "native" both roles run as
     Envoy dynamic modules (Envoy needs ENVOY_DYNAMIC_MODULES_SEARCH_PATH). The audit record
     goes to `audit_log_path`; `None` leaves it out (benchmarks that price the filters alone).
-    With `otlp_endpoint` (an OTLP/gRPC collector, `http://host:port`), every request's span goes
-    there, tagged with what s3mesh knows (object keys only with `trace_object_keys`)."""
+    With `otlp_endpoint` (an OTLP/gRPC collector, `http://host:port`), Envoy sends it the
+    `otlp_signals` named: every request's span, tagged with what s3mesh knows (object keys only
+    with `trace_object_keys`); its stats; the audit record as log records."""
     if authorization not in AUTHORIZATION_MODES:
         raise ValueError(f"authorization must be one of {AUTHORIZATION_MODES}, not {authorization!r}")
     if shell not in FILTER_SHELLS:
         raise ValueError(f"shell must be one of {FILTER_SHELLS}, not {shell!r}")
     host, port = listen.rsplit(":", 1)
     grants = {"grants": {"cluster": "s3mesh_ext_authz"}} if authorization == "grant" else {}
-    post = {"role": "post", "endpoints": list(s3_endpoints), **grants, **(post_overrides or {})}
+    # The filters hand Envoy the audit record's attributes only where something reads them.
+    audited = {"audit_attributes": bool(audit_log_path or otlp_endpoint)}
+    post = {"role": "post", "endpoints": list(s3_endpoints), **grants, **audited, **(post_overrides or {})}
     rendered = Template(ENVOY_TEMPLATE.read_text()).substitute(
         listen_host=host.strip("[]"),
         listen_port=port,
         wasm_path=str(wasm),
-        pre_config=json.dumps(pre_config or PRE_CONFIG),
+        pre_config=json.dumps({**(pre_config or PRE_CONFIG), **audited}),
         post_config=json.dumps(post),
         s3_lb_endpoints=json.dumps([socket_address(e) for e in s3_endpoints]),
         authz_lb_endpoints=json.dumps([socket_address(authz)]),
@@ -184,8 +187,13 @@ def render_envoy(listen: str, wasm: Path, s3_endpoints, authz: str, post_overrid
     if not audit_log_path:
         del hcm["access_log"]
     if otlp_endpoint:
-        hcm["tracing"] = tracing(shell, authorization, "s3mesh-envoy", trace_object_keys)
         config["static_resources"]["clusters"].append(collector_cluster(otlp_endpoint))
+        if "traces" in otlp_signals:
+            hcm["tracing"] = tracing(shell, authorization, "s3mesh-envoy", trace_object_keys)
+        if "metrics" in otlp_signals:
+            config["stats_sinks"] = [stats_sink()]
+        if "logs" in otlp_signals:
+            hcm.setdefault("access_log", []).append(audit_otlp_log(shell, authorization))
     if authorization == "grant":
         hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] != EXT_AUTHZ_FILTER]
     if shell == "native":

@@ -1,14 +1,14 @@
 """What Envoy reports about each S3 request through s3mesh, from one table of attributes: the
 audit record (a JSON access-log line per request; README, "Audit log") and the tags of the
-request's OpenTelemetry span (README, "Traces").
+request's OpenTelemetry span (README, "Traces"); and where its metrics go over OTLP.
 
 Envoy's own fields (time, source, status, bytes, endpoint, request id) go beside what s3mesh
 knows (operation, bucket, key, identity, decision, reason). The `pre` filter names the request;
 whoever decides names the caller and the decision: the `post` filter in grant mode, ext-authz in
-the per-request mode; `post` names the endpoint it chose first. The native shell keeps its
-attributes in dynamic metadata (namespace `s3mesh`), the wasm shell in filter state
-(`wasm.s3mesh.<name>`: proxy-wasm cannot write dynamic metadata), ext-authz in ext_authz's
-dynamic metadata; the names are those of `s3-request/src/audit.rs`. Only named keys are read:
+the per-request mode; `post` names the endpoint it chose first. The filter keeps its attributes
+in filter state (native shell: `s3mesh.<name>`; wasm shell: `wasm.s3mesh.<name>`, proxy-wasm's
+prefix), ext-authz in ext_authz's dynamic metadata; the names are those of
+`s3-request/src/audit.rs`. Only named keys are read:
 ext_authz's namespace also carries the chunk re-signing key, which must never reach a log or a
 span.
 """
@@ -56,23 +56,25 @@ ENVOY_SPAN_TAGS = {
     "s3mesh.attempts": "%UPSTREAM_REQUEST_ATTEMPT_COUNT%",
     "s3mesh.ttfb_ms": "%RESPONSE_DURATION%",
 }
-#: The cluster Envoy exports spans to.
+#: The cluster Envoy exports spans, stats and audit records to.
 COLLECTOR_CLUSTER = "s3mesh_otel_collector"
+#: What Envoy can send to an OTLP collector: spans, stats, the audit record as log records.
+OTLP_SIGNALS = ("traces", "metrics", "logs")
+
+
+def filter_state_key(shell: str, name: str) -> str:
+    """The filter state key of the filter's attribute `name`."""
+    return f"{AUDIT_NAMESPACE}.{name}" if shell == "native" else f"wasm.{AUDIT_NAMESPACE}.{name}"
 
 
 def filter_field(shell: str, name: str) -> str:
     """The format operator of the filter's attribute `name`."""
-    if shell == "native":
-        return f"%DYNAMIC_METADATA({AUDIT_NAMESPACE}:{name})%"
-    return f"%FILTER_STATE(wasm.{AUDIT_NAMESPACE}.{name}:PLAIN)%"
+    return f"%FILTER_STATE({filter_state_key(shell, name)}:PLAIN)%"
 
 
 def filter_expression(shell: str, name: str) -> tuple[str, str]:
     """A CEL test for the filter's attribute `name`, and the expression of its value."""
-    if shell == "native":
-        ns = f"metadata.filter_metadata['{AUDIT_NAMESPACE}']"
-        return f"'{AUDIT_NAMESPACE}' in metadata.filter_metadata && has({ns}.{name})", f"{ns}.{name}"
-    key = f"'wasm.{AUDIT_NAMESPACE}.{name}'"
+    key = f"'{filter_state_key(shell, name)}'"
     return f"{key} in filter_state", f"filter_state[{key}]"
 
 
@@ -110,6 +112,26 @@ def audit_log(path: str, shell: str, authorization: str) -> dict:
     }
 
 
+def audit_otlp_log(shell: str, authorization: str) -> dict:
+    """An `access_log` entry sending the audit record as an OTLP log record (log name
+    `s3mesh.audit`) to `COLLECTOR_CLUSTER`, its fields as attributes."""
+    fields = audit_format(shell, authorization)
+    return {
+        "name": "envoy.access_loggers.open_telemetry",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.access_loggers.open_telemetry.v3.OpenTelemetryAccessLogConfig",
+            "common_config": {
+                "log_name": "s3mesh.audit",
+                "transport_api_version": "V3",
+                "grpc_service": {"envoy_grpc": {"cluster_name": COLLECTOR_CLUSTER}, "timeout": "2s"},
+            },
+            "body": {"string_value": f"{fields['operation']} {fields['status']}"},
+            "attributes": {"values": [{"key": name, "value": {"string_value": operator}}
+                                      for name, operator in fields.items()]},
+        },
+    }
+
+
 def span_tags(shell: str, authorization: str, object_keys: bool = False) -> list[dict]:
     """The custom tags of every request's span; object keys are data, left out unless asked."""
     operators = attribute_operators(shell, authorization)
@@ -118,15 +140,23 @@ def span_tags(shell: str, authorization: str, object_keys: bool = False) -> list
     return tags + [{"tag": tag, "value": operator} for tag, operator in ENVOY_SPAN_TAGS.items()]
 
 
-def tracing(shell: str, authorization: str, service_name: str, object_keys: bool = False) -> dict:
-    """The connection manager's `tracing`: Envoy's OpenTelemetry tracer exporting OTLP/gRPC to
-    `COLLECTOR_CLUSTER`, every request sampled unless its `traceparent` says otherwise; no
-    object key in any tag unless `object_keys`."""
+def span_settings(shell: str, authorization: str, object_keys: bool = False) -> dict:
+    """What s3mesh adds to the connection manager's `tracing`, whichever tracer makes the spans
+    (its own below, or a mesh's): its tags, and no object key in any tag unless `object_keys`."""
     return {
         "custom_tags": span_tags(shell, authorization, object_keys),
         # Envoy's own `http.url` tag carries the path, and with it the object key: cut to the
         # scheme and host unless keys are asked for (Envoy's default keeps 256 bytes).
         **({} if object_keys else {"max_path_tag_length": 0}),
+    }
+
+
+def tracing(shell: str, authorization: str, service_name: str, object_keys: bool = False) -> dict:
+    """The connection manager's `tracing`: [`span_settings`] and Envoy's OpenTelemetry tracer
+    exporting OTLP/gRPC to `COLLECTOR_CLUSTER`, every request sampled unless its `traceparent`
+    says otherwise."""
+    return {
+        **span_settings(shell, authorization, object_keys),
         "provider": {
             "name": "envoy.tracers.opentelemetry",
             "typed_config": {
@@ -134,6 +164,18 @@ def tracing(shell: str, authorization: str, service_name: str, object_keys: bool
                 "grpc_service": {"envoy_grpc": {"cluster_name": COLLECTOR_CLUSTER}, "timeout": "2s"},
                 "service_name": service_name,
             },
+        },
+    }
+
+
+def stats_sink() -> dict:
+    """Envoy's OpenTelemetry stat sink: every stat, s3mesh's included (labels as attributes, the
+    tag-extracted names), exported to `COLLECTOR_CLUSTER` at each stats flush (5 s)."""
+    return {
+        "name": "envoy.stat_sinks.open_telemetry",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.stat_sinks.open_telemetry.v3.SinkConfig",
+            "grpc_service": {"envoy_grpc": {"cluster_name": COLLECTOR_CLUSTER}, "timeout": "2s"},
         },
     }
 

@@ -33,7 +33,7 @@ pub enum FilterConfig {
 }
 
 /// Role `pre` settings.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PreConfig {
     /// Domains under which clients address buckets virtual-host style
@@ -41,6 +41,23 @@ pub struct PreConfig {
     /// before anything is signed; a host outside these domains is taken as path style.
     #[serde(default)]
     pub virtual_host_domains: Vec<String>,
+    /// Hand the audit record's attributes (operation, bucket, key) to Envoy, for its access log
+    /// and span tags. Off saves Envoy their cost where neither reads them.
+    #[serde(default = "default_audit_attributes")]
+    pub audit_attributes: bool,
+}
+
+impl Default for PreConfig {
+    fn default() -> Self {
+        Self {
+            virtual_host_domains: Vec::new(),
+            audit_attributes: default_audit_attributes(),
+        }
+    }
+}
+
+fn default_audit_attributes() -> bool {
+    true
 }
 
 /// Role `post` settings. Durations are in milliseconds.
@@ -84,6 +101,11 @@ pub struct PostConfig {
     /// counts every caller as `_other`. Per process in the native shell, per worker in wasm.
     #[serde(default = "default_max_identity_labels")]
     pub max_identity_labels: usize,
+    /// Hand the audit record's attributes (identity, decision, reason, endpoint chosen) to
+    /// Envoy, for its access log and span tags. Off saves Envoy their cost where neither reads
+    /// them.
+    #[serde(default = "default_audit_attributes")]
+    pub audit_attributes: bool,
     /// Grant mode: this filter decides and signs with grants from ext-authz, and Envoy's
     /// ext_authz filter is left out of the chain. Absent: ext_authz runs before this filter and
     /// signs every request.

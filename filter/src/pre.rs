@@ -204,6 +204,7 @@ mod tests {
         .collect();
         let config = PreConfig {
             virtual_host_domains: vec!["s3.local".into()],
+            ..PreConfig::default()
         };
         let c = inspect_headers(&config, &headers).unwrap();
         assert_eq!(
@@ -299,6 +300,7 @@ mod tests {
     fn virtual_hosted_requests_become_path_style_for_configured_domains_only() {
         let config = PreConfig {
             virtual_host_domains: vec!["s3.local".into(), "localhost".into()],
+            ..PreConfig::default()
         };
         let run = |authority, path| inspect(&config, &head("GET", authority, path), []).unwrap();
         let c = run("demo.s3.local:8480", "/dir/a b?versionId=1");

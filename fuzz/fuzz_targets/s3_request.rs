@@ -12,6 +12,7 @@ fuzz_target!(|input: (String, String, String, Option<String>, Vec<String>)| {
     let (method, authority, path, copy_source, header_names) = input;
     let config = PreConfig {
         virtual_host_domains: vec!["localhost".to_owned(), "s3.example.com".to_owned()],
+        ..PreConfig::default()
     };
     let head = RequestHead {
         method: &method,

@@ -115,14 +115,6 @@ pub struct ModuleHeader {
     pub value: ModuleBuffer,
 }
 
-/// A key and its value owned by the module (`envoy_dynamic_module_type_module_key_value_pair`).
-#[repr(C)]
-#[derive(Debug, Clone, Copy)]
-pub struct ModuleKeyValue {
-    pub key: ModuleBuffer,
-    pub value: ModuleBuffer,
-}
-
 /// `envoy_dynamic_module_type_http_header_type`.
 pub mod header_type {
     pub const REQUEST: u32 = 0;
@@ -290,15 +282,14 @@ extern "C" {
         result_length: *mut usize,
     ) -> bool;
 
-    /// Sets string entries of the stream's dynamic metadata under namespace `ns`, in one call
-    /// (the namespace is resolved and merged once). Declared without its result: whether a
-    /// release returns one or not, the caller ignores it.
-    pub fn envoy_dynamic_module_callback_http_set_dynamic_metadata_string_batch(
+    /// Sets filter state `key` of the stream to the bytes `value` (a string object, which
+    /// access-log formatters, span tags and CEL read). Releases before 1.39 took each buffer as
+    /// a pointer and a length: the same registers.
+    pub fn envoy_dynamic_module_callback_http_set_filter_state_bytes(
         filter: FilterEnvoyPtr,
-        ns: ModuleBuffer,
-        entries: *const ModuleKeyValue,
-        entries_len: usize,
-    );
+        key: ModuleBuffer,
+        value: ModuleBuffer,
+    ) -> bool;
 
     /// A string attribute (see [`attribute`]), with the result passed as for metadata.
     pub fn envoy_dynamic_module_callback_http_filter_get_attribute_string(

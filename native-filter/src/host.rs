@@ -3,9 +3,7 @@
 use s3mesh_s3_request::audit::{self, Attribute};
 use s3mesh_s3_request::S3Error;
 
-use crate::abi::{
-    self, EnvoyBuffer, EnvoyHeader, FilterEnvoyPtr, ModuleBuffer, ModuleHeader, ModuleKeyValue,
-};
+use crate::abi::{self, EnvoyBuffer, EnvoyHeader, FilterEnvoyPtr, ModuleBuffer, ModuleHeader};
 use crate::granting::GrantCall;
 use crate::metrics::Metric;
 
@@ -169,24 +167,24 @@ impl Stream {
         }
     }
 
-    /// Hands the audit record's `attributes` to Envoy as dynamic metadata under
-    /// [`audit::NAMESPACE`], for the access log and spans.
+    /// Hands the audit record's `attributes` to Envoy as filter state `s3mesh.<name>`, for the
+    /// access log and spans (a string object each: cheaper to set and to read than dynamic
+    /// metadata, whose every update merges a protobuf struct). A refused update is ignored.
     pub fn publish(&self, attributes: &[(Attribute, &str)]) {
-        let entries: Vec<ModuleKeyValue> = attributes
-            .iter()
-            .map(|(attribute, value)| ModuleKeyValue {
-                key: attribute.name().into(),
-                value: (*value).into(),
-            })
-            .collect();
-        // SAFETY: the buffers outlive the call; Envoy copies them.
-        unsafe {
-            abi::envoy_dynamic_module_callback_http_set_dynamic_metadata_string_batch(
-                self.0,
-                audit::NAMESPACE.into(),
-                entries.as_ptr(),
-                entries.len(),
-            );
+        let mut key = String::with_capacity(32);
+        for (attribute, value) in attributes {
+            key.clear();
+            key.push_str(audit::NAMESPACE);
+            key.push('.');
+            key.push_str(attribute.name());
+            // SAFETY: the buffers outlive the call; Envoy copies them.
+            unsafe {
+                abi::envoy_dynamic_module_callback_http_set_filter_state_bytes(
+                    self.0,
+                    key.as_str().into(),
+                    (*value).into(),
+                );
+            }
         }
     }
 

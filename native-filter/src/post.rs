@@ -13,7 +13,7 @@ use s3mesh_filter::config::PostConfig;
 use s3mesh_filter::endpoint::outcome::Outcome;
 use s3mesh_filter::endpoint::{Hint, LatencyClass, Selector};
 use s3mesh_filter::grants::{Caller, Found, Held};
-use s3mesh_filter::post::{Counter, EndpointCounter, Host};
+use s3mesh_filter::post::{Counter, EndpointCounter, FlowSettings, Host};
 use s3mesh_filter::usage::{IdentityLabels, Usage};
 use s3mesh_s3_request::audit::Attribute;
 use s3mesh_s3_request::{chunk_signing, Operation, S3Error};
@@ -41,8 +41,8 @@ pub struct Post {
     pub granting: Option<Granting>,
     pub metrics: PostMetrics,
     pub batch: Batch,
-    /// The configuration's `stall_blame_bytes`, for each stream's flow.
-    pub stall_blame_bytes: u64,
+    /// What each stream's flow takes from the configuration.
+    pub flow: FlowSettings,
 }
 
 impl Post {
@@ -70,7 +70,7 @@ impl Post {
             granting,
             metrics,
             batch,
-            stall_blame_bytes: config.stall_blame_bytes,
+            flow: FlowSettings::of(config),
         }
     }
 

@@ -33,12 +33,16 @@ impl Pre {
                 let operation = changes.operation.as_str();
                 self.batch
                     .count(self.metrics.operation_requests, &[operation], 1);
-                stream.publish(&changes.audit());
+                if self.config.audit_attributes {
+                    stream.publish(&changes.audit());
+                }
                 headers_status::CONTINUE
             }
             Err(error) => {
                 self.batch.count(self.metrics.rejected, &[], 1);
-                stream.publish(&pre::refused_audit(&error));
+                if self.config.audit_attributes {
+                    stream.publish(&pre::refused_audit(&error));
+                }
                 let path = RequestHead::find(&headers).path;
                 let request_id = pre::header(&headers, "x-request-id").unwrap_or_default();
                 stream.send_s3_error(&error, path, request_id);

@@ -5,12 +5,11 @@
 //! metadata, [`crate::chunk_signing::NAMESPACE`]); `post` names the endpoint it chose first.
 //! Both sides use these names.
 //!
-//! Where they live in Envoy: the native shell writes dynamic metadata under [`NAMESPACE`]; the
-//! wasm shell, which cannot, writes filter state `wasm.<NAMESPACE>.<name>` (proxy-wasm's
-//! `set_property`). Nothing secret is ever one of them.
+//! Where they live in Envoy: filter state, `<NAMESPACE>.<name>` from the native shell,
+//! `wasm.<NAMESPACE>.<name>` from the wasm shell (proxy-wasm's `set_property` prefixes
+//! `wasm.`); ext-authz's are dynamic metadata. Nothing secret is ever one of them.
 
-/// The dynamic metadata namespace of the native shell, and the prefix of the wasm shell's
-/// filter state keys.
+/// The prefix of the filter state keys of the attributes.
 pub const NAMESPACE: &str = "s3mesh";
 
 /// One attribute of the audit record.

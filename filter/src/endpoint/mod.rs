@@ -163,11 +163,6 @@ impl Selector {
         }
     }
 
-    /// The configuration's `stall_blame_bytes`, which each stream's flow judges by.
-    pub fn stall_blame_bytes(&self) -> u64 {
-        self.tuning.stall_blame_bytes
-    }
-
     /// Every endpoint known, configured or discovered.
     pub fn addresses(&self) -> impl Iterator<Item = &str> {
         self.endpoints.iter().map(|e| e.address.as_str())

@@ -13,6 +13,7 @@ fn config(n: usize) -> PostConfig {
         max_cooldown_ms: 30_000.0,
         stall_blame_bytes: 1024 * 1024,
         max_identity_labels: 100,
+        audit_attributes: true,
         grants: None,
     }
 }

@@ -14,6 +14,7 @@ use s3mesh_sigv4::aws_chunked::Resigner;
 use s3mesh_sigv4::AmzDate;
 
 use crate::chunk_resign;
+use crate::config::PostConfig;
 use crate::endpoint::outcome::{classify, ended_idle, Outcome};
 use crate::endpoint::{LatencyClass, Route};
 use crate::grants::{Answer, Caller};
@@ -28,6 +29,25 @@ pub enum Step {
     Continue,
     /// Hold it: waiting for a grant, or answered already.
     Pause,
+}
+
+/// What each stream's flow takes from the `post` configuration.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FlowSettings {
+    /// [`PostConfig::stall_blame_bytes`].
+    pub stall_blame_bytes: u64,
+    /// [`PostConfig::audit_attributes`].
+    pub audit_attributes: bool,
+}
+
+impl FlowSettings {
+    /// The settings of `config`.
+    pub fn of(config: &PostConfig) -> Self {
+        Self {
+            stall_blame_bytes: config.stall_blame_bytes,
+            audit_attributes: config.audit_attributes,
+        }
+    }
 }
 
 /// One stream's state in role `post`.
@@ -46,8 +66,7 @@ pub struct PostFlow {
     /// For a chunk-signed upload: the body re-signer, and the `:path` and `x-request-id` an
     /// error names (request headers cannot be read once the body flows).
     resigner: Option<(Resigner, String, String)>,
-    /// `stall_blame_bytes` of the configuration.
-    stall_blame_bytes: u64,
+    settings: FlowSettings,
     /// The request headers as forwarded, signed by s3mesh: what a refusal by the store is
     /// explained with ([`signature_diagnosis`]).
     forwarded: Option<Forwarded>,
@@ -64,13 +83,13 @@ pub struct PostFlow {
 
 impl Default for PostFlow {
     fn default() -> Self {
-        Self::new(0)
+        Self::new(FlowSettings::default())
     }
 }
 
 impl PostFlow {
-    /// A stream's flow, with the configuration's `stall_blame_bytes`.
-    pub fn new(stall_blame_bytes: u64) -> Self {
+    /// A stream's flow, with its configuration's settings.
+    pub fn new(settings: FlowSettings) -> Self {
         Self {
             waiting_for: None,
             operation: Operation::Unknown,
@@ -80,7 +99,7 @@ impl PostFlow {
             retry_after: None,
             attempts: 1,
             resigner: None,
-            stall_blame_bytes,
+            settings,
             forwarded: None,
             store_error: None,
             started_ms: 0.0,
@@ -120,16 +139,24 @@ impl PostFlow {
     /// Refuses the request in grant mode before any grant decided on it (no identity, or
     /// ext-authz could not be asked): the audit record says why.
     fn refuse_ungranted(&mut self, host: &mut impl Host, error: &S3Error) {
-        host.publish(&[
-            (Attribute::Decision, audit::DENY),
-            (Attribute::Reason, &error.message),
-            (Attribute::Error, error.code),
-        ]);
+        self.publish(
+            host,
+            &[
+                (Attribute::Decision, audit::DENY),
+                (Attribute::Reason, &error.message),
+                (Attribute::Error, error.code),
+            ],
+        );
         self.refuse(host, error);
     }
-}
 
-impl PostFlow {
+    /// Hands audit record attributes to the proxy, when the configuration asks for them.
+    fn publish(&self, host: &mut impl Host, attributes: &[(Attribute, &str)]) {
+        if self.settings.audit_attributes {
+            host.publish(attributes);
+        }
+    }
+
     /// The request headers arrived (after ext_authz, in the per-request mode).
     pub fn on_request_headers(&mut self, host: &mut impl Host) -> Step {
         self.started_ms = host.now_ms();
@@ -288,7 +315,7 @@ impl PostFlow {
         let upstream = host.upstream_address();
         let latency = self.ttfb_ms.unwrap_or(now - self.sent_ms);
         let flags = host.response_flags();
-        let stalled_early = ended_idle(flags) && body_bytes < self.stall_blame_bytes;
+        let stalled_early = ended_idle(flags) && body_bytes < self.settings.stall_blame_bytes;
         let outcome = classify(
             status,
             flags,
@@ -392,7 +419,7 @@ impl PostFlow {
         ];
         let changes = match grant.decide(&request, time) {
             Ok(allowed) => {
-                host.publish(&[who[0], who[1], (Attribute::Decision, audit::ALLOW)]);
+                self.publish(host, &[who[0], who[1], (Attribute::Decision, audit::ALLOW)]);
                 self.identity = Some(grant.identity().to_owned());
                 let signed = allowed.signed;
                 for (name, value) in &signed.changes.set {
@@ -415,7 +442,7 @@ impl PostFlow {
                     (Attribute::Reason, refused.error.message.as_str()),
                     (Attribute::Error, refused.error.code),
                 ];
-                host.publish(&[who[0], who[1], why[0], why[1], why[2]]);
+                self.publish(host, &[who[0], who[1], why[0], why[1], why[2]]);
                 self.identity = Some(grant.identity().to_owned());
                 self.error = Some(refused.error.code.to_owned());
                 host.log_info(&format!(
@@ -467,7 +494,7 @@ impl PostFlow {
             Some(first) => {
                 host.count_endpoint(first, EndpointCounter::Selected);
                 host.add_in_flight(first, 1);
-                host.publish(&[(Attribute::EndpointFirst, first)]);
+                self.publish(host, &[(Attribute::EndpointFirst, first)]);
             }
             None => host.count(Counter::Unhinted),
         }

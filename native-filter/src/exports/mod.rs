@@ -225,7 +225,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_new(
                 Arc::from_raw(config)
             };
             let flow = match config.as_ref() {
-                Config::Post(post) => PostFlow::new(post.stall_blame_bytes),
+                Config::Post(post) => PostFlow::new(post.flow),
                 Config::Pre(_) => PostFlow::default(),
             };
             Box::into_raw(Box::new(Filter { config, flow })).cast::<c_void>()

@@ -25,6 +25,7 @@ use metrics::Metrics;
 use s3mesh_filter::config::{FilterConfig, PreConfig};
 use s3mesh_filter::endpoint::Selector;
 use s3mesh_filter::grants::{Answer, Caller};
+use s3mesh_filter::post::FlowSettings;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -67,7 +68,7 @@ fn now_ms(context: &dyn Context) -> f64 {
 /// What a configured root hands to its streams.
 enum Role {
     Pre(Rc<PreConfig>),
-    Post(Rc<RefCell<Selector>>, Option<Rc<Granting>>),
+    Post(Rc<RefCell<Selector>>, Option<Rc<Granting>>, FlowSettings),
 }
 
 struct Root {
@@ -84,7 +85,7 @@ const RENEWAL_TICK: Duration = Duration::from_millis(200);
 impl Root {
     fn granting(&self) -> Option<Rc<Granting>> {
         match self.role.as_ref()? {
-            Role::Post(_, granting) => granting.clone(),
+            Role::Post(_, granting, _) => granting.clone(),
             Role::Pre(_) => None,
         }
     }
@@ -138,7 +139,8 @@ impl RootContext for Root {
                     .grants
                     .clone()
                     .map(|config| Rc::new(Granting::new(config)));
-                Role::Post(Rc::new(RefCell::new(Selector::new(&post, seed))), granting)
+                let selector = Rc::new(RefCell::new(Selector::new(&post, seed)));
+                Role::Post(selector, granting, FlowSettings::of(&post))
             }
             Err(e) => {
                 log::error!("{e}");
@@ -146,7 +148,7 @@ impl RootContext for Root {
             }
         };
         let metrics = Rc::new(Metrics::define(max_identity_labels));
-        if let Role::Post(selector, _) = &role {
+        if let Role::Post(selector, _, _) = &role {
             for address in selector.borrow().addresses() {
                 metrics.endpoint(address);
             }
@@ -195,10 +197,11 @@ impl RootContext for Root {
         let metrics = Rc::clone(self.metrics.as_ref()?);
         match self.role.as_ref()? {
             Role::Pre(config) => Some(Box::new(pre::PreStream::new(Rc::clone(config), metrics))),
-            Role::Post(selector, granting) => Some(Box::new(post::PostStream::new(
+            Role::Post(selector, granting, settings) => Some(Box::new(post::PostStream::new(
                 Rc::clone(selector),
                 granting.clone(),
                 metrics,
+                *settings,
             ))),
         }
     }

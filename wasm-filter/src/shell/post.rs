@@ -16,7 +16,7 @@ use super::{now_ms, publish, send_s3_error};
 use s3mesh_filter::endpoint::outcome::Outcome;
 use s3mesh_filter::endpoint::{Hint, LatencyClass, Selector};
 use s3mesh_filter::grants::{Caller, Found, Held};
-use s3mesh_filter::post::{Counter, EndpointCounter, Host, PostFlow, Step};
+use s3mesh_filter::post::{Counter, EndpointCounter, FlowSettings, Host, PostFlow, Step};
 use s3mesh_filter::usage::Usage;
 
 pub(super) struct PostStream {
@@ -31,8 +31,9 @@ impl PostStream {
         selector: Rc<RefCell<Selector>>,
         granting: Option<Rc<Granting>>,
         metrics: Rc<Metrics>,
+        settings: FlowSettings,
     ) -> Self {
-        let flow = PostFlow::new(selector.borrow().stall_blame_bytes());
+        let flow = PostFlow::new(settings);
         Self {
             selector,
             granting,

@@ -40,12 +40,16 @@ impl HttpContext for PreStream {
                     .operation(changes.operation.as_str())
                     .requests
                     .add(1);
-                publish(self, &changes.audit());
+                if self.config.audit_attributes {
+                    publish(self, &changes.audit());
+                }
                 Action::Continue
             }
             Err(error) => {
                 self.metrics.pre_rejected.add(1);
-                publish(self, &pre::refused_audit(&error));
+                if self.config.audit_attributes {
+                    publish(self, &pre::refused_audit(&error));
+                }
                 let path = RequestHead::find(&headers).path;
                 let request_id = pre::header(&headers, "x-request-id").unwrap_or_default();
                 send_s3_error(self, &error, path, request_id);

@@ -1,8 +1,11 @@
-"""Every S3 request's span, from Envoy's OpenTelemetry tracer into a collector run by the test:
+"""What s3mesh exports over OTLP into a collector run by the test. Every S3 request's span, from
+Envoy's OpenTelemetry tracer:
 tagged with what s3mesh knows (operation, bucket, identity, decision and reason, the endpoint
 chosen first and the one that answered, attempts, time to first byte), never an object key (by
 default) or a credential; the client's `traceparent` continued; ext-authz's check (per-request
-mode) or grant (grant mode) span in the same trace. Both shells, both modes."""
+mode) or grant (grant mode) span in the same trace. The metrics, the per-identity ones with
+their labels, through Envoy's OpenTelemetry stat sink; the audit record as OTLP log records.
+Both shells, both modes."""
 
 import secrets
 
@@ -111,3 +114,26 @@ def test_no_span_holds_a_secret(traced, collector):
     for secret in [*(traced.credentials(i["name"])[1] for i in traced.stack["identities"]),
                    "client-token-must-not-appear", "Signature=", "AKIDCLIENT", "s3mesh_chunk"]:
         assert secret not in text, secret
+
+
+def test_metrics_reach_the_collector_with_their_labels(traced, collector):
+    s3_client(traced.url, TEAM_A).put_object(Bucket="team-a", Key="otlp-metrics", Body=b"m")
+    # The stat sink sends Envoy's tag-extracted names: wasmcustom.s3mesh_identity_requests_total
+    # (wasm), s3mesh.identity_requests_total (native); labels become attributes.
+    value = collector.metric("identity_requests_total", s3_identity="team-a", s3_class="write")
+    assert value is not None and value >= 1, sorted({k[0] for k in collector.metrics if "s3mesh" in k[0]})
+    with collector.lock:
+        served = {dict(attrs).get("s3_endpoint") for (name, attrs) in collector.metrics
+                  if name.endswith("endpoint_requests_total")}
+    assert served & set(traced.endpoints)
+
+
+def test_the_audit_record_reaches_the_collector_as_a_log_record(traced, collector):
+    key = f"otlp-audit/{secrets.token_hex(4)}"
+    s3_client(traced.url, TEAM_A).put_object(Bucket="team-a", Key=key, Body=b"a")
+    records = collector.wait_for(lambda r: r["attributes"].get("key") == key, kind="logs")
+    assert len(records) == 1, records
+    record = records[0]["attributes"]
+    assert (record["operation"], record["bucket"], record["identity"], record["decision"], record["status"]) == \
+        ("PutObject", "team-a", "team-a", "allow", "200")
+    assert records[0]["body"] == "PutObject 200"
