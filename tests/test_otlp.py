@@ -30,8 +30,10 @@ def collector():
 @pytest.fixture(scope="module", params=SHELL_MODES, ids=SHELL_MODE_IDS)
 def traced(request, collector, tmp_path_factory):
     shell, mode = request.param
+    # Every request hinted (no share left to the fallback policy), so every span names the
+    # endpoint chosen first.
     with Stack(tmp_path_factory.mktemp(f"traced-{shell}-{mode}"), authorization=mode, shell=shell,
-               otlp_endpoint=collector.endpoint) as stack:
+               otlp_endpoint=collector.endpoint, post_overrides={"unhinted_share": 0.0}) as stack:
         yield stack
 
 

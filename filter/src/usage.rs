@@ -9,8 +9,9 @@
 
 use std::collections::HashSet;
 
-/// The label value of identities beyond the bound. Identities are `namespace/name` or configured
-/// names, which cannot start with `_`.
+/// The label value of identities beyond the bound. Identities are `namespace/service-account`
+/// or names from the configuration file; one configured as `_other` or `_none` would share the
+/// label, so do not name one so.
 pub const OTHER: &str = "_other";
 /// The label value of requests no identity was established for.
 pub const NONE: &str = "_none";
