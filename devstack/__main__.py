@@ -42,7 +42,7 @@ def main() -> int:
     # Envoy's spans and ext-authz's telemetry go to the standard OTLP endpoint when one is set.
     otlp = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
     stack = Stack(args.workdir, listen=args.listen, authorization=args.authorization, shell=args.shell,
-                  otlp_endpoint=otlp)
+                  otlp_endpoint=otlp, trace_object_keys=os.environ.get("S3MESH_TRACE_OBJECT_KEYS") == "1")
     try:
         stack.start()
     except StackError as e:

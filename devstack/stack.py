@@ -302,7 +302,8 @@ class Stack:
     def __init__(self, workdir: Path, listen: str = "127.0.0.1:0", stack_file: Path = DEFAULT_STACK,
                  post_overrides=None, extra_endpoints=(), concurrency: int = 2, backend: str = "moto",
                  envoy_patch=None, authorization: str = "grant", grant_ttl_seconds: int | None = None,
-                 shell: str = "wasm", sts: dict | None = None, otlp_endpoint: str | None = None):
+                 shell: str = "wasm", sts: dict | None = None, otlp_endpoint: str | None = None,
+                 trace_object_keys: bool = False):
         self.workdir = Path(workdir)
         #: One of FILTER_SHELLS.
         self.shell = shell
@@ -330,6 +331,8 @@ class Stack:
         self.processes = Supervisor(self.workdir / "logs", cwd=ROOT)
         #: Where Envoy and ext-authz export OpenTelemetry (OTLP/gRPC), if anywhere.
         self.otlp_endpoint = otlp_endpoint
+        #: Whether span tags may carry object keys.
+        self.trace_object_keys = trace_object_keys
         #: Envoy's audit record, one JSON line per request (devstack/telemetry.py).
         self.audit_log = self.workdir / "logs" / "audit.log"
         self.endpoints: list[str] = []
@@ -418,7 +421,8 @@ class Stack:
             overrides = overrides(self.endpoints)
         rendered = render_envoy(self.listen, WASM, self.endpoints + self.extra_endpoints, self.authz_address,
                                 overrides, authorization=self.authorization, shell=self.shell,
-                                audit_log_path=str(self.audit_log), otlp_endpoint=self.otlp_endpoint)
+                                audit_log_path=str(self.audit_log), otlp_endpoint=self.otlp_endpoint,
+                                trace_object_keys=self.trace_object_keys)
         if self.envoy_patch:
             parsed = yaml.safe_load(rendered)
             self.envoy_patch(parsed)
