@@ -86,7 +86,8 @@ def product(values: dict, wasm: Path, authz_cluster: str, otlp: bool = False) ->
     rendered = render_envoy(f"0.0.0.0:{PLAIN_PORT}", wasm, values["store"]["endpoints"], "127.0.0.1:9191",
                             pre_config=pre_config(values), authorization=authorization(values),
                             shell=filter_shell(values), otlp_endpoint=otlp_endpoint,
-                            trace_object_keys=values.get("trace_object_keys", False))
+                            trace_object_keys=values.get("trace_object_keys", False),
+                            span_tags=values.get("span_tags", False))
     config = yaml.safe_load(rendered)
     hcm = connection_manager(config)
     clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
@@ -188,7 +189,8 @@ def mesh_patches(values: dict, context: str, port: int, vhost_name: str | None) 
     # s3mesh's span tags join the mesh's own tracing (Istio's provider, from meshConfig and the
     # Telemetry API, makes the spans).
     hcm_settings["tracing"] = span_settings(filter_shell(values), authorization(values),
-                                            values.get("trace_object_keys", False))
+                                            values.get("trace_object_keys", False),
+                                            values.get("span_tags", False))
     patches.append({"applyTo": "NETWORK_FILTER",
                     "match": {"context": context, "listener": {"portNumber": port, "filterChain": {"filter": {"name": HCM}}}},
                     "patch": {"operation": "MERGE", "value": {"typed_config": {"@type": HCM_TYPE, **hcm_settings}}}})

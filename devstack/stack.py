@@ -150,7 +150,7 @@ def connection_manager(config: dict) -> dict:
 def render_envoy(listen: str, wasm: Path, s3_endpoints, authz: str, post_overrides=None,
                  pre_config=None, authorization: str = "grant", shell: str = "wasm",
                  audit_log_path: str | None = "/dev/stdout", otlp_endpoint: str | None = None,
-                 trace_object_keys: bool = False, otlp_signals=OTLP_SIGNALS) -> str:
+                 trace_object_keys: bool = False, otlp_signals=OTLP_SIGNALS, span_tags: bool = True) -> str:
     """Fills envoy/s3mesh.yaml. `post_overrides` replaces fields of the "post" filter's
     configuration (tests use it to pin the hint or to feed a bad configuration); `pre_config`
     replaces the local stack's "pre" configuration (deploy/render.py passes the cluster's).
@@ -189,7 +189,7 @@ def render_envoy(listen: str, wasm: Path, s3_endpoints, authz: str, post_overrid
     if otlp_endpoint:
         config["static_resources"]["clusters"].append(collector_cluster(otlp_endpoint))
         if "traces" in otlp_signals:
-            hcm["tracing"] = tracing(shell, authorization, "s3mesh-envoy", trace_object_keys)
+            hcm["tracing"] = tracing(shell, authorization, "s3mesh-envoy", trace_object_keys, span_tags)
         if "metrics" in otlp_signals:
             config["stats_sinks"] = [stats_sink()]
         if "logs" in otlp_signals:

@@ -140,23 +140,26 @@ def span_tags(shell: str, authorization: str, object_keys: bool = False) -> list
     return tags + [{"tag": tag, "value": operator} for tag, operator in ENVOY_SPAN_TAGS.items()]
 
 
-def span_settings(shell: str, authorization: str, object_keys: bool = False) -> dict:
+def span_settings(shell: str, authorization: str, object_keys: bool = False, tags: bool = True) -> dict:
     """What s3mesh adds to the connection manager's `tracing`, whichever tracer makes the spans
-    (its own below, or a mesh's): its tags, and no object key in any tag unless `object_keys`."""
+    (its own below, or a mesh's): its tags (format-valued custom tags, which Envoy accepts from
+    1.37 on; `tags` False leaves them out for older releases), and no object key in any tag
+    unless `object_keys`."""
     return {
-        "custom_tags": span_tags(shell, authorization, object_keys),
+        **({"custom_tags": span_tags(shell, authorization, object_keys)} if tags else {}),
         # Envoy's own `http.url` tag carries the path, and with it the object key: cut to the
         # scheme and host unless keys are asked for (Envoy's default keeps 256 bytes).
         **({} if object_keys else {"max_path_tag_length": 0}),
     }
 
 
-def tracing(shell: str, authorization: str, service_name: str, object_keys: bool = False) -> dict:
+def tracing(shell: str, authorization: str, service_name: str, object_keys: bool = False,
+            tags: bool = True) -> dict:
     """The connection manager's `tracing`: [`span_settings`] and Envoy's OpenTelemetry tracer
     exporting OTLP/gRPC to `COLLECTOR_CLUSTER`, every request sampled unless its `traceparent`
     says otherwise."""
     return {
-        **span_settings(shell, authorization, object_keys),
+        **span_settings(shell, authorization, object_keys, tags),
         "provider": {
             "name": "envoy.tracers.opentelemetry",
             "typed_config": {
