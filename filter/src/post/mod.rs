@@ -354,25 +354,24 @@ impl PostFlow {
     /// mode, decided by ext-authz, whose dynamic metadata says for whom and why.
     fn count_usage(&mut self, host: &mut impl Host, status: u64, body_bytes: u64, now: f64) {
         let metadata = |attribute: Attribute| host.authz_metadata(attribute.name());
-        let (operation, identity, error) = if self.started_ms > 0.0 {
-            (self.operation, self.identity.take(), self.error.take())
+        let (operation, identity, error, started) = if self.started_ms > 0.0 {
+            let started = self.started_ms;
+            (
+                self.operation,
+                self.identity.take(),
+                self.error.take(),
+                started,
+            )
         } else if !host.grant_mode() && metadata(Attribute::Decision).is_some() {
             let operation = metadata(Attribute::Operation).unwrap_or_default();
             let error = metadata(Attribute::Error).map(|code| error_label(&code).to_owned());
-            (
-                Operation::from_name(&operation),
-                metadata(Attribute::Identity),
-                error,
-            )
+            // Decided before this filter: no time of its own to measure from.
+            let identity = metadata(Attribute::Identity);
+            (Operation::from_name(&operation), identity, error, now)
         } else {
             return;
         };
         let error = (status >= 400).then(|| error.unwrap_or_else(|| status.to_string()));
-        let started = if self.started_ms > 0.0 {
-            self.started_ms
-        } else {
-            now
-        };
         host.record_usage(&Usage {
             identity: identity.as_deref(),
             class: operation.class().map_or("unknown", |c| c.as_str()),
