@@ -94,8 +94,11 @@ def envoy_config(name: str, backend: str, authz: str, workdir: Path, sink: str) 
     shell = "native" if name.startswith("s3mesh_native") else "wasm"
     audit = str(workdir / f"{name}-audit.log") if name.endswith("_audited") else None
     otlp = f"http://{sink}" if name.endswith("_traced") else None
+    # Each role alone needs them apart (the native shell in grant mode runs both as one filter).
+    alone = name.endswith(("_pre_only", "_post_only"))
     config = yaml.safe_load(render_envoy("127.0.0.1:0", WASM, [backend], authz, authorization=mode, shell=shell,
-                                         audit_log_path=audit, otlp_endpoint=otlp, otlp_signals=("traces",)))
+                                         audit_log_path=audit, otlp_endpoint=otlp, otlp_signals=("traces",),
+                                         combined=not alone))
     hcm = connection_manager(config)
     filters = {f["name"]: f for f in hcm["http_filters"]}
     keep = {

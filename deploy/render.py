@@ -83,8 +83,9 @@ def product(values: dict, wasm: Path, authz_cluster: str, otlp: bool = False) ->
     with `otlp`, exporting spans, stats and audit records to the values' `otel_endpoint` (the
     plain Envoy: in Istio the mesh exports)."""
     otlp_endpoint = values.get("otel_endpoint") if otlp else None
+    cache = {"cache": values["cache"]} if values.get("cache") else None
     rendered = render_envoy(f"0.0.0.0:{PLAIN_PORT}", wasm, values["store"]["endpoints"], "127.0.0.1:9191",
-                            pre_config=pre_config(values), authorization=authorization(values),
+                            post_overrides=cache, pre_config=pre_config(values), authorization=authorization(values),
                             shell=filter_shell(values), otlp_endpoint=otlp_endpoint,
                             trace_object_keys=values.get("trace_object_keys", False),
                             span_tags=values.get("span_tags", False))
@@ -94,11 +95,16 @@ def product(values: dict, wasm: Path, authz_cluster: str, otlp: bool = False) ->
     filters = {f["name"]: f for f in hcm["http_filters"]}
     if EXT_AUTHZ in filters:
         filters[EXT_AUTHZ]["typed_config"]["grpc_service"]["envoy_grpc"]["cluster_name"] = authz_cluster
-    post_config = settings(filters["s3mesh.post"])
-    post = json.loads(post_config["value"])
-    if "grants" in post:
-        post["grants"].update(cluster=authz_cluster, authority=authz_host(values))
-        post_config["value"] = json.dumps(post)
+    for name, f in filters.items():
+        if not name.startswith("s3mesh"):
+            continue
+        value = settings(f)
+        filter_config = json.loads(value["value"])
+        # Role "both" (the native shell in grant mode) nests the "post" settings.
+        post = filter_config.get("post", filter_config)
+        if "grants" in post:
+            post["grants"].update(cluster=authz_cluster, authority=authz_host(values))
+            value["value"] = json.dumps(filter_config)
     return {"config": config, "hcm": hcm, "filters": filters, "clusters": clusters,
             "vhost": hcm["route_config"]["virtual_hosts"][0]}
 
@@ -166,22 +172,21 @@ def mesh_patches(values: dict, context: str, port: int, vhost_name: str | None) 
     p = product(values, Path("/unused"), authz_cluster_name(values))
     store = values["store"]
     listener = {"portNumber": port, "filterChain": {"filter": {"name": HCM, "subFilter": {"name": ROUTER}}}}
-    pre, post = p["filters"]["s3mesh.pre"], p["filters"]["s3mesh.post"]
-    patches = []
-    if filter_shell(values) == "wasm":
-        for wasm_filter in (pre, post):
+    patches, inserted = [], []
+    # The product's chain before the router: s3mesh's filters and, in the per-request mode,
+    # ext_authz between them (in grant mode the "post" role asks ext-authz for grants).
+    for f in p["hcm"]["http_filters"]:
+        if f["name"] == EXT_AUTHZ:
+            inserted.append(copy.deepcopy(f))
+        elif f["name"].startswith("s3mesh") and filter_shell(values) == "wasm":
             patches.append({"applyTo": "EXTENSION_CONFIG", "match": {"context": context},
-                            "patch": {"operation": "ADD", "value": ecds_wasm(wasm_filter, values)}})
-        roles = [{"name": f["typed_config"]["config"]["name"],
-                  "config_discovery": {"config_source": {"ads": {}, "initial_fetch_timeout": "0s"},
-                                       "type_urls": [WASM_TYPE]}} for f in (pre, post)]
-    else:
-        # The dynamic module's configuration goes inline: nothing to fetch, the `.so` is on disk.
-        roles = [{"name": f"s3mesh-{role}", "typed_config": copy.deepcopy(f["typed_config"])}
-                 for role, f in (("pre", pre), ("post", post))]
-    # In grant mode there is no ext_authz filter: the "post" filter asks ext-authz for grants.
-    authz = [copy.deepcopy(p["filters"][EXT_AUTHZ])] if EXT_AUTHZ in p["filters"] else []
-    inserted = [roles[0], *authz, roles[1]]
+                            "patch": {"operation": "ADD", "value": ecds_wasm(f, values)}})
+            inserted.append({"name": f["typed_config"]["config"]["name"],
+                             "config_discovery": {"config_source": {"ads": {}, "initial_fetch_timeout": "0s"},
+                                                  "type_urls": [WASM_TYPE]}})
+        elif f["name"].startswith("s3mesh"):
+            # The dynamic module's configuration goes inline: nothing to fetch, the `.so` is on disk.
+            inserted.append({"name": f["name"].replace(".", "-"), "typed_config": copy.deepcopy(f["typed_config"])})
     for value in inserted:
         patches.append({"applyTo": "HTTP_FILTER", "match": {"context": context, "listener": listener},
                         "patch": {"operation": "INSERT_BEFORE", "value": value}})

@@ -74,8 +74,8 @@ def ext_authz_config(stack: dict, grant_ttl_seconds: int | None = None, sts: dic
         "identities": [{"name": i["name"], "source_cidrs": [i["source"]]} for i in stack["identities"]],
         "profiles": {i["name"]: {"credentials_dir": f"credentials/{i['name']}"} for i in stack["identities"]},
         "rules": [
-            {"match": {"identities": [i["name"]]}, "buckets": i["buckets"], "operations": LOCAL_CLASSES,
-             "profile": i["name"]}
+            {"match": {"identities": [i["name"]]}, "buckets": i["buckets"], "prefixes": i.get("prefixes", []),
+             "operations": i.get("operations", LOCAL_CLASSES), "profile": i["name"]}
             for i in stack["identities"]
         ],
     }
@@ -150,7 +150,8 @@ def connection_manager(config: dict) -> dict:
 def render_envoy(listen: str, wasm: Path, s3_endpoints, authz: str, post_overrides=None,
                  pre_config=None, authorization: str = "grant", shell: str = "wasm",
                  audit_log_path: str | None = "/dev/stdout", otlp_endpoint: str | None = None,
-                 trace_object_keys: bool = False, otlp_signals=OTLP_SIGNALS, span_tags: bool = True) -> str:
+                 trace_object_keys: bool = False, otlp_signals=OTLP_SIGNALS, span_tags: bool = True,
+                 combined: bool = True) -> str:
     """Fills envoy/s3mesh.yaml. `post_overrides` replaces fields of the "post" filter's
     configuration (tests use it to pin the hint or to feed a bad configuration); `pre_config`
     replaces the local stack's "pre" configuration (deploy/render.py passes the cluster's).
@@ -160,7 +161,9 @@ def render_envoy(listen: str, wasm: Path, s3_endpoints, authz: str, post_overrid
     goes to `audit_log_path`; `None` leaves it out (benchmarks that price the filters alone).
     With `otlp_endpoint` (an OTLP/gRPC collector, `http://host:port`), Envoy sends it the
     `otlp_signals` named: every request's span, tagged with what s3mesh knows (object keys only
-    with `trace_object_keys`); its stats; the audit record as log records."""
+    with `trace_object_keys`); its stats; the audit record as log records. The native shell in
+    grant mode runs both roles as one filter, `s3mesh`, unless `combined` is false (benchmarks
+    that price each role alone)."""
     if authorization not in AUTHORIZATION_MODES:
         raise ValueError(f"authorization must be one of {AUTHORIZATION_MODES}, not {authorization!r}")
     if shell not in FILTER_SHELLS:
@@ -201,7 +204,26 @@ def render_envoy(listen: str, wasm: Path, s3_endpoints, authz: str, post_overrid
             if f["name"].startswith("s3mesh."):
                 role = f["name"].removeprefix("s3mesh.")
                 f["typed_config"] = native_filter(role, f["typed_config"]["config"]["configuration"]["value"])
+        if authorization == "grant" and combined:
+            hcm["http_filters"] = combine_roles(hcm["http_filters"])
     return yaml.safe_dump(config, sort_keys=False)
+
+
+#: The native shell's one filter in grant mode (role "both": "pre" and "post" in one instance).
+COMBINED_FILTER = "s3mesh"
+
+
+def combine_roles(filters: list) -> list:
+    """The native filters "pre" and "post" (adjacent in grant mode) as one of role "both", which
+    saves Envoy a filter instance per stream and the operation's trip through a header."""
+    roles = {f["name"]: json.loads(f["typed_config"]["filter_config"]["value"])
+             for f in filters if f["name"].startswith("s3mesh.")}
+    both = {"role": "both", **{role.removeprefix("s3mesh."): {k: v for k, v in config.items() if k != "role"}
+                               for role, config in roles.items()}}
+    combined = {"name": COMBINED_FILTER, "typed_config": native_filter("both", json.dumps(both))}
+    first = next(i for i, f in enumerate(filters) if f["name"] in roles)
+    rest = [f for f in filters if f["name"] not in roles]
+    return [*rest[:first], combined, *rest[first:]]
 
 
 def ephemeral_ports() -> range:

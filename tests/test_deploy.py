@@ -196,8 +196,11 @@ def manifests(file: str, mode: str, shell: str = "wasm") -> list[dict]:
     return render.MODES[file]({**VALUES, "authorization": mode, "filter": shell})
 
 
-def chain(mode: str, sep: str) -> list[str]:
-    """The HTTP filters s3mesh puts in a listener, in order."""
+def chain(mode: str, sep: str, shell: str) -> list[str]:
+    """The HTTP filters s3mesh puts in a listener, in order: the native shell in grant mode runs
+    both roles in one filter."""
+    if (shell, mode) == ("native", "grant"):
+        return ["s3mesh", render.ROUTER]
     authz = [render.EXT_AUTHZ] if mode == "ext_authz" else []
     return [f"s3mesh{sep}pre", *authz, f"s3mesh{sep}post", render.ROUTER]
 
@@ -209,6 +212,7 @@ def test_the_example_values_ship_grant_mode():
 @pytest.mark.parametrize("mode", AUTHORIZATION_MODES)
 def test_one_source_of_truth_the_filters_in_the_cluster_are_the_local_stacks(mode):
     local = yaml.safe_load(render_envoy("127.0.0.1:0", WASM, VALUES["store"]["endpoints"], "127.0.0.1:9191",
+                                        post_overrides={"cache": VALUES["cache"]},
                                         pre_config=render.pre_config(VALUES), authorization=mode))
     hcm = connection_manager(local)
     local_filters = {f["name"]: f for f in hcm["http_filters"]}
@@ -356,7 +360,7 @@ def test_envoy_accepts_the_sidecar_mode_as_istio_would_patch_it(tmp_path, mode, 
     vhosts = [f"{store['host']}:{store['port']}", f"other.team-b.svc.cluster.local:{store['port']}"]
     base = istio_proxy(store["port"], vhosts, render.authz_cluster_name(VALUES))
     patched = apply_patches(base, manifests("istio-sidecar.yaml", mode, shell)[0], "SIDECAR_OUTBOUND")
-    assert envoy_validates(patched, tmp_path, "sidecar") == chain(mode, "-")
+    assert envoy_validates(patched, tmp_path, "sidecar") == chain(mode, "-", shell)
     hcm = connection_manager(patched)
     s3_vhost, other = hcm["route_config"]["virtual_hosts"]
     assert s3_vhost["include_attempt_count_in_response"] and s3_vhost["routes"][0]["route"]["retry_policy"]
@@ -377,7 +381,7 @@ def test_envoy_accepts_the_gateway_mode_as_istio_would_patch_it(tmp_path, mode, 
     route = connection_manager(base)["route_config"]
     route["virtual_hosts"][0]["routes"][0]["route"]["cluster"] = f"outbound|{store['port']}||{store['host']}"
     patched = apply_patches(base, gateway, "GATEWAY")
-    assert envoy_validates(patched, tmp_path, "gateway") == chain(mode, "-")
+    assert envoy_validates(patched, tmp_path, "gateway") == chain(mode, "-", shell)
 
 
 @pytest.mark.envoy_matrix
@@ -390,22 +394,26 @@ def test_envoy_accepts_the_plain_kubernetes_envoy(tmp_path, mode, shell):
         if code:
             assert code == {"local": {"filename": str(render.PLAIN_WASM)}}
             code["local"]["filename"] = str(WASM)  # the image volume's file, here the local build
-    assert envoy_validates(config, tmp_path, "plain") == chain(mode, ".")
+    assert envoy_validates(config, tmp_path, "plain") == chain(mode, ".", shell)
 
 
 @pytest.mark.parametrize("mode", AUTHORIZATION_MODES)
 def test_the_native_shell_deploys_the_local_stacks_filters_and_mounts_its_module(mode):
     local = yaml.safe_load(render_envoy("127.0.0.1:0", WASM, VALUES["store"]["endpoints"], "127.0.0.1:9191",
+                                        post_overrides={"cache": VALUES["cache"]},
                                         pre_config=render.pre_config(VALUES), authorization=mode, shell="native"))
     local_filters = {f["name"]: f["typed_config"] for f in connection_manager(local)["http_filters"]}
     patches = manifests("istio-sidecar.yaml", mode, "native")[0]["spec"]["configPatches"]
     assert not [p for p in patches if p["applyTo"] == "EXTENSION_CONFIG"], "nothing to fetch: the module is on disk"
     inserted = {p["patch"]["value"]["name"]: p["patch"]["value"] for p in patches if p["applyTo"] == "HTTP_FILTER"}
-    for role in ("pre", "post"):
-        mine, theirs = inserted[f"s3mesh-{role}"]["typed_config"], copy.deepcopy(local_filters[f"s3mesh.{role}"])
+    ours = [name for name in local_filters if name.startswith("s3mesh")]
+    assert ours == (["s3mesh"] if mode == "grant" else ["s3mesh.pre", "s3mesh.post"])
+    for name in ours:
+        mine, theirs = inserted[name.replace(".", "-")]["typed_config"], copy.deepcopy(local_filters[name])
         settings = json.loads(theirs["filter_config"]["value"])
-        if "grants" in settings:
-            settings["grants"].update(cluster=render.authz_cluster_name(VALUES), authority=render.authz_host(VALUES))
+        post = settings.get("post", settings)  # nested in role "both"
+        if "grants" in post:
+            post["grants"].update(cluster=render.authz_cluster_name(VALUES), authority=render.authz_host(VALUES))
             theirs["filter_config"]["value"] = json.dumps(settings)
         assert mine == theirs
     mount = {"name": "s3mesh-native", "mountPath": str(render.NATIVE_DIR), "readOnly": True}

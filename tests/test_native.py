@@ -8,7 +8,8 @@ import threading
 import pytest
 
 from conftest import STRANGER, raw_request
-from devstack.stack import WASM, Stack, StackError, connection_manager, native_filter, render_envoy, start_envoy
+from devstack.stack import (COMBINED_FILTER, WASM, Stack, StackError, connection_manager, native_filter, render_envoy,
+                            start_envoy)
 
 pytestmark = pytest.mark.native_shell
 
@@ -50,9 +51,9 @@ def replace_filter(name: str, typed_config: dict):
 
 
 def test_a_bad_native_configuration_is_refused_naming_the_field(tmp_path):
-    bad = native_filter("pre", '{"role":"pre","virtual_hosts":["localhost"]}')
+    bad = native_filter("both", '{"role":"both","pre":{"virtual_hosts":["localhost"]},"post":{}}')
     with pytest.raises(StackError) as refused:
-        Stack(tmp_path, shell="native", envoy_patch=replace_filter("s3mesh.pre", bad)).start()
+        Stack(tmp_path, shell="native", envoy_patch=replace_filter(COMBINED_FILTER, bad)).start()
     message = str(refused.value)
     assert "invalid s3mesh filter configuration" in message and "virtual_hosts" in message, message
 

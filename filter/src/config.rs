@@ -30,6 +30,21 @@ pub enum FilterConfig {
     Pre(PreConfig),
     /// After ext_authz (or, in grant mode, instead of it): endpoint hints and signing.
     Post(PostConfig),
+    /// Both roles in one filter instance, `pre` then `post`: grant mode only, where nothing
+    /// runs between them. Saves Envoy a filter instance per stream and the operation's trip
+    /// through a request header (measured: about 1.6 µs of Envoy CPU per request natively).
+    Both(BothConfig),
+}
+
+/// Role `both` settings: each role's own.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BothConfig {
+    /// What role `pre` would be configured with.
+    #[serde(default)]
+    pub pre: PreConfig,
+    /// What role `post` would be configured with; `grants` is required.
+    pub post: PostConfig,
 }
 
 /// Role `pre` settings.
@@ -111,6 +126,60 @@ pub struct PostConfig {
     /// signs every request.
     #[serde(default)]
     pub grants: Option<GrantsConfig>,
+    /// The read cache ([`crate::read_cache`]); absent: every request goes to the store.
+    #[serde(default)]
+    pub cache: Option<CacheConfig>,
+}
+
+/// The read cache: answers to `HeadObject` and `GetObject` (whole or one range) of the buckets
+/// and prefixes its rules name, served by the proxy after each request is authorized.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Memory the answers may take in all, bodies and headers (per process in the native
+    /// shell, per worker in wasm); the least recently used go first.
+    #[serde(default = "default_cache_max_bytes")]
+    pub max_bytes: u64,
+    /// The largest body kept: a bigger answer passes through uncached.
+    #[serde(default = "default_cache_max_entry_bytes")]
+    pub max_entry_bytes: u64,
+    /// What is cached: the first rule whose bucket and key prefix match.
+    pub rules: Vec<CacheRule>,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes: default_cache_max_bytes(),
+            max_entry_bytes: default_cache_max_entry_bytes(),
+            rules: Vec::new(),
+        }
+    }
+}
+
+/// Objects the read cache keeps answers for.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheRule {
+    /// The bucket.
+    pub bucket: String,
+    /// Keys starting with this (empty: the whole bucket).
+    #[serde(default)]
+    pub prefix: String,
+    /// How long an answer is served after the store gave it: the staleness accepted for
+    /// writes that do not pass through this Envoy (writes through it drop answers at once).
+    #[serde(default = "default_cache_ttl_ms")]
+    pub ttl_ms: u64,
+}
+
+fn default_cache_max_bytes() -> u64 {
+    64 * 1024 * 1024
+}
+fn default_cache_max_entry_bytes() -> u64 {
+    1024 * 1024
+}
+fn default_cache_ttl_ms() -> u64 {
+    5_000
 }
 
 /// Where and how grants are asked for.
@@ -164,8 +233,32 @@ impl FilterConfig {
         match &config {
             Self::Pre(pre) => pre.validate()?,
             Self::Post(post) => post.validate()?,
+            Self::Both(both) => both.validate()?,
         }
         Ok(config)
+    }
+}
+
+impl BothConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let within = |role: &str, error: ConfigError| match error {
+            ConfigError::Invalid { field, problem } => ConfigError::Invalid {
+                field: format!("{role}.{field}"),
+                problem,
+            },
+            other => other,
+        };
+        self.pre.validate().map_err(|e| within("pre", e))?;
+        self.post.validate().map_err(|e| within("post", e))?;
+        if self.post.grants.is_none() {
+            return Err(ConfigError::Invalid {
+                field: "post.grants".into(),
+                problem: "role both needs grant mode: in the per-request mode ext_authz runs \
+                          between pre and post, so configure them as two filters"
+                    .into(),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -230,6 +323,9 @@ impl PostConfig {
                 ));
             }
         }
+        if let Some(cache) = &self.cache {
+            cache.validate()?;
+        }
         let durations = [
             ("decay_ms", self.decay_ms),
             ("recovery_ms", self.recovery_ms),
@@ -241,6 +337,36 @@ impl PostConfig {
                 return Err(invalid(
                     field,
                     "must be a positive number of milliseconds".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl CacheConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field: String, problem: &str| ConfigError::Invalid {
+            field,
+            problem: problem.to_owned(),
+        };
+        if self.rules.is_empty() {
+            return Err(invalid("cache.rules".into(), "name at least one bucket"));
+        }
+        if self.max_entry_bytes == 0 || self.max_entry_bytes > self.max_bytes {
+            return Err(invalid(
+                "cache.max_entry_bytes".into(),
+                "must be between 1 and cache.max_bytes",
+            ));
+        }
+        for (i, rule) in self.rules.iter().enumerate() {
+            if rule.bucket.is_empty() {
+                return Err(invalid(format!("cache.rules[{i}].bucket"), "name a bucket"));
+            }
+            if !(1..=3_600_000).contains(&rule.ttl_ms) {
+                return Err(invalid(
+                    format!("cache.rules[{i}].ttl_ms"),
+                    "must be between 1 and 3600000 (an hour)",
                 ));
             }
         }
@@ -276,11 +402,24 @@ mod tests {
             (grants.authority.as_str(), grants.timeout_ms),
             ("s3mesh-ext-authz", 1_000)
         );
+        let both =
+            br#"{"role":"both","post":{"endpoints":["127.0.0.1:1"],"grants":{"cluster":"x"}}}"#;
+        let Ok(FilterConfig::Both(both)) = FilterConfig::parse(both) else {
+            panic!("both expected")
+        };
+        assert_eq!(both.pre, PreConfig::default());
+        assert!(both.post.grants.is_some());
     }
 
     #[test]
     fn refusals_name_the_field() {
-        let cases: [(&[u8], &str); 10] = [
+        let cases: [(&[u8], &str); 16] = [
+            (br#"{"role":"post","endpoints":["127.0.0.1:1"],"cache":{"rules":[]}}"#, "cache.rules"),
+            (br#"{"role":"post","endpoints":["127.0.0.1:1"],"cache":{"rules":[{"bucket":"b","ttl_ms":0}]}}"#, "cache.rules[0].ttl_ms"),
+            (br#"{"role":"post","endpoints":["127.0.0.1:1"],"cache":{"max_bytes":1,"rules":[{"bucket":"b"}]}}"#, "cache.max_entry_bytes"),
+            (br#"{"role":"both","post":{"endpoints":["127.0.0.1:1"]}}"#, "post.grants"),
+            (br#"{"role":"both","pre":{"virtual_host_domains":["*"]},"post":{"endpoints":["127.0.0.1:1"],"grants":{"cluster":"x"}}}"#, "pre.virtual_host_domains[0]"),
+            (br#"{"role":"both","post":{"endpoints":[],"grants":{"cluster":"x"}}}"#, "post.endpoints"),
             (br#"{"role":"post","endpoints":["127.0.0.1:1"],"grants":{"cluster":""}}"#, "grants.cluster"),
             (br#"{"role":"post","endpoints":["127.0.0.1:1"],"grants":{"cluster":"x","timeout_ms":0}}"#, "grants.timeout_ms"),
             (br#"{"role":"pre","virtual_host_domains":["*.s3.local"]}"#, "virtual_host_domains[0]"),

@@ -226,6 +226,23 @@ extern "C" {
         details: ModuleBuffer,
     );
 
+    /// Starts a response of the filter's own straight through the encoder filters (not a
+    /// local reply: Envoy keeps the `content-length` given, as a `HEAD` answer needs);
+    /// `headers` include `:status`.
+    pub fn envoy_dynamic_module_callback_http_send_response_headers(
+        filter: FilterEnvoyPtr,
+        headers: *const ModuleHeader,
+        headers_len: usize,
+        end_stream: bool,
+    );
+
+    /// Body bytes of the response `send_response_headers` started.
+    pub fn envoy_dynamic_module_callback_http_send_response_data(
+        filter: FilterEnvoyPtr,
+        data: ModuleBuffer,
+        end_stream: bool,
+    );
+
     /// The first (`index` 0) value of header `key`; `count` receives how many values it has.
     pub fn envoy_dynamic_module_callback_http_get_header(
         filter: FilterEnvoyPtr,

@@ -1,11 +1,12 @@
 //! Safe calls into Envoy for one stream: the only place that dereferences what Envoy hands out.
 
+use s3mesh_filter::read_cache::{Answer, CACHE_HEADER};
 use s3mesh_s3_request::audit::{self, Attribute};
 use s3mesh_s3_request::S3Error;
 
 use crate::abi::{self, EnvoyBuffer, EnvoyHeader, FilterEnvoyPtr, ModuleBuffer, ModuleHeader};
 use crate::granting::GrantCall;
-use crate::metrics::Metric;
+use crate::metrics::{Metric, SeriesHistogram};
 
 /// Envoy's side of one stream, valid for the duration of the hook that received it.
 pub struct Stream(FilterEnvoyPtr);
@@ -20,6 +21,11 @@ impl Stream {
     /// Every request header, pseudo-headers included, in Envoy's order.
     pub fn request_headers(&self) -> Vec<(String, String)> {
         self.headers(abi::header_type::REQUEST)
+    }
+
+    /// Every response header, `:status` included, in Envoy's order.
+    pub fn response_headers(&self) -> Vec<(String, String)> {
+        self.headers(abi::header_type::RESPONSE)
     }
 
     fn headers(&self, kind: u32) -> Vec<(String, String)> {
@@ -57,6 +63,11 @@ impl Stream {
     /// Removes a response header.
     pub fn remove_response_header(&self, name: &str) {
         self.set_header(abi::header_type::RESPONSE, name, None);
+    }
+
+    /// Sets a response header.
+    pub fn set_response_header(&self, name: &str, value: &str) {
+        self.set_header(abi::header_type::RESPONSE, name, Some(value));
     }
 
     fn set_header(&self, kind: u32, name: &str, value: Option<&str>) {
@@ -285,6 +296,48 @@ impl Stream {
                 body.as_bytes().into(),
                 "s3mesh_refused".into(),
             );
+        }
+    }
+
+    /// Answers the client with the read cache's `answer`; the request goes no further. Sent as
+    /// a response of the filter's own, not a local reply, whose empty body would lose a
+    /// `HeadObject` answer's `content-length`.
+    pub fn send_answer(&self, answer: &Answer, request_id: &str) {
+        let status = answer.status.to_string();
+        let headers: Vec<ModuleHeader> = [(":status", status.as_str())]
+            .into_iter()
+            .chain(answer.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())))
+            .chain([(CACHE_HEADER, "hit"), ("x-amz-request-id", request_id)])
+            .map(|(key, value)| ModuleHeader {
+                key: key.into(),
+                value: value.into(),
+            })
+            .collect();
+        let bodyless = answer.body.is_empty();
+        // SAFETY: every buffer outlives the call; Envoy copies them.
+        unsafe {
+            abi::envoy_dynamic_module_callback_http_send_response_headers(
+                self.0,
+                headers.as_ptr(),
+                headers.len(),
+                bodyless,
+            );
+            if !bodyless {
+                abi::envoy_dynamic_module_callback_http_send_response_data(
+                    self.0,
+                    answer.body.as_slice().into(),
+                    true,
+                );
+            }
+        }
+    }
+
+    /// Records `value` in `histogram`'s series for label value `label`.
+    pub fn record_series(&self, histogram: &SeriesHistogram, label: &str, value: u64) {
+        match histogram.series(label) {
+            Some((id, false)) => self.record(Some(id), &[], value),
+            Some((id, true)) => self.record(Some(id), &[label], value),
+            None => {}
         }
     }
 

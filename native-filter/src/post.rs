@@ -9,11 +9,15 @@ use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use s3mesh_filter::config::PostConfig;
+use s3mesh_filter::config::{CacheConfig, PostConfig, PreConfig};
 use s3mesh_filter::endpoint::outcome::Outcome;
 use s3mesh_filter::endpoint::{Hint, LatencyClass, Selector};
 use s3mesh_filter::grants::{Caller, Found, Held};
-use s3mesh_filter::post::{Counter, EndpointCounter, FlowSettings, Host};
+use s3mesh_filter::post::{
+    CacheEvent, Counter, EndpointCounter, FlowSettings, Host, PostFlow, Step,
+};
+use s3mesh_filter::pre::{self, Count};
+use s3mesh_filter::read_cache::{Answer, Store};
 use s3mesh_filter::usage::{IdentityLabels, Usage};
 use s3mesh_s3_request::audit::Attribute;
 use s3mesh_s3_request::{chunk_signing, Operation, S3Error};
@@ -23,7 +27,8 @@ use crate::granting::{self, Granting};
 use crate::host::{log, Stream};
 use crate::lock;
 use crate::metrics::batch::Batch;
-use crate::metrics::{Definer, PostMetrics};
+use crate::metrics::{Definer, PostMetrics, PreMetrics};
+use crate::pre::{panic_test, Pre};
 
 /// What every stream of one `post` configuration shares.
 struct Shared {
@@ -34,8 +39,10 @@ struct Shared {
     identity_labels: IdentityLabels,
 }
 
-/// Role `post` of one configuration.
+/// Role `post` of one configuration (role `both`: with `pre`).
 pub struct Post {
+    /// Role `both`: `pre`, run first in the same instance.
+    pub pre: Option<Pre>,
     shared: Mutex<Shared>,
     /// Grant mode; `None` when ext_authz runs before `post` and signs.
     pub granting: Option<Granting>,
@@ -43,25 +50,45 @@ pub struct Post {
     pub batch: Batch,
     /// What each stream's flow takes from the configuration.
     pub flow: FlowSettings,
+    /// The read cache, process-wide, behind its own lock.
+    cache: Option<(CacheConfig, Mutex<Store>)>,
 }
 
 impl Post {
+    /// `pre`: role `both`'s.
+    ///
     /// # Safety
     /// `config_envoy` is the configuration being created in `config_new`, `metrics` its definer.
     pub unsafe fn new(
         config: &PostConfig,
+        pre: Option<PreConfig>,
         config_envoy: ConfigEnvoyPtr,
         metrics: &Definer,
         batch: Batch,
     ) -> Self {
         let seed = wall_clock_ms().to_bits() ^ u64::from(std::process::id()).rotate_left(32);
         let selector = Selector::new(config, seed);
-        let metrics = PostMetrics::define(metrics, selector.addresses());
+        let pre = pre.map(|config| Pre {
+            config,
+            metrics: PreMetrics::define(metrics),
+        });
+        let addresses: Vec<&str> = selector.addresses().collect();
+        let cached: Vec<&str> = config
+            .cache
+            .iter()
+            .flat_map(|c| c.rules.iter().map(|rule| rule.bucket.as_str()))
+            .collect();
+        let metrics = PostMetrics::define(metrics, &addresses, &cached);
+        let cache = config.cache.clone().map(|c| {
+            let store = Mutex::new(Store::new(c.max_bytes));
+            (c, store)
+        });
         let granting = config.grants.clone().map(|grants| {
             // SAFETY: passed on from the caller.
             unsafe { Granting::new(grants, config_envoy) }
         });
         Self {
+            pre,
             shared: Mutex::new(Shared {
                 selector,
                 in_flight: HashMap::new(),
@@ -71,11 +98,26 @@ impl Post {
             metrics,
             batch,
             flow: FlowSettings::of(config),
+            cache,
         }
     }
 
     fn shared(&self) -> MutexGuard<'_, Shared> {
         lock(&self.shared)
+    }
+}
+
+impl PostHost<'_> {
+    /// The request headers arrived: role `both` runs `pre` first.
+    pub fn on_request_headers(&mut self, flow: &mut PostFlow) -> Step {
+        let post = self.post;
+        match &post.pre {
+            Some(pre) => {
+                panic_test::on_request(&self.stream);
+                flow.on_request_headers_after_pre(self, &pre.config)
+            }
+            None => flow.on_request_headers(self),
+        }
     }
 }
 
@@ -99,21 +141,42 @@ impl PostHost<'_> {
     }
 }
 
+impl pre::Host for PostHost<'_> {
+    fn request_headers(&self) -> Vec<(String, String)> {
+        self.stream.request_headers()
+    }
+
+    fn set_request_header(&mut self, name: &str, value: Option<&str>) {
+        self.stream.set_request_header(name, value);
+    }
+
+    fn publish(&mut self, attributes: &[(Attribute, &str)]) {
+        self.stream.publish(attributes);
+    }
+
+    fn send_s3_error(&mut self, error: &S3Error, path: &str, request_id: &str) {
+        self.stream.send_s3_error(error, path, request_id);
+    }
+
+    /// Counted only in role `both`, whose `pre` runs in this instance.
+    fn count_pre(&self, count: Count) {
+        if let Some(pre) = &self.post.pre {
+            pre.count(&self.post.batch, count);
+        }
+    }
+}
+
 impl Host for PostHost<'_> {
     fn now_ms(&self) -> f64 {
         wall_clock_ms()
-    }
-
-    fn request_headers(&self) -> Vec<(String, String)> {
-        self.stream.request_headers()
     }
 
     fn request_header(&self, name: &str) -> Option<String> {
         self.stream.request_header(name)
     }
 
-    fn set_request_header(&mut self, name: &str, value: Option<&str>) {
-        self.stream.set_request_header(name, value);
+    fn response_headers(&self) -> Vec<(String, String)> {
+        self.stream.response_headers()
     }
 
     fn response_header(&self, name: &str) -> Option<String> {
@@ -122,6 +185,10 @@ impl Host for PostHost<'_> {
 
     fn remove_response_header(&mut self, name: &str) {
         self.stream.remove_response_header(name);
+    }
+
+    fn set_response_header(&mut self, name: &str, value: &str) {
+        self.stream.set_response_header(name, value);
     }
 
     fn read_request_body(&self, _size: usize, read: &mut dyn FnMut(&[u8])) {
@@ -134,10 +201,6 @@ impl Host for PostHost<'_> {
 
     fn read_response_body(&self, _size: usize, read: &mut dyn FnMut(&[u8])) {
         self.stream.read_received_response_body(read);
-    }
-
-    fn send_s3_error(&mut self, error: &S3Error, path: &str, request_id: &str) {
-        self.stream.send_s3_error(error, path, request_id);
     }
 
     fn authz_metadata(&self, name: &str) -> Option<String> {
@@ -179,10 +242,6 @@ impl Host for PostHost<'_> {
 
     fn request_body_bytes(&self) -> u64 {
         self.stream.attribute_u64(attribute::REQUEST_SIZE)
-    }
-
-    fn publish(&mut self, attributes: &[(Attribute, &str)]) {
-        self.stream.publish(attributes);
     }
 
     fn log_info(&self, message: &str) {
@@ -252,6 +311,27 @@ impl Host for PostHost<'_> {
         }
     }
 
+    fn read_cache<T>(&mut self, run: impl FnOnce(&CacheConfig, &mut Store) -> T) -> Option<T> {
+        let (config, store) = self.post.cache.as_ref()?;
+        Some(run(config, &mut lock(store)))
+    }
+
+    fn send_answer(&mut self, answer: &Answer, request_id: &str) {
+        self.stream.send_answer(answer, request_id);
+    }
+
+    fn count_cache(&self, bucket: &str, event: CacheEvent) {
+        let (m, batch) = (&self.post.metrics, &self.post.batch);
+        match event {
+            CacheEvent::Hit { bytes } => {
+                batch.count(m.cache_hits, &[bucket], 1);
+                batch.count(m.cache_hit_bytes, &[bucket], bytes);
+            }
+            CacheEvent::Miss => batch.count(m.cache_misses, &[bucket], 1),
+            CacheEvent::Evicted => batch.count(m.cache_evictions, &[bucket], 1),
+        }
+    }
+
     fn count(&self, counter: Counter) {
         let m = &self.post.metrics;
         let metric = match counter {
@@ -294,9 +374,9 @@ impl Host for PostHost<'_> {
 
     fn record_ttfb(&self, address: &str, operation: Operation, ms: u64) {
         let m = &self.post.metrics;
-        self.stream.record(m.endpoint_ttfb_ms, &[address], ms);
+        self.stream.record_series(&m.endpoint_ttfb_ms, address, ms);
         self.stream
-            .record(m.operation_ttfb_ms, &[operation.as_str()], ms);
+            .record_series(&m.operation_ttfb_ms, operation.as_str(), ms);
     }
 
     fn record_usage(&self, usage: &Usage<'_>) {

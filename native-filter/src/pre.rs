@@ -1,7 +1,10 @@
-//! Role `pre` in Envoy: applies [`s3mesh_filter::pre::inspect_headers`] to the request headers.
+//! Role `pre` in Envoy: [`s3mesh_filter::pre::on_request_headers`] with the dynamic-module ABI,
+//! alone (role `pre`) or before `post` in one instance (role `both`, [`crate::post`]).
 
 use s3mesh_filter::config::PreConfig;
-use s3mesh_filter::pre::{self, RequestHead};
+use s3mesh_filter::pre::{self, Count, Next};
+use s3mesh_s3_request::audit::Attribute;
+use s3mesh_s3_request::S3Error;
 
 use crate::abi::headers_status;
 use crate::host::Stream;
@@ -12,58 +15,79 @@ use crate::metrics::PreMetrics;
 pub struct Pre {
     pub config: PreConfig,
     pub metrics: PreMetrics,
-    pub batch: Batch,
 }
 
 impl Pre {
-    /// The request headers arrived: strip, canonicalize, classify, or refuse.
-    pub fn on_request_headers(&self, stream: &Stream) -> u32 {
-        let headers = stream.request_headers();
-        panic_test::on_request(&headers);
-        match pre::inspect_headers(&self.config, &headers) {
-            Ok(changes) => {
-                let stripped = changes.remove_headers.len() as u64;
-                if stripped > 0 {
-                    self.batch
-                        .count(self.metrics.stripped_headers, &[], stripped);
-                }
-                for (name, value) in changes.header_edits() {
-                    stream.set_request_header(name, value);
-                }
-                let operation = changes.operation.as_str();
-                self.batch
-                    .count(self.metrics.operation_requests, &[operation], 1);
-                if self.config.audit_attributes {
-                    stream.publish(&changes.audit());
-                }
-                headers_status::CONTINUE
+    /// Adds `count` to this role's metrics in `batch`.
+    pub fn count(&self, batch: &Batch, count: Count) {
+        let m = &self.metrics;
+        match count {
+            Count::Stripped(headers) => batch.count(m.stripped_headers, &[], headers),
+            Count::Operation(operation) => {
+                batch.count(m.operation_requests, &[operation.as_str()], 1);
             }
-            Err(error) => {
-                self.batch.count(self.metrics.rejected, &[], 1);
-                if self.config.audit_attributes {
-                    stream.publish(&pre::refused_audit(&error));
-                }
-                let path = RequestHead::find(&headers).path;
-                let request_id = pre::header(&headers, "x-request-id").unwrap_or_default();
-                stream.send_s3_error(&error, path, request_id);
-                headers_status::STOP_ITERATION
-            }
+            Count::Rejected => batch.count(m.rejected, &[], 1),
         }
+    }
+
+    /// Role `pre` alone: the request headers arrived.
+    pub fn on_request_headers(&self, stream: Stream, batch: &Batch) -> u32 {
+        panic_test::on_request(&stream);
+        let mut host = PreHost {
+            stream,
+            pre: self,
+            batch,
+        };
+        match pre::on_request_headers(&self.config, &mut host, Next::Filter) {
+            Some(_) => headers_status::CONTINUE,
+            None => headers_status::STOP_ITERATION,
+        }
+    }
+}
+
+/// One stream of role `pre` as its [`pre::Host`].
+struct PreHost<'a> {
+    stream: Stream,
+    pre: &'a Pre,
+    batch: &'a Batch,
+}
+
+impl pre::Host for PreHost<'_> {
+    fn request_headers(&self) -> Vec<(String, String)> {
+        self.stream.request_headers()
+    }
+
+    fn set_request_header(&mut self, name: &str, value: Option<&str>) {
+        self.stream.set_request_header(name, value);
+    }
+
+    fn publish(&mut self, attributes: &[(Attribute, &str)]) {
+        self.stream.publish(attributes);
+    }
+
+    fn send_s3_error(&mut self, error: &S3Error, path: &str, request_id: &str) {
+        self.stream.send_s3_error(error, path, request_id);
+    }
+
+    fn count_pre(&self, count: Count) {
+        self.pre.count(self.batch, count);
     }
 }
 
 /// Debug builds only (the integration tests use them): a request carrying
 /// `x-s3mesh-test-panic` panics inside the filter, so that the tests can prove the panic
 /// barrier turns it into a fail-closed error instead of taking Envoy down.
-mod panic_test {
+pub mod panic_test {
+    use crate::host::Stream;
+
     #[cfg(debug_assertions)]
     #[allow(clippy::panic)]
-    pub fn on_request(headers: &[(String, String)]) {
-        if s3mesh_filter::pre::header(headers, "x-s3mesh-test-panic").is_some() {
+    pub fn on_request(stream: &Stream) {
+        if stream.request_header("x-s3mesh-test-panic").is_some() {
             panic!("x-s3mesh-test-panic: a panic requested by a test");
         }
     }
 
     #[cfg(not(debug_assertions))]
-    pub fn on_request(_headers: &[(String, String)]) {}
+    pub fn on_request(_stream: &Stream) {}
 }

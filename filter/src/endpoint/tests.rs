@@ -15,6 +15,7 @@ fn config(n: usize) -> PostConfig {
         max_identity_labels: 100,
         audit_attributes: true,
         grants: None,
+        cache: None,
     }
 }
 

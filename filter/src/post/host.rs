@@ -2,12 +2,14 @@
 //! its own host calls (proxy-wasm's, or Envoy's dynamic-module ABI) and its own storage for the
 //! state streams share (the endpoint selector, grants, metrics).
 
-use s3mesh_s3_request::audit::Attribute;
 use s3mesh_s3_request::{Operation, S3Error};
 
+use crate::config::CacheConfig;
 use crate::endpoint::outcome::Outcome;
 use crate::endpoint::{Hint, LatencyClass, Route};
 use crate::grants::{Caller, Found, Held};
+use crate::pre;
+use crate::read_cache::{Answer, Store};
 use crate::usage::Usage;
 
 /// Counters of role `post` without labels.
@@ -39,20 +41,35 @@ pub enum EndpointCounter {
     Served(Route),
 }
 
-/// One stream's view of the proxy, for role `post`.
-pub trait Host {
+/// What happened in the read cache, for its per-bucket metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheEvent {
+    /// A request answered from the cache, with this many body bytes.
+    Hit {
+        /// Body bytes served.
+        bytes: u64,
+    },
+    /// A cacheable request the cache could not answer.
+    Miss,
+    /// An answer dropped to make room.
+    Evicted,
+}
+
+/// One stream's view of the proxy, for role `post` (and, in role `both`, for `pre` before it:
+/// hence [`pre::Host`]'s calls, which `post` uses too).
+pub trait Host: pre::Host {
     /// Wall-clock milliseconds.
     fn now_ms(&self) -> f64;
-    /// Every request header, pseudo-headers included.
-    fn request_headers(&self) -> Vec<(String, String)>;
     /// The first value of request header `name`.
     fn request_header(&self, name: &str) -> Option<String>;
-    /// Sets (`Some`) or removes (`None`) a request header.
-    fn set_request_header(&mut self, name: &str, value: Option<&str>);
+    /// Every response header, `:status` included.
+    fn response_headers(&self) -> Vec<(String, String)>;
     /// The first value of response header `name`.
     fn response_header(&self, name: &str) -> Option<String>;
     /// Removes a response header.
     fn remove_response_header(&mut self, name: &str);
+    /// Sets a response header.
+    fn set_response_header(&mut self, name: &str, value: &str);
     /// Hands the request body bytes this body callback delivers (`size` of them) to `read`, in
     /// the pieces the host holds them in (the native shell: Envoy's own slices, not copied).
     fn read_request_body(&self, size: usize, read: &mut dyn FnMut(&[u8]));
@@ -60,8 +77,6 @@ pub trait Host {
     fn replace_request_body(&mut self, size: usize, bytes: &[u8]);
     /// Hands the response body bytes this body callback delivers (`size` of them) to `read`.
     fn read_response_body(&self, size: usize, read: &mut dyn FnMut(&[u8]));
-    /// Answers the client with `error` as S3 XML; the request goes no further.
-    fn send_s3_error(&mut self, error: &S3Error, path: &str, request_id: &str);
     /// A string ext_authz left in the stream's dynamic metadata (chunk-signing material).
     fn authz_metadata(&self, name: &str) -> Option<String>;
     /// The caller as Envoy saw the connection (peer certificate, source address).
@@ -76,8 +91,6 @@ pub trait Host {
     fn response_body_bytes(&self) -> u64;
     /// `request.size`: request body bytes (the client's `content-length` where it sent one).
     fn request_body_bytes(&self) -> u64;
-    /// Hands audit record attributes to the proxy (for its access log and spans).
-    fn publish(&mut self, attributes: &[(Attribute, &str)]);
     /// Logs at info level.
     fn log_info(&self, message: &str);
     /// Logs at warning level.
@@ -113,6 +126,14 @@ pub trait Host {
     ) -> Result<(), S3Error>;
     /// Keeps a grant from ext-authz (`json` as received) for every worker.
     fn keep_grant(&mut self, caller: Caller, held: Held, json: &[u8], now: u64);
+
+    /// Runs `run` with the read cache's configuration and store (shared as the shell shares
+    /// the selector); `None` without a cache configured.
+    fn read_cache<T>(&mut self, run: impl FnOnce(&CacheConfig, &mut Store) -> T) -> Option<T>;
+    /// Answers the client with `answer` from the read cache; the request goes no further.
+    fn send_answer(&mut self, answer: &Answer, request_id: &str);
+    /// Adds a read cache event to the bucket's metrics.
+    fn count_cache(&self, bucket: &str, event: CacheEvent);
 
     /// Adds one to a counter.
     fn count(&self, counter: Counter);

@@ -3,6 +3,7 @@
 //! from how it went; re-signs the body of chunk-signed uploads as it streams through. Every
 //! proxy call goes through [`Host`].
 
+mod cache_flow;
 mod host;
 
 use s3mesh_access::grant::CompiledGrant;
@@ -14,13 +15,15 @@ use s3mesh_sigv4::aws_chunked::Resigner;
 use s3mesh_sigv4::AmzDate;
 
 use crate::chunk_resign;
-use crate::config::PostConfig;
+use crate::config::{PostConfig, PreConfig};
 use crate::endpoint::outcome::{classify, ended_idle, Outcome};
 use crate::endpoint::{LatencyClass, Route};
 use crate::grants::{Answer, Caller};
+use crate::pre::{self, Next};
 use crate::signature_diagnosis::{self, Forwarded, Signed, StoreError};
 use crate::usage::{error_label, Usage};
-pub use host::{Counter, EndpointCounter, Host};
+use cache_flow::CacheFlow;
+pub use host::{CacheEvent, Counter, EndpointCounter, Host};
 
 /// What the shell tells Envoy after a callback.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +82,8 @@ pub struct PostFlow {
     identity: Option<String>,
     /// The S3 error code of the request's failure: s3mesh's refusal or the store's error.
     error: Option<String>,
+    /// The read cache's part.
+    cache: CacheFlow,
 }
 
 impl Default for PostFlow {
@@ -105,6 +110,7 @@ impl PostFlow {
             started_ms: 0.0,
             identity: None,
             error: None,
+            cache: CacheFlow::default(),
         }
     }
 }
@@ -157,12 +163,33 @@ impl PostFlow {
         }
     }
 
-    /// The request headers arrived (after ext_authz, in the per-request mode).
+    /// The request headers arrived from `pre` in another filter instance (and, in the
+    /// per-request mode, through ext_authz), the operation in a request header.
     pub fn on_request_headers(&mut self, host: &mut impl Host) -> Step {
-        self.started_ms = host.now_ms();
         let operation = host.request_header(OPERATION);
         host.set_request_header(OPERATION, None);
-        self.operation = Operation::from_name(operation.as_deref().unwrap_or_default());
+        let operation = Operation::from_name(operation.as_deref().unwrap_or_default());
+        self.on_request(host, operation, None)
+    }
+
+    /// Role `both`: the request headers arrived; `pre` (configured with `pre`) runs first, in
+    /// this instance, and hands the request on directly.
+    pub fn on_request_headers_after_pre(&mut self, host: &mut impl Host, pre: &PreConfig) -> Step {
+        match pre::on_request_headers(pre, host, Next::SameFilter) {
+            Some(passed) => self.on_request(host, passed.operation, Some(passed.headers)),
+            None => Step::Pause,
+        }
+    }
+
+    /// The request of `operation` is here (`headers`: as the shell holds them, when it does).
+    fn on_request(
+        &mut self,
+        host: &mut impl Host,
+        operation: Operation,
+        headers: Option<Vec<(String, String)>>,
+    ) -> Step {
+        self.started_ms = host.now_ms();
+        self.operation = operation;
         if host.grant_mode() {
             let caller = host.caller();
             let now = self.started_ms as u64;
@@ -173,7 +200,8 @@ impl PostFlow {
                     if found.refresh {
                         host.want_refresh(&caller);
                     }
-                    if !self.sign_with(host, &found.grant, time) {
+                    let headers = headers.unwrap_or_else(|| host.request_headers());
+                    if !self.sign_with(host, headers, &found.grant, time) {
                         return Step::Pause;
                     }
                 }
@@ -199,7 +227,7 @@ impl PostFlow {
                 let grant = held.grant.clone();
                 host.keep_grant(caller, held, &json, now);
                 let time = AmzDate::from_unix_seconds(now / 1000);
-                if self.sign_with(host, &grant, time) {
+                if self.sign_with(host, host.request_headers(), &grant, time) {
                     return self.route(host);
                 }
             }
@@ -274,11 +302,13 @@ impl PostFlow {
         if failed && !host.upstream_address().is_empty() {
             self.store_error = Some(Vec::new());
         }
+        self.cache.on_response_headers(host);
     }
 
     /// `size` bytes of response body arrived: gathered only for an error of the store, for its
     /// code and, when it refused a signature, to say why; the client gets it unchanged.
     pub fn on_response_body(&mut self, host: &mut impl Host, size: usize, end_of_stream: bool) {
+        self.cache.on_response_body(host, size);
         let Some(body) = self.store_error.as_mut() else {
             return;
         };
@@ -308,6 +338,7 @@ impl PostFlow {
         let status = host.response_code();
         let body_bytes = host.response_body_bytes();
         self.count_usage(host, status, body_bytes, now);
+        self.cache.on_complete(host, now);
         let first = self.first.as_ref().map(|(a, route)| (a.as_str(), *route));
         if let Some((first, _)) = first {
             host.add_in_flight(first, -1);
@@ -396,10 +427,15 @@ impl PostFlow {
         Step::Pause
     }
 
-    /// Decides on the request with `grant` and, when allowed, signs it at `time`. `false`:
-    /// refused, and the client has its answer.
-    fn sign_with(&mut self, host: &mut impl Host, grant: &CompiledGrant, time: AmzDate) -> bool {
-        let headers = host.request_headers();
+    /// Decides on the request (`headers`: as Envoy holds them) with `grant` and, when allowed,
+    /// signs it at `time`. `false`: refused, and the client has its answer.
+    fn sign_with(
+        &mut self,
+        host: &mut impl Host,
+        headers: Vec<(String, String)>,
+        grant: &CompiledGrant,
+        time: AmzDate,
+    ) -> bool {
         let get = |name: &str| crate::pre::header(&headers, name).unwrap_or_default();
         let pairs: Vec<(&str, &str)> = headers
             .iter()
@@ -424,7 +460,10 @@ impl PostFlow {
                 for (name, value) in &signed.changes.set {
                     host.set_request_header(name, Some(value));
                 }
-                for name in &signed.changes.remove {
+                // Only what the request has (`pre` stripped client credentials already): each
+                // call is a search of Envoy's header map.
+                let present = |name: &&&str| crate::pre::header(&headers, name).is_some();
+                for name in signed.changes.remove.iter().filter(present) {
                     host.set_request_header(name, None);
                 }
                 if let Some(signing) = &signed.chunk_signing {
@@ -488,6 +527,14 @@ impl PostFlow {
             }
         }
         let now = host.now_ms();
+        if let Some(forwarded) = &self.forwarded {
+            if self
+                .cache
+                .on_authorized(host, self.operation, forwarded, now)
+            {
+                return Step::Pause;
+            }
+        }
         let hint = host.choose(LatencyClass::of(self.operation), now);
         match hint.first_address() {
             Some(first) => {

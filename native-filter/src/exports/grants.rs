@@ -19,7 +19,7 @@ unsafe fn grant_mode<'a>(config_module: *const c_void) -> Option<(&'a Post, &'a 
     // SAFETY: per the contract above.
     match unsafe { config_module.cast::<Config>().as_ref() }? {
         Config::Post(post) => Some((post, post.granting.as_ref()?)),
-        Config::Pre(_) => None,
+        Config::Pre(..) => None,
     }
 }
 

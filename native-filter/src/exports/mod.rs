@@ -29,14 +29,15 @@ mod stream;
 
 /// One loaded filter configuration, shared by every stream (and worker) it serves.
 enum Config {
-    Pre(Pre),
+    Pre(Pre, Batch),
+    /// Role `post`, or `both` (with its `pre`).
     Post(Box<Post>),
 }
 
 impl Config {
     fn batch(&self) -> &Batch {
         match self {
-            Config::Pre(pre) => &pre.batch,
+            Config::Pre(_, batch) => batch,
             Config::Post(post) => &post.batch,
         }
     }
@@ -129,17 +130,17 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
                 .and_then(|config| {
                     // SAFETY: this is the config_new hook for `config_envoy`.
                     let batch = unsafe { Batch::start(config_envoy) }?;
-                    Ok(match config {
-                        FilterConfig::Pre(pre) => Config::Pre(Pre {
-                            config: pre,
-                            metrics: PreMetrics::define(&metrics),
-                            batch,
-                        }),
-                        // SAFETY: this is the config_new hook for `config_envoy`.
-                        FilterConfig::Post(post) => Config::Post(Box::new(unsafe {
-                            Post::new(&post, config_envoy, &metrics, batch)
-                        })),
-                    })
+                    let (post, pre) = match config {
+                        FilterConfig::Pre(config) => {
+                            let metrics = PreMetrics::define(&metrics);
+                            return Ok(Config::Pre(Pre { config, metrics }, batch));
+                        }
+                        FilterConfig::Post(post) => (post, None),
+                        FilterConfig::Both(both) => (both.post, Some(both.pre)),
+                    };
+                    // SAFETY: this is the config_new hook for `config_envoy`.
+                    let post = unsafe { Post::new(&post, pre, config_envoy, &metrics, batch) };
+                    Ok(Config::Post(Box::new(post)))
                 });
             let loaded = match loaded {
                 Ok(loaded) => loaded,
@@ -226,7 +227,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_new(
             };
             let flow = match config.as_ref() {
                 Config::Post(post) => PostFlow::new(post.flow),
-                Config::Pre(_) => PostFlow::default(),
+                Config::Pre(..) => PostFlow::default(),
             };
             Box::into_raw(Box::new(Filter { config, flow })).cast::<c_void>()
         },

@@ -24,11 +24,11 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
                 refuse_internal(filter_envoy);
                 return abi::headers_status::STOP_ITERATION;
             };
-            if let Config::Pre(pre) = filter.config.as_ref() {
+            if let Config::Pre(pre, batch) = filter.config.as_ref() {
                 // SAFETY: this hook received `filter_envoy`.
-                return pre.on_request_headers(&unsafe { Stream::new(filter_envoy) });
+                return pre.on_request_headers(unsafe { Stream::new(filter_envoy) }, batch);
             }
-            match filter.post(filter_envoy, |flow, host| flow.on_request_headers(host)) {
+            match filter.post(filter_envoy, |flow, host| host.on_request_headers(flow)) {
                 // Waiting for a grant: the body must wait too, or Envoy would pass it on with
                 // the unsigned headers when it arrives.
                 Some(Step::Pause) => abi::headers_status::STOP_ALL_ITERATION_AND_WATERMARK,

@@ -93,7 +93,8 @@ impl Batch {
     }
 
     fn add(&self, kind: Kind, id: Metric, labels: &[&str], delta: i64) {
-        let Some(id) = id else {
+        // Nothing to write (a bodiless request's bytes): the flush would skip it anyway.
+        let (Some(id), false) = (id, delta == 0) else {
             return;
         };
         let mut series = String::with_capacity(labels.iter().map(|l| l.len() + 1).sum());

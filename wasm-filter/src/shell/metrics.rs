@@ -13,6 +13,8 @@ use std::rc::Rc;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
 use s3mesh_filter::endpoint::Route;
+use s3mesh_filter::post::CacheEvent;
+use s3mesh_filter::pre::Count;
 use s3mesh_filter::usage::{IdentityLabels, Usage};
 
 /// One metric; if the host refuses to define it, updates become no-ops (stats must never fail
@@ -72,6 +74,14 @@ pub(super) struct OperationMetrics {
     pub(super) ttfb_ms: Metric,
 }
 
+/// Per bucket of the read cache.
+pub(super) struct CacheMetrics {
+    hits: Metric,
+    misses: Metric,
+    evictions: Metric,
+    hit_bytes: Metric,
+}
+
 /// Per identity label and operation class.
 pub(super) struct IdentityMetrics {
     requests: Metric,
@@ -85,8 +95,8 @@ type IdentityErrors = HashMap<(String, &'static str, String), Rc<Metric>>;
 
 /// Every metric of one root context, labelled ones created on first use.
 pub(super) struct Metrics {
-    pub(super) pre_rejected: Metric,
-    pub(super) pre_stripped_headers: Metric,
+    pre_rejected: Metric,
+    pre_stripped_headers: Metric,
     pub(super) post_unhinted: Metric,
     pub(super) discovered_endpoints: Metric,
     pub(super) grants_fetched: Metric,
@@ -96,6 +106,7 @@ pub(super) struct Metrics {
     pub(super) store_refused_signature: Metric,
     endpoints: RefCell<HashMap<String, Rc<EndpointMetrics>>>,
     operations: RefCell<HashMap<&'static str, Rc<OperationMetrics>>>,
+    caches: RefCell<HashMap<String, Rc<CacheMetrics>>>,
     /// This worker's identity labels (the bound is per worker).
     identity_labels: RefCell<IdentityLabels>,
     identities: RefCell<HashMap<(String, &'static str), Rc<IdentityMetrics>>>,
@@ -118,9 +129,21 @@ impl Metrics {
             store_refused_signature: counter("s3mesh_store_refused_signature_total"),
             endpoints: RefCell::default(),
             operations: RefCell::default(),
+            caches: RefCell::default(),
             identity_labels: RefCell::new(IdentityLabels::new(max_identity_labels)),
             identities: RefCell::default(),
             identity_errors: RefCell::default(),
+        }
+    }
+
+    /// Adds to role `pre`'s metrics.
+    pub(super) fn count_pre(&self, count: Count) {
+        match count {
+            Count::Stripped(headers) => self
+                .pre_stripped_headers
+                .add(i64::try_from(headers).unwrap_or(i64::MAX)),
+            Count::Operation(operation) => self.operation(operation.as_str()).requests.add(1),
+            Count::Rejected => self.pre_rejected.add(1),
         }
     }
 
@@ -155,6 +178,36 @@ impl Metrics {
             })
         });
         Rc::clone(entry)
+    }
+
+    /// Adds a read cache event to its bucket's metrics.
+    pub(super) fn count_cache(&self, bucket: &str, event: CacheEvent) {
+        let metrics = Rc::clone(
+            self.caches
+                .borrow_mut()
+                .entry(bucket.to_owned())
+                .or_insert_with(|| {
+                    let m = |name| {
+                        Metric::define(MetricType::Counter, &tagged("s3_bucket", bucket, name))
+                    };
+                    Rc::new(CacheMetrics {
+                        hits: m("s3mesh_cache_hits_total"),
+                        misses: m("s3mesh_cache_misses_total"),
+                        evictions: m("s3mesh_cache_evictions_total"),
+                        hit_bytes: m("s3mesh_cache_hit_bytes_total"),
+                    })
+                }),
+        );
+        match event {
+            CacheEvent::Hit { bytes } => {
+                metrics.hits.add(1);
+                metrics
+                    .hit_bytes
+                    .add(i64::try_from(bytes).unwrap_or(i64::MAX));
+            }
+            CacheEvent::Miss => metrics.misses.add(1),
+            CacheEvent::Evicted => metrics.evictions.add(1),
+        }
     }
 
     /// Adds a finished request to its caller's metrics.

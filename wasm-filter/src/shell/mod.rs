@@ -22,10 +22,11 @@ use s3mesh_sigv4::AmzDate;
 
 use granting::Granting;
 use metrics::Metrics;
-use s3mesh_filter::config::{FilterConfig, PreConfig};
+use s3mesh_filter::config::{FilterConfig, PostConfig, PreConfig};
 use s3mesh_filter::endpoint::Selector;
 use s3mesh_filter::grants::{Answer, Caller};
 use s3mesh_filter::post::FlowSettings;
+use s3mesh_filter::read_cache::Store;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -68,7 +69,18 @@ fn now_ms(context: &dyn Context) -> f64 {
 /// What a configured root hands to its streams.
 enum Role {
     Pre(Rc<PreConfig>),
-    Post(Rc<RefCell<Selector>>, Option<Rc<Granting>>, FlowSettings),
+    /// Role `post`, or `both` (with its `pre`).
+    Post(Post),
+}
+
+/// What a configured root of role `post` (or `both`) hands to its streams.
+struct Post {
+    pre: Option<Rc<PreConfig>>,
+    cache: Option<Rc<post::ReadCache>>,
+    selector: Rc<RefCell<Selector>>,
+    granting: Option<Rc<Granting>>,
+    settings: FlowSettings,
+    max_identity_labels: usize,
 }
 
 struct Root {
@@ -83,9 +95,28 @@ struct Root {
 const RENEWAL_TICK: Duration = Duration::from_millis(200);
 
 impl Root {
+    /// The role `post` (`pre`: role `both`'s) of this root.
+    fn post(&self, config: &PostConfig, pre: Option<PreConfig>) -> Role {
+        let seed = (now_ms(self) * 1000.0) as u64 ^ u64::from(self.context_id).rotate_left(32);
+        Role::Post(Post {
+            pre: pre.map(Rc::new),
+            cache: config.cache.clone().map(|c| {
+                let store = RefCell::new(Store::new(c.max_bytes));
+                Rc::new((c, store))
+            }),
+            selector: Rc::new(RefCell::new(Selector::new(config, seed))),
+            granting: config
+                .grants
+                .clone()
+                .map(|grants| Rc::new(Granting::new(grants))),
+            settings: FlowSettings::of(config),
+            max_identity_labels: config.max_identity_labels,
+        })
+    }
+
     fn granting(&self) -> Option<Rc<Granting>> {
         match self.role.as_ref()? {
-            Role::Post(_, granting, _) => granting.clone(),
+            Role::Post(post) => post.granting.clone(),
             Role::Pre(_) => None,
         }
     }
@@ -128,28 +159,22 @@ impl Context for Root {
 impl RootContext for Root {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
         let bytes = self.get_plugin_configuration().unwrap_or_default();
-        let mut max_identity_labels = 0;
         let role = match FilterConfig::parse(&bytes) {
             Ok(FilterConfig::Pre(pre)) => Role::Pre(Rc::new(pre)),
-            Ok(FilterConfig::Post(post)) => {
-                max_identity_labels = post.max_identity_labels;
-                let seed =
-                    (now_ms(self) * 1000.0) as u64 ^ u64::from(self.context_id).rotate_left(32);
-                let granting = post
-                    .grants
-                    .clone()
-                    .map(|config| Rc::new(Granting::new(config)));
-                let selector = Rc::new(RefCell::new(Selector::new(&post, seed)));
-                Role::Post(selector, granting, FlowSettings::of(&post))
-            }
+            Ok(FilterConfig::Post(post)) => self.post(&post, None),
+            Ok(FilterConfig::Both(both)) => self.post(&both.post, Some(both.pre)),
             Err(e) => {
                 log::error!("{e}");
                 return false;
             }
         };
+        let max_identity_labels = match &role {
+            Role::Post(post) => post.max_identity_labels,
+            Role::Pre(_) => 0,
+        };
         let metrics = Rc::new(Metrics::define(max_identity_labels));
-        if let Role::Post(selector, _, _) = &role {
-            for address in selector.borrow().addresses() {
+        if let Role::Post(post) = &role {
+            for address in post.selector.borrow().addresses() {
                 metrics.endpoint(address);
             }
         }
@@ -197,11 +222,13 @@ impl RootContext for Root {
         let metrics = Rc::clone(self.metrics.as_ref()?);
         match self.role.as_ref()? {
             Role::Pre(config) => Some(Box::new(pre::PreStream::new(Rc::clone(config), metrics))),
-            Role::Post(selector, granting, settings) => Some(Box::new(post::PostStream::new(
-                Rc::clone(selector),
-                granting.clone(),
+            Role::Post(post) => Some(Box::new(post::PostStream::new(
+                post.pre.clone(),
+                post.cache.clone(),
+                Rc::clone(&post.selector),
+                post.granting.clone(),
                 metrics,
-                *settings,
+                post.settings,
             ))),
         }
     }

@@ -13,13 +13,25 @@ use s3mesh_s3_request::{chunk_signing, Operation, S3Error};
 use super::granting::{self, Granting};
 use super::metrics::Metrics;
 use super::{now_ms, publish, send_s3_error};
+use s3mesh_filter::config::{CacheConfig, PreConfig};
 use s3mesh_filter::endpoint::outcome::Outcome;
 use s3mesh_filter::endpoint::{Hint, LatencyClass, Selector};
 use s3mesh_filter::grants::{Caller, Found, Held};
-use s3mesh_filter::post::{Counter, EndpointCounter, FlowSettings, Host, PostFlow, Step};
+use s3mesh_filter::post::{
+    CacheEvent, Counter, EndpointCounter, FlowSettings, Host, PostFlow, Step,
+};
+use s3mesh_filter::pre::{self, Count};
+use s3mesh_filter::read_cache::{Answer, Store, CACHE_HEADER};
 use s3mesh_filter::usage::Usage;
 
+/// A worker's read cache: its configuration and answers.
+pub(super) type ReadCache = (CacheConfig, RefCell<Store>);
+
 pub(super) struct PostStream {
+    /// Role `both`: `pre`, run first in the same stream.
+    pre: Option<Rc<PreConfig>>,
+    /// The worker's read cache.
+    cache: Option<Rc<ReadCache>>,
     selector: Rc<RefCell<Selector>>,
     granting: Option<Rc<Granting>>,
     metrics: Rc<Metrics>,
@@ -28,6 +40,8 @@ pub(super) struct PostStream {
 
 impl PostStream {
     pub(super) fn new(
+        pre: Option<Rc<PreConfig>>,
+        cache: Option<Rc<ReadCache>>,
         selector: Rc<RefCell<Selector>>,
         granting: Option<Rc<Granting>>,
         metrics: Rc<Metrics>,
@@ -35,6 +49,8 @@ impl PostStream {
     ) -> Self {
         let flow = PostFlow::new(settings);
         Self {
+            pre,
+            cache,
             selector,
             granting,
             metrics,
@@ -71,21 +87,39 @@ fn action(step: Step) -> Action {
     }
 }
 
+impl pre::Host for PostStream {
+    fn request_headers(&self) -> Vec<(String, String)> {
+        self.get_http_request_headers()
+    }
+
+    fn set_request_header(&mut self, name: &str, value: Option<&str>) {
+        self.set_http_request_header(name, value);
+    }
+
+    fn publish(&mut self, attributes: &[(Attribute, &str)]) {
+        publish(self, attributes);
+    }
+
+    fn send_s3_error(&mut self, error: &S3Error, path: &str, request_id: &str) {
+        send_s3_error(self, error, path, request_id);
+    }
+
+    fn count_pre(&self, count: Count) {
+        self.metrics.count_pre(count);
+    }
+}
+
 impl Host for PostStream {
     fn now_ms(&self) -> f64 {
         now_ms(self)
-    }
-
-    fn request_headers(&self) -> Vec<(String, String)> {
-        self.get_http_request_headers()
     }
 
     fn request_header(&self, name: &str) -> Option<String> {
         self.get_http_request_header(name)
     }
 
-    fn set_request_header(&mut self, name: &str, value: Option<&str>) {
-        self.set_http_request_header(name, value);
+    fn response_headers(&self) -> Vec<(String, String)> {
+        self.get_http_response_headers()
     }
 
     fn response_header(&self, name: &str) -> Option<String> {
@@ -94,6 +128,10 @@ impl Host for PostStream {
 
     fn remove_response_header(&mut self, name: &str) {
         self.set_http_response_header(name, None);
+    }
+
+    fn set_response_header(&mut self, name: &str, value: &str) {
+        self.set_http_response_header(name, Some(value));
     }
 
     fn read_request_body(&self, size: usize, read: &mut dyn FnMut(&[u8])) {
@@ -106,10 +144,6 @@ impl Host for PostStream {
 
     fn read_response_body(&self, size: usize, read: &mut dyn FnMut(&[u8])) {
         read(&self.get_http_response_body(0, size).unwrap_or_default());
-    }
-
-    fn send_s3_error(&mut self, error: &S3Error, path: &str, request_id: &str) {
-        send_s3_error(self, error, path, request_id);
     }
 
     fn authz_metadata(&self, name: &str) -> Option<String> {
@@ -161,10 +195,6 @@ impl Host for PostStream {
 
     fn request_body_bytes(&self) -> u64 {
         self.property_u64(["request", "size"])
-    }
-
-    fn publish(&mut self, attributes: &[(Attribute, &str)]) {
-        publish(self, attributes);
     }
 
     fn log_info(&self, message: &str) {
@@ -229,6 +259,26 @@ impl Host for PostStream {
         }
     }
 
+    fn read_cache<T>(&mut self, run: impl FnOnce(&CacheConfig, &mut Store) -> T) -> Option<T> {
+        let cache = self.cache.as_ref()?;
+        let mut store = cache.1.borrow_mut();
+        Some(run(&cache.0, &mut store))
+    }
+
+    fn send_answer(&mut self, answer: &Answer, request_id: &str) {
+        let headers: Vec<(&str, &str)> = answer
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .chain([(CACHE_HEADER, "hit"), ("x-amz-request-id", request_id)])
+            .collect();
+        self.send_http_response(u32::from(answer.status), headers, Some(&answer.body));
+    }
+
+    fn count_cache(&self, bucket: &str, event: CacheEvent) {
+        self.metrics.count_cache(bucket, event);
+    }
+
     fn count(&self, counter: Counter) {
         let m = &self.metrics;
         match counter {
@@ -287,7 +337,10 @@ impl Context for PostStream {
 
 impl HttpContext for PostStream {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        action(self.step(|flow, host| flow.on_request_headers(host)))
+        action(self.step(|flow, host| match host.pre.clone() {
+            Some(pre) => flow.on_request_headers_after_pre(host, &pre),
+            None => flow.on_request_headers(host),
+        }))
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {

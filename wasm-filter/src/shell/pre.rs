@@ -1,14 +1,16 @@
-//! Role `pre` in Envoy: applies [`s3mesh_filter::pre::inspect_headers`] to the request headers.
+//! Role `pre` in Envoy: [`s3mesh_filter::pre::on_request_headers`] with proxy-wasm's host calls.
 
 use std::rc::Rc;
 
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
+use s3mesh_s3_request::audit::Attribute;
+use s3mesh_s3_request::S3Error;
 
 use super::metrics::Metrics;
 use super::{publish, send_s3_error};
 use s3mesh_filter::config::PreConfig;
-use s3mesh_filter::pre::{self, RequestHead};
+use s3mesh_filter::pre::{self, Count, Next};
 
 pub(super) struct PreStream {
     config: Rc<PreConfig>,
@@ -21,40 +23,36 @@ impl PreStream {
     }
 }
 
+impl pre::Host for PreStream {
+    fn request_headers(&self) -> Vec<(String, String)> {
+        self.get_http_request_headers()
+    }
+
+    fn set_request_header(&mut self, name: &str, value: Option<&str>) {
+        self.set_http_request_header(name, value);
+    }
+
+    fn publish(&mut self, attributes: &[(Attribute, &str)]) {
+        publish(self, attributes);
+    }
+
+    fn send_s3_error(&mut self, error: &S3Error, path: &str, request_id: &str) {
+        send_s3_error(self, error, path, request_id);
+    }
+
+    fn count_pre(&self, count: Count) {
+        self.metrics.count_pre(count);
+    }
+}
+
 impl Context for PreStream {}
 
 impl HttpContext for PreStream {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let headers = self.get_http_request_headers();
-        match pre::inspect_headers(&self.config, &headers) {
-            Ok(changes) => {
-                if !changes.remove_headers.is_empty() {
-                    self.metrics
-                        .pre_stripped_headers
-                        .add(changes.remove_headers.len() as i64);
-                }
-                for (name, value) in changes.header_edits() {
-                    self.set_http_request_header(name, value);
-                }
-                self.metrics
-                    .operation(changes.operation.as_str())
-                    .requests
-                    .add(1);
-                if self.config.audit_attributes {
-                    publish(self, &changes.audit());
-                }
-                Action::Continue
-            }
-            Err(error) => {
-                self.metrics.pre_rejected.add(1);
-                if self.config.audit_attributes {
-                    publish(self, &pre::refused_audit(&error));
-                }
-                let path = RequestHead::find(&headers).path;
-                let request_id = pre::header(&headers, "x-request-id").unwrap_or_default();
-                send_s3_error(self, &error, path, request_id);
-                Action::Pause
-            }
+        let config = Rc::clone(&self.config);
+        match pre::on_request_headers(&config, self, Next::Filter) {
+            Some(_) => Action::Continue,
+            None => Action::Pause,
         }
     }
 }

@@ -2,13 +2,91 @@
 //!
 //! Everything that changes what gets signed (the request target) happens here and nowhere
 //! later; headers that only s3mesh may set are removed so that no client can steer routing or
-//! smuggle credentials.
+//! smuggle credentials. [`on_request_headers`] runs it on a stream through the shell's [`Host`].
+
+mod host;
 
 use s3mesh_s3_request::audit::{self, Attribute};
 use s3mesh_s3_request::headers::{is_stripped_from_client, OPERATION};
 use s3mesh_s3_request::{Operation, RequestTarget, S3Error, S3Request};
 
 use crate::config::PreConfig;
+pub use host::{Count, Host};
+
+/// Where role `pre` hands the request on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// To another filter (ext_authz, or the `post` instance): the operation goes in a request
+    /// header that `post` removes.
+    Filter,
+    /// To `post` in the same instance (role `both`), which takes the operation directly.
+    SameFilter,
+}
+
+/// A request role `pre` let through, as `post` in the same instance takes it on.
+#[derive(Debug)]
+pub struct Passed {
+    /// The S3 operation.
+    pub operation: Operation,
+    /// The request headers as `pre` left them (what Envoy now holds).
+    pub headers: Vec<(String, String)>,
+}
+
+/// Role `pre` on a stream's request headers: strips, canonicalizes, classifies, counts and
+/// publishes, or refuses the request with an S3 error (`None`: the client has its answer).
+pub fn on_request_headers(config: &PreConfig, host: &mut impl Host, next: Next) -> Option<Passed> {
+    let mut headers = host.request_headers();
+    match inspect_headers(config, &headers) {
+        Ok(changes) => {
+            let stripped = changes.remove_headers.len() as u64;
+            if stripped > 0 {
+                host.count_pre(Count::Stripped(stripped));
+            }
+            let edits = match next {
+                Next::Filter => changes.header_edits(),
+                Next::SameFilter => changes.target_edits(),
+            };
+            for (name, value) in edits {
+                host.set_request_header(name, value);
+                edit(&mut headers, name, value);
+            }
+            host.count_pre(Count::Operation(changes.operation));
+            if config.audit_attributes {
+                host.publish(&changes.audit());
+            }
+            Some(Passed {
+                operation: changes.operation,
+                headers,
+            })
+        }
+        Err(error) => {
+            host.count_pre(Count::Rejected);
+            if config.audit_attributes {
+                host.publish(&refused_audit(&error));
+            }
+            let path = RequestHead::find(&headers).path;
+            let request_id = header(&headers, "x-request-id").unwrap_or_default();
+            host.send_s3_error(&error, path, request_id);
+            None
+        }
+    }
+}
+
+/// Makes in a header list the edit a shell makes in Envoy's: a value replaces every value of
+/// `name` (in the first one's place, or at the end), `None` removes them all.
+fn edit(headers: &mut Vec<(String, String)>, name: &str, value: Option<&str>) {
+    let first = headers.iter().position(|(n, _)| n == name);
+    let mut index = 0;
+    headers.retain(|(n, _)| {
+        index += 1;
+        n != name || (value.is_some() && Some(index - 1) == first)
+    });
+    match (value, first) {
+        (Some(value), Some(first)) => headers[first].1 = value.to_owned(),
+        (Some(value), None) => headers.push((name.to_owned(), value.to_owned())),
+        (None, _) => {}
+    }
+}
 
 /// What to do to one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,8 +213,17 @@ impl<'a> RequestHead<'a> {
 
 impl PreChanges {
     /// The request header edits, in the order a shell makes them: `None` removes. The last
-    /// names the operation for `post` (which removes it before the request leaves Envoy).
+    /// names the operation for `post` in another filter instance (which removes it before the
+    /// request leaves Envoy).
     pub fn header_edits(&self) -> Vec<(&str, Option<&str>)> {
+        let mut edits = self.target_edits();
+        edits.push((OPERATION, Some(self.operation.as_str())));
+        edits
+    }
+
+    /// The edits of [`Self::header_edits`] that stay on the request: the client headers
+    /// removed and the canonical target.
+    pub fn target_edits(&self) -> Vec<(&str, Option<&str>)> {
         let removals = self.remove_headers.iter().map(|n| (n.as_str(), None));
         let target = [
             self.new_path.as_deref().map(|p| (":path", Some(p))),
@@ -144,10 +231,7 @@ impl PreChanges {
                 .as_deref()
                 .map(|a| (":authority", Some(a))),
         ];
-        removals
-            .chain(target.into_iter().flatten())
-            .chain([(OPERATION, Some(self.operation.as_str()))])
-            .collect()
+        removals.chain(target.into_iter().flatten()).collect()
     }
 
     /// The audit record's attributes of the request.
@@ -225,6 +309,114 @@ mod tests {
                 (Attribute::CopySource, "src/k"),
             ]
         );
+    }
+
+    fn owned(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn an_edit_replaces_every_value_in_the_first_place_or_removes_them() {
+        let mut headers = owned(&[("a", "1"), ("b", "2"), ("a", "3"), ("c", "4")]);
+        edit(&mut headers, "a", Some("x"));
+        assert_eq!(headers, owned(&[("a", "x"), ("b", "2"), ("c", "4")]));
+        edit(&mut headers, "d", Some("y"));
+        edit(&mut headers, "b", None);
+        assert_eq!(headers, owned(&[("a", "x"), ("c", "4"), ("d", "y")]));
+    }
+
+    /// A stream's request headers and what `pre` did to them.
+    #[derive(Default)]
+    struct Stream {
+        headers: Vec<(String, String)>,
+        edits: Vec<(String, Option<String>)>,
+        published: Vec<(Attribute, String)>,
+        answered: Option<(u16, String, String)>,
+        counts: std::cell::RefCell<Vec<Count>>,
+    }
+
+    impl Host for Stream {
+        fn request_headers(&self) -> Vec<(String, String)> {
+            self.headers.clone()
+        }
+        fn set_request_header(&mut self, name: &str, value: Option<&str>) {
+            self.edits.push((name.to_owned(), value.map(str::to_owned)));
+        }
+        fn publish(&mut self, attributes: &[(Attribute, &str)]) {
+            let owned = attributes.iter().map(|(a, v)| (*a, (*v).to_owned()));
+            self.published.extend(owned);
+        }
+        fn send_s3_error(&mut self, error: &S3Error, path: &str, request_id: &str) {
+            self.answered = Some((error.status, path.to_owned(), request_id.to_owned()));
+        }
+        fn count_pre(&self, count: Count) {
+            self.counts.borrow_mut().push(count);
+        }
+    }
+
+    fn stream(path: &str) -> Stream {
+        Stream {
+            headers: owned(&[
+                (":method", "GET"),
+                (":authority", "s3.local"),
+                (":path", path),
+                ("authorization", "AWS4-HMAC-SHA256 x"),
+                ("x-request-id", "r1"),
+            ]),
+            ..Stream::default()
+        }
+    }
+
+    #[test]
+    fn a_request_passed_to_another_filter_carries_its_operation_in_a_header() {
+        let mut host = stream("/b/a b");
+        let passed = on_request_headers(&PreConfig::default(), &mut host, Next::Filter).unwrap();
+        assert_eq!(passed.operation, Operation::GetObject);
+        let edits: Vec<_> = host.edits.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(edits, ["authorization", ":path", OPERATION]);
+        assert_eq!(
+            *host.counts.borrow(),
+            [Count::Stripped(1), Count::Operation(Operation::GetObject)]
+        );
+        assert_eq!(
+            host.published[0],
+            (Attribute::Operation, "GetObject".into())
+        );
+    }
+
+    #[test]
+    fn a_request_passed_in_the_same_filter_comes_with_its_headers_as_edited() {
+        let mut host = stream("/b/a b");
+        let config = PreConfig {
+            audit_attributes: false,
+            ..PreConfig::default()
+        };
+        let passed = on_request_headers(&config, &mut host, Next::SameFilter).unwrap();
+        let edits: Vec<_> = host.edits.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(edits, ["authorization", ":path"]);
+        assert_eq!(
+            passed.headers,
+            owned(&[
+                (":method", "GET"),
+                (":authority", "s3.local"),
+                (":path", "/b/a%20b"),
+                ("x-request-id", "r1"),
+            ])
+        );
+        assert!(host.published.is_empty());
+    }
+
+    #[test]
+    fn a_refused_request_is_answered_counted_and_published() {
+        let mut host = stream("/b/%zz");
+        assert!(on_request_headers(&PreConfig::default(), &mut host, Next::SameFilter).is_none());
+        assert_eq!(host.answered, Some((400, "/b/%zz".into(), "r1".into())));
+        assert!(host.edits.is_empty());
+        assert_eq!(*host.counts.borrow(), [Count::Rejected]);
+        assert_eq!(host.published[0], (Attribute::Decision, "invalid".into()));
     }
 
     #[test]

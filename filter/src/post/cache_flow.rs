@@ -1,0 +1,150 @@
+//! The read cache's part of one `post` stream ([`crate::read_cache`]): after the request is
+//! authorized, a write drops what it makes stale, a cacheable read is answered from the cache
+//! or its miss noted; the store's answer to a miss is gathered as it streams through and kept
+//! when the stream ends complete.
+
+use s3mesh_s3_request::{Operation, OperationClass};
+
+use super::host::{CacheEvent, Host};
+use crate::pre::header;
+use crate::read_cache::{self, Filling, Lookup, Miss, Stale};
+use crate::signature_diagnosis::Forwarded;
+
+/// What one stream has to do with the cache.
+#[derive(Debug, Default)]
+pub(super) struct CacheFlow {
+    /// A cacheable read the cache could not answer.
+    miss: Option<Miss>,
+    /// The store's answer to it, as it arrives.
+    filling: Option<Filling>,
+    /// What this write makes stale: dropped again when it ends (a read may have refilled it
+    /// from the store while the write was under way).
+    stale: Option<Stale>,
+    /// The object's `content-length` of a `HeadObject` answered from the cache: Envoy drops it
+    /// from a bodiless local reply, so it is put back as the reply passes this filter.
+    head_length: Option<String>,
+}
+
+/// What the cache made of an authorized request.
+enum Seen {
+    Passing,
+    Stale(Stale),
+    /// Looked up, for a read of this bucket.
+    Looked(String, Lookup),
+}
+
+impl CacheFlow {
+    /// The request (`operation`, headers as `forwarded`) is authorized. `true`: the cache
+    /// answered it.
+    pub(super) fn on_authorized(
+        &mut self,
+        host: &mut impl Host,
+        operation: Operation,
+        forwarded: &Forwarded,
+        now_ms: f64,
+    ) -> bool {
+        let listing = operation.class() == Some(OperationClass::List);
+        let (Some(method), Some(path), false) = (
+            forwarded.header(":method"),
+            forwarded.header(":path"),
+            listing,
+        ) else {
+            return false;
+        };
+        let seen = host.read_cache(|config, store| {
+            if let Some(stale) = read_cache::made_stale(config, operation, method, path) {
+                store.invalidate(&stale, now_ms);
+                return Seen::Stale(stale);
+            }
+            match read_cache::cacheable(config, operation, method, path, |n| forwarded.header(n)) {
+                Some(cacheable) => {
+                    let bucket = cacheable.object.bucket.clone();
+                    Seen::Looked(bucket, store.lookup(cacheable, now_ms))
+                }
+                None => Seen::Passing,
+            }
+        });
+        match seen {
+            None | Some(Seen::Passing) => false,
+            Some(Seen::Stale(stale)) => {
+                self.stale = Some(stale);
+                false
+            }
+            Some(Seen::Looked(bucket, Lookup::Miss(miss))) => {
+                host.count_cache(&bucket, CacheEvent::Miss);
+                self.miss = Some(miss);
+                false
+            }
+            Some(Seen::Looked(bucket, Lookup::Hit(answer))) => {
+                let bytes = answer.body.len() as u64;
+                host.count_cache(&bucket, CacheEvent::Hit { bytes });
+                let request_id = forwarded.header("x-request-id").unwrap_or_default();
+                if method == "HEAD" {
+                    self.head_length = header(&answer.headers, "content-length").map(str::to_owned);
+                }
+                host.send_answer(&answer, request_id);
+                true
+            }
+        }
+    }
+
+    /// The store's answer began: gathered if it may be kept. (Or this filter's own answer from
+    /// the cache passes.)
+    pub(super) fn on_response_headers(&mut self, host: &mut impl Host) {
+        if let Some(length) = self.head_length.take() {
+            host.set_response_header("content-length", &length);
+        }
+        let Some(miss) = &self.miss else {
+            return;
+        };
+        let headers = host.response_headers();
+        let status = header(&headers, ":status")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let variant = &miss.cacheable.variant;
+        let max_body = host.read_cache(|config, _| config.max_entry_bytes);
+        let keepable = max_body.is_some_and(|max| {
+            read_cache::answer::keepable(
+                status,
+                &headers,
+                variant.head,
+                variant.range.is_some(),
+                max,
+            )
+        });
+        match keepable {
+            true => self.filling = Some(Filling::start(status, &headers, variant.head)),
+            false => self.miss = None,
+        }
+    }
+
+    /// `size` bytes of the store's answer arrived.
+    pub(super) fn on_response_body(&mut self, host: &mut impl Host, size: usize) {
+        let Some(filling) = self.filling.as_mut() else {
+            return;
+        };
+        let mut fits = true;
+        host.read_response_body(size, &mut |piece| fits = fits && filling.push(piece));
+        if !fits {
+            self.filling = None;
+        }
+    }
+
+    /// The stream ended: a write drops what it made stale again; a complete answer to a miss
+    /// is kept.
+    pub(super) fn on_complete(&mut self, host: &mut impl Host, now_ms: f64) {
+        if let Some(stale) = self.stale.take() {
+            host.read_cache(|_, store| store.invalidate(&stale, now_ms));
+        }
+        let (Some(miss), Some(filling)) = (self.miss.take(), self.filling.take()) else {
+            return;
+        };
+        let Some(answer) = filling.finish() else {
+            return;
+        };
+        let evicted = host.read_cache(|_, store| store.fill(miss, answer, now_ms));
+        for bucket in evicted.unwrap_or_default() {
+            host.count_cache(&bucket, CacheEvent::Evicted);
+        }
+    }
+}

@@ -1,0 +1,31 @@
+//! What role `pre` needs from the proxy for one stream: a `pre` stream of each shell implements
+//! [`Host`], and so does a `post` stream ([`crate::post::Host`] builds on it), which runs `pre`
+//! first in role `both`.
+
+use s3mesh_s3_request::audit::Attribute;
+use s3mesh_s3_request::{Operation, S3Error};
+
+/// Counts of role `pre`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Count {
+    /// Client headers removed from one request.
+    Stripped(u64),
+    /// A request of this operation passed.
+    Operation(Operation),
+    /// A request was refused (bad target).
+    Rejected,
+}
+
+/// One stream's view of the proxy, for role `pre`.
+pub trait Host {
+    /// Every request header, pseudo-headers included.
+    fn request_headers(&self) -> Vec<(String, String)>;
+    /// Sets (`Some`) or removes (`None`) a request header.
+    fn set_request_header(&mut self, name: &str, value: Option<&str>);
+    /// Hands audit record attributes to the proxy (for its access log and spans).
+    fn publish(&mut self, attributes: &[(Attribute, &str)]);
+    /// Answers the client with `error` as S3 XML; the request goes no further.
+    fn send_s3_error(&mut self, error: &S3Error, path: &str, request_id: &str);
+    /// Adds to role `pre`'s metrics.
+    fn count_pre(&self, count: Count);
+}
