@@ -15,7 +15,7 @@ GO_SDK_V2 := .tools/bin/go-sdk-v2-client
 JS_CLIENT := tests/js-sdk-client/node_modules/.package-lock.json
 RUST_SRC := $(shell find Cargo.toml Cargo.lock clippy.toml sigv4 s3-request access filter wasm-filter native-filter ext-authz -type f \( -name '*.rs' -o -name '*.toml' -o -name Cargo.lock \) 2>/dev/null)
 
-.PHONY: help setup build run test test-rust test-wasm test-integration test-envoy-matrix test-storm .client-debs lint fmt clean crd deploy-render .wasm-target bench-lb bench-fleet bench-expect bench-authz bench-chunked soak fuzz bench-overhead
+.PHONY: help setup build run test test-rust test-wasm test-integration test-envoy-matrix test-storm .client-debs lint fmt clean crd deploy-render .wasm-target bench-lb bench-fleet bench-expect bench-authz bench-chunked bench-analytics soak fuzz bench-overhead
 
 help:
 	@echo "make run    - start the local stack (S3 store on 3 endpoints, ext-authz, Envoy) on \$${S3MESH_LISTEN:-127.0.0.1:8480}"
@@ -34,6 +34,7 @@ help:
 	@echo "make fuzz   - every cargo-fuzz target for FUZZ_SECONDS (default 60) each; nightly toolchain"
 	@echo "make soak   - the full stack for 10 min at a fixed rate and mix: errors, memory, descriptors"
 	@echo "make bench-chunked - chunk-signed uploads re-signed vs UNSIGNED-PAYLOAD, and memory over a 4 GiB upload"
+	@echo "make bench-analytics - DuckDB and Polars on Parquet through the read cache: on, off and direct"
 
 ## Set-up ----------------------------------------------------------------------------------------
 
@@ -163,6 +164,10 @@ fuzz: setup $(CARGO_FUZZ)
 
 soak: setup build $(VENV)/.installed-bench
 	$(PY) bench/soak.py
+
+bench-analytics: setup build $(VENV)/.installed-bench
+	cargo build --release -p s3mesh-fs-store -p s3mesh-native-filter
+	S3MESH_FS_STORE=target/release/fs-store $(PY) bench/analytics.py
 
 bench-chunked: setup build
 	cargo build --release -p s3mesh-bench -p s3mesh-native-filter

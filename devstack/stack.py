@@ -40,7 +40,9 @@ VENV_BIN = ROOT / ".venv" / "bin"
 #: (`make test-envoy-matrix` runs the tests on each supported release this way).
 ENVOY_BIN = Path(os.environ.get("S3MESH_ENVOY", VENV_BIN / "envoy"))
 #: The second signature-verifying store (installed by `make test`).
-FS_STORE = ROOT / "target" / "debug" / "fs-store"
+#: The s3s-fs store; `make bench-analytics` points S3MESH_FS_STORE at the release build, whose
+#: speed (not the debug build's MD5 and I/O) must not set the pace of what it measures.
+FS_STORE = Path(os.environ.get("S3MESH_FS_STORE", ROOT / "target" / "debug" / "fs-store"))
 
 #: Classes every local identity gets on its own buckets (not bucket-admin).
 LOCAL_CLASSES = ["read", "write", "list", "delete", "multipart"]
@@ -325,7 +327,7 @@ class Stack:
                  post_overrides=None, extra_endpoints=(), concurrency: int = 2, backend: str = "moto",
                  envoy_patch=None, authorization: str = "grant", grant_ttl_seconds: int | None = None,
                  shell: str = "wasm", sts: dict | None = None, otlp_endpoint: str | None = None,
-                 trace_object_keys: bool = False):
+                 trace_object_keys: bool = False, store_ttfb_ms: int = 0):
         self.workdir = Path(workdir)
         #: One of FILTER_SHELLS.
         self.shell = shell
@@ -350,6 +352,9 @@ class Stack:
         self.concurrency = concurrency
         #: "moto" (per-key bucket permissions) or "s3s-fs" (one key; an independent SigV4 verifier).
         self.backend = backend
+        #: s3s-fs only: what every request waits before the store handles it (a remote store's
+        #: time to first byte).
+        self.store_ttfb_ms = store_ttfb_ms
         self.processes = Supervisor(self.workdir / "logs", cwd=ROOT)
         #: Where Envoy and ext-authz export OpenTelemetry (OTLP/gRPC), if anywhere.
         self.otlp_endpoint = otlp_endpoint
@@ -421,8 +426,10 @@ class Stack:
         for identity in self.stack["identities"]:
             write_secret(self.workdir / "credentials" / identity["name"], access_key, secret_key)
         state = self.workdir / "fs-store.json"
+        delay = ["--ttfb-ms", self.store_ttfb_ms] if self.store_ttfb_ms else []
         self.processes.spawn("backend", [FS_STORE, "--root", root, "--endpoints", self.stack["endpoints"],
-                                         "--access-key", access_key, "--secret-key", secret_key, "--state", state])
+                                         "--access-key", access_key, "--secret-key", secret_key, "--state", state,
+                                         *delay])
         wait_for("s3s-fs", lambda: self.alive("backend") and state.exists(), 30, self.log("backend"))
         self.endpoints = json.loads(state.read_text())["endpoints"]
 

@@ -4,25 +4,19 @@ direct to the store with the caller's own key; every result is the same, and rep
 are answered by the cache. Both shells, grant mode (the product's default)."""
 
 import io
-import site
 import time
-from pathlib import Path
 
-import duckdb
 import polars as pl
 import pyarrow as pa
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
 from conftest import s3_client
+from devstack.query_engines import duckdb_connection, polars_options, pyarrow_filesystem
 from devstack.stack import FILTER_SHELLS, Stack
 
 FILES, ROWS = 4, 5000
 CACHE = {"rules": [{"bucket": "demo", "prefix": "cached/", "ttl_ms": 60000}]}
-#: Where DuckDB finds the httpfs extension the `duckdb-ext-httpfs` package installs.
-DUCKDB_EXTENSIONS = next(Path(p) / "duckdb_ext" / "extensions" for p in site.getsitepackages()
-                         if (Path(p) / "duckdb_ext").is_dir())
 
 
 def table(part: int) -> pa.Table:
@@ -44,20 +38,16 @@ def engines(request, tmp_path_factory):
         yield s
 
 
-def endpoint(stack, direct: bool) -> str:
-    return f"http://{stack.endpoints[0]}" if direct else stack.url
+def endpoint(stack, direct: bool) -> tuple[str, tuple[str, str] | None]:
+    """Where an engine reads and with which key: the store with local-dev's own, or s3mesh with
+    none."""
+    if direct:
+        return f"http://{stack.endpoints[0]}", stack.credentials("local-dev")
+    return stack.url, None
 
 
 def duckdb_query(stack, prefix: str, direct: bool = False):
-    con = duckdb.connect()
-    con.execute(f"SET extension_directory = '{DUCKDB_EXTENSIONS}'")
-    con.execute("LOAD httpfs")
-    # Through s3mesh the client holds no key (pre strips whatever it signs with); direct, it
-    # signs with the identity's own.
-    key, secret = stack.credentials("local-dev") if direct else ("none", "none")
-    host = endpoint(stack, direct).removeprefix("http://")
-    con.execute(f"CREATE SECRET (TYPE s3, KEY_ID '{key}', SECRET '{secret}', ENDPOINT '{host}', "
-                "URL_STYLE 'path', USE_SSL false, REGION 'us-east-1')")
+    con = duckdb_connection(*endpoint(stack, direct))
     source = f"read_parquet('s3://demo/{prefix}/*.parquet')"
     return [con.execute(f"SELECT count(*), sum(amount) FROM {source}").fetchall(),
             con.execute(f"SELECT category, count(*), avg(amount) FROM {source} WHERE id % 3 = 0 "
@@ -66,26 +56,14 @@ def duckdb_query(stack, prefix: str, direct: bool = False):
 
 
 def polars_query(stack, prefix: str, direct: bool = False):
-    options = {"aws_endpoint_url": endpoint(stack, direct), "aws_allow_http": "true", "aws_region": "us-east-1"}
-    if direct:
-        key, secret = stack.credentials("local-dev")
-        options |= {"aws_access_key_id": key, "aws_secret_access_key": secret}
-    else:
-        options |= {"aws_skip_signature": "true"}
-    frame = pl.scan_parquet(f"s3://demo/{prefix}/*.parquet", storage_options=options)
+    frame = pl.scan_parquet(f"s3://demo/{prefix}/*.parquet", storage_options=polars_options(*endpoint(stack, direct)))
     grouped = (frame.filter(pl.col("id") % 3 == 0).group_by("category")
                .agg(pl.len(), pl.col("amount").mean()).sort("category").collect())
     return [frame.select(pl.len(), pl.col("amount").sum()).collect().rows(), grouped.rows()]
 
 
 def pyarrow_query(stack, prefix: str, direct: bool = False):
-    host = endpoint(stack, direct).removeprefix("http://")
-    if direct:
-        key, secret = stack.credentials("local-dev")
-        fs = pafs.S3FileSystem(access_key=key, secret_key=secret, endpoint_override=host, scheme="http",
-                               region="us-east-1")
-    else:
-        fs = pafs.S3FileSystem(anonymous=True, endpoint_override=host, scheme="http", region="us-east-1")
+    fs = pyarrow_filesystem(*endpoint(stack, direct))
     paths = [f"demo/{prefix}/part-{part}.parquet" for part in range(FILES)]
     read = pq.read_table(paths, filesystem=fs, columns=["id", "amount"], filters=[("id", "<", 7500)])
     return [read.num_rows, sum(read.column("amount").to_pylist())]

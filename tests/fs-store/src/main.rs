@@ -1,6 +1,8 @@
-//! `fs-store --root DIR --endpoints N --access-key K --secret-key S --state FILE`: the
-//! signature-verifying S3 store of the integration tests and benchmarks, one store behind
+//! `fs-store --root DIR --endpoints N --access-key K --secret-key S --state FILE [--ttfb-ms MS]`:
+//! the signature-verifying S3 store of the integration tests and benchmarks, one store behind
 //! several endpoints, as s3mesh meets them in production. Started by `devstack`, never shipped.
+//! With `--ttfb-ms`, every request waits that long before the store handles it: the time to
+//! first byte of a store across a network (`make bench-analytics`).
 //!
 //! It is s3s-fs (objects as files under `DIR`; SigV4, chunk and trailer signatures checked
 //! against the one key pair) served on `N` loopback ports by one process. Several s3s-fs
@@ -12,10 +14,16 @@
 //! rename). Logs s3s's own (errors, at `RUST_LOG`'s level) to stderr.
 
 use std::error::Error;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::process::ExitCode;
+use std::time::Duration;
 
+use hyper::body::Incoming;
+use hyper::service::Service;
+use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
 use s3s::auth::SimpleAuth;
@@ -31,12 +39,14 @@ struct Options {
     access_key: String,
     secret_key: String,
     state: PathBuf,
+    ttfb: Duration,
 }
 
 impl Options {
     fn parse(mut args: impl Iterator<Item = String>) -> Result<Self, String> {
         let (mut root, mut endpoints, mut access_key, mut secret_key, mut state) =
             (None, None, None, None, None);
+        let mut ttfb = Duration::ZERO;
         while let Some(flag) = args.next() {
             let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
             match flag.as_str() {
@@ -50,6 +60,12 @@ impl Options {
                 "--access-key" => access_key = Some(value),
                 "--secret-key" => secret_key = Some(value),
                 "--state" => state = Some(PathBuf::from(value)),
+                "--ttfb-ms" => {
+                    let ms = value
+                        .parse()
+                        .map_err(|_| format!("--ttfb-ms: {value:?} is not a number of ms"))?;
+                    ttfb = Duration::from_millis(ms);
+                }
                 _ => return Err(format!("unknown option {flag}")),
             }
         }
@@ -60,6 +76,7 @@ impl Options {
             access_key: access_key.ok_or_else(|| missing("--access-key"))?,
             secret_key: secret_key.ok_or_else(|| missing("--secret-key"))?,
             state: state.ok_or_else(|| missing("--state"))?,
+            ttfb,
         })
     }
 }
@@ -88,7 +105,10 @@ async fn run() -> Result<(), Box<dyn Error>> {
         options.access_key.as_str(),
         options.secret_key.as_str(),
     ));
-    let service = builder.build();
+    let service = Delayed {
+        service: builder.build(),
+        ttfb: options.ttfb,
+    };
     let mut servers = JoinSet::new();
     let mut addresses: Vec<SocketAddr> = Vec::new();
     for _ in 0..options.endpoints {
@@ -109,8 +129,34 @@ async fn run() -> Result<(), Box<dyn Error>> {
     Ok(())
 }
 
+/// The store, answering each request after `ttfb`.
+#[derive(Clone)]
+struct Delayed {
+    service: S3Service,
+    ttfb: Duration,
+}
+
+type Answer = <S3Service as Service<Request<Incoming>>>::Response;
+type Failure = <S3Service as Service<Request<Incoming>>>::Error;
+
+impl Service<Request<Incoming>> for Delayed {
+    type Response = Answer;
+    type Error = Failure;
+    type Future = Pin<Box<dyn Future<Output = Result<Answer, Failure>> + Send>>;
+
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
+        let (service, ttfb) = (self.service.clone(), self.ttfb);
+        Box::pin(async move {
+            if !ttfb.is_zero() {
+                tokio::time::sleep(ttfb).await;
+            }
+            <S3Service as Service<Request<Incoming>>>::call(&service, request).await
+        })
+    }
+}
+
 /// Serves `service` on every connection `listener` accepts, until the process is killed.
-async fn serve(listener: TcpListener, service: S3Service) -> std::io::Result<()> {
+async fn serve(listener: TcpListener, service: Delayed) -> std::io::Result<()> {
     loop {
         let (socket, _) = listener.accept().await?;
         let service = service.clone();
