@@ -20,8 +20,9 @@ pub(super) struct CacheFlow {
     /// What this write makes stale: dropped again when it ends (a read may have refilled it
     /// from the store while the write was under way).
     stale: Option<Stale>,
-    /// The object's `content-length` of a `HeadObject` answered from the cache: Envoy drops it
-    /// from a bodiless local reply, so it is put back as the reply passes this filter.
+    /// The object's `content-length` of a `HeadObject` answered from the cache, put back as the
+    /// answer passes this filter: Envoy drops it from a bodiless local reply (the wasm shell's
+    /// way to answer; the native shell's response keeps it).
     head_length: Option<String>,
 }
 

@@ -1,6 +1,8 @@
 //! The read cache: answers to `HeadObject` and `GetObject` (whole, or one byte range) of the
 //! buckets and prefixes its configuration opts in, served by the proxy after each request has
-//! been authorized as usual, so a caller who may not read an object never gets it from here.
+//! been authorized as usual, so a caller who may not read an object never gets it from here;
+//! and only to requests signed with the key that fetched it, so the store's own refusals to a
+//! key (bucket or session policies) hold too.
 //!
 //! - [`request`]: which requests it may answer (anything whose answer depends on more than
 //!   the object passes through) and what a write makes stale;
@@ -14,5 +16,5 @@ pub mod request;
 pub mod store;
 
 pub use answer::{Filling, CACHE_HEADER};
-pub use request::{cacheable, made_stale, Cacheable, ObjectId, Stale, Variant};
+pub use request::{cacheable, made_stale, Stale};
 pub use store::{Answer, Lookup, Miss, Store};

@@ -32,9 +32,14 @@ pub struct ObjectId {
     pub key: Vec<u8>,
 }
 
-/// One answer about an object: which request, of which version, which bytes.
+/// One answer about an object: to whose key, which request, of which version, which bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Variant {
+    /// The access key the request was signed with. An answer is served only to requests the
+    /// same key signs: the store may refuse one key what it gave another (a bucket policy, a
+    /// session policy), and a hit must not widen who sees the object beyond what the store
+    /// would allow. Callers that share a profile share its answers.
+    pub key_id: String,
     /// `HeadObject` (headers only) rather than `GetObject`.
     pub head: bool,
     /// `versionId`; absent: the current version.
@@ -79,6 +84,7 @@ pub fn cacheable<'h>(
         Some(range) => Some(one_byte_range(range)?.to_owned()),
         None => None,
     };
+    let key_id = header("authorization").and_then(signing_key_id);
     let request = S3Request::classify(method, &target, None);
     let (bucket, key) = (request.bucket?, request.key?);
     let rule = config
@@ -88,12 +94,19 @@ pub fn cacheable<'h>(
     Some(Cacheable {
         object: ObjectId { bucket, key },
         variant: Variant {
+            key_id: key_id.unwrap_or_default().to_owned(),
             head,
             version: target.param("versionId").map(str::to_owned),
             range,
         },
         ttl_ms: rule.ttl_ms,
     })
+}
+
+/// The access key id of a SigV4 `Authorization` header (`Credential=AKID/date/...`).
+fn signing_key_id(authorization: &str) -> Option<&str> {
+    let credential = authorization.split_once("Credential=")?.1;
+    credential.split_once('/').map(|(key_id, _)| key_id)
 }
 
 /// `range` when it asks for one byte range (`bytes=a-b`, `bytes=a-`, `bytes=-n`), else `None`.
@@ -173,9 +186,17 @@ mod tests {
         path: &str,
         headers: &[(&str, &str)],
     ) -> Option<Cacheable> {
-        let header = |name: &str| headers.iter().find(|(n, _)| *n == name).map(|(_, v)| *v);
+        let signed = [("authorization", SIGNED)];
+        let header = |name: &str| {
+            let mut all = headers.iter().chain(&signed);
+            all.find(|(n, _)| *n == name).map(|(_, v)| *v)
+        };
         cacheable(&config(), operation, method, path, header)
     }
+
+    const SIGNED: &str =
+        "AWS4-HMAC-SHA256 Credential=AKIDTEAM/20261201/us-east-1/s3/aws4_request, \
+                          SignedHeaders=host, Signature=0";
 
     #[test]
     fn reads_of_opted_in_prefixes_are_cached_by_object_version_and_range() {
@@ -196,6 +217,7 @@ mod tests {
         assert_eq!(
             got.variant,
             Variant {
+                key_id: "AKIDTEAM".into(),
                 head: false,
                 version: None,
                 range: Some("bytes=-8".into())
@@ -206,6 +228,7 @@ mod tests {
         assert_eq!(
             head.variant,
             Variant {
+                key_id: "AKIDTEAM".into(),
                 head: true,
                 version: Some("v1".into()),
                 range: None

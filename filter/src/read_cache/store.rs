@@ -227,6 +227,7 @@ mod tests {
                 key: key.as_bytes().to_vec(),
             },
             variant: Variant {
+                key_id: "AKID".into(),
                 head: false,
                 version: None,
                 range: range.map(str::to_owned),
