@@ -39,9 +39,8 @@ VENV_BIN = ROOT / ".venv" / "bin"
 #: The Envoy the stack runs: the one `make setup` installs, unless `S3MESH_ENVOY` names another
 #: (`make test-envoy-matrix` runs the tests on each supported release this way).
 ENVOY_BIN = Path(os.environ.get("S3MESH_ENVOY", VENV_BIN / "envoy"))
-#: The second signature-verifying store (installed by `make test`).
-#: The s3s-fs store; `make bench-analytics` points S3MESH_FS_STORE at the release build, whose
-#: speed (not the debug build's MD5 and I/O) must not set the pace of what it measures.
+#: The second signature-verifying store (installed by `make test`); `make bench-analytics` points
+#: S3MESH_FS_STORE at the release build, so that the store's speed does not set the pace there.
 FS_STORE = Path(os.environ.get("S3MESH_FS_STORE", ROOT / "target" / "debug" / "fs-store"))
 
 #: Classes every local identity gets on its own buckets (not bucket-admin).

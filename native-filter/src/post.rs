@@ -107,20 +107,6 @@ impl Post {
     }
 }
 
-impl PostHost<'_> {
-    /// The request headers arrived: role `both` runs `pre` first.
-    pub fn on_request_headers(&mut self, flow: &mut PostFlow) -> Step {
-        let post = self.post;
-        match &post.pre {
-            Some(pre) => {
-                panic_test::on_request(&self.stream);
-                flow.on_request_headers_after_pre(self, &pre.config)
-            }
-            None => flow.on_request_headers(self),
-        }
-    }
-}
-
 /// Wall-clock milliseconds (grants carry dates; latencies are differences).
 pub fn wall_clock_ms() -> f64 {
     SystemTime::now()
@@ -135,6 +121,18 @@ pub struct PostHost<'a> {
 }
 
 impl PostHost<'_> {
+    /// The request headers arrived: role `both` runs `pre` first.
+    pub fn on_request_headers(&mut self, flow: &mut PostFlow) -> Step {
+        let post = self.post;
+        match &post.pre {
+            Some(pre) => {
+                panic_test::on_request(&self.stream);
+                flow.on_request_headers_after_pre(self, &pre.config)
+            }
+            None => flow.on_request_headers(self),
+        }
+    }
+
     /// A string attribute of the connection, absent or empty as `None`.
     fn text(&self, id: u32) -> Option<String> {
         self.stream.attribute_text(id)
