@@ -32,7 +32,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from devstack.stack import EXT_AUTHZ_FILTER, FILTER_SHELLS, connection_manager, render_envoy  # noqa: E402
+from devstack.stack import EXT_AUTHZ_FILTER, FILTER_SHELLS, connection_manager, filter_settings, render_envoy  # noqa: E402
 from devstack.telemetry import span_settings  # noqa: E402
 
 HCM = "envoy.filters.network.http_connection_manager"
@@ -71,12 +71,6 @@ def filter_shell(values: dict) -> str:
     return value
 
 
-def settings(filter_def: dict) -> dict:
-    """The `StringValue` holding an s3mesh filter's JSON configuration, in either shell."""
-    typed = filter_def["typed_config"]
-    return typed["filter_config"] if "filter_config" in typed else typed["config"]["configuration"]
-
-
 def product(values: dict, wasm: Path, authz_cluster: str, otlp: bool = False) -> dict:
     """The product's Envoy configuration for this deployment, as `make run` renders it, in the
     values' authorization mode and filter shell, with ext-authz reached through `authz_cluster`;
@@ -98,7 +92,7 @@ def product(values: dict, wasm: Path, authz_cluster: str, otlp: bool = False) ->
     for name, f in filters.items():
         if not name.startswith("s3mesh"):
             continue
-        value = settings(f)
+        value = filter_settings(f)
         filter_config = json.loads(value["value"])
         # Role "both" (the native shell in grant mode) nests the "post" settings.
         post = filter_config.get("post", filter_config)

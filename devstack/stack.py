@@ -6,6 +6,7 @@ nor a failing test leaves processes behind. Ports are the kernel's choice (port 
 listen address is given.
 """
 
+import copy
 import json
 import os
 import random
@@ -214,14 +215,24 @@ def render_envoy(listen: str, wasm: Path, s3_endpoints, authz: str, post_overrid
 COMBINED_FILTER = "s3mesh"
 
 
+def filter_settings(filter_def: dict) -> dict:
+    """The `StringValue` holding an s3mesh filter's JSON configuration, in either shell."""
+    typed = filter_def["typed_config"]
+    return typed["filter_config"] if "filter_config" in typed else typed["config"]["configuration"]
+
+
 def combine_roles(filters: list) -> list:
-    """The native filters "pre" and "post" (adjacent in grant mode) as one of role "both", which
-    saves Envoy a filter instance per stream and the operation's trip through a header."""
-    roles = {f["name"]: json.loads(f["typed_config"]["filter_config"]["value"])
-             for f in filters if f["name"].startswith("s3mesh.")}
+    """The filters "pre" and "post" (adjacent in grant mode) as one of role "both", which saves
+    Envoy a filter instance per stream and the operation's trip through a header. The native
+    shell runs so in grant mode; the wasm shell can (tests/test_role_both.py)."""
+    roles = {f["name"]: json.loads(filter_settings(f)["value"]) for f in filters if f["name"].startswith("s3mesh.")}
     both = {"role": "both", **{role.removeprefix("s3mesh."): {k: v for k, v in config.items() if k != "role"}
                                for role, config in roles.items()}}
-    combined = {"name": COMBINED_FILTER, "typed_config": native_filter("both", json.dumps(both))}
+    combined = copy.deepcopy(next(f for f in filters if f["name"] == "s3mesh.post"))
+    combined["name"] = COMBINED_FILTER
+    if "filter_config" in combined["typed_config"]:
+        combined["typed_config"]["filter_name"] = "both"
+    filter_settings(combined)["value"] = json.dumps(both)
     first = next(i for i, f in enumerate(filters) if f["name"] in roles)
     rest = [f for f in filters if f["name"] not in roles]
     return [*rest[:first], combined, *rest[first:]]
