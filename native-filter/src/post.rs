@@ -309,9 +309,13 @@ impl Host for PostHost<'_> {
         }
     }
 
-    fn read_cache<T>(&mut self, run: impl FnOnce(&CacheConfig, &mut Store) -> T) -> Option<T> {
-        let (config, store) = self.post.cache.as_ref()?;
-        Some(run(config, &mut lock(store)))
+    fn cache_config(&self) -> Option<&CacheConfig> {
+        self.post.cache.as_ref().map(|(config, _)| config)
+    }
+
+    fn read_cache<T>(&mut self, run: impl FnOnce(&mut Store) -> T) -> Option<T> {
+        let (_, store) = self.post.cache.as_ref()?;
+        Some(run(&mut lock(store)))
     }
 
     fn send_answer(&mut self, answer: &Answer, request_id: &str) {

@@ -6,8 +6,9 @@
 use s3mesh_s3_request::{Operation, OperationClass};
 
 use super::host::{CacheEvent, Host};
+use crate::config::CacheConfig;
 use crate::pre::header;
-use crate::read_cache::{self, Filling, Lookup, Miss, Stale};
+use crate::read_cache::{self, Cacheable, Filling, Lookup, Miss, Stale};
 use crate::signature_diagnosis::Forwarded;
 
 /// What one stream has to do with the cache.
@@ -26,12 +27,11 @@ pub(super) struct CacheFlow {
     head_length: Option<String>,
 }
 
-/// What the cache made of an authorized request.
+/// What the cache has to do with an authorized request.
 enum Seen {
     Passing,
     Stale(Stale),
-    /// Looked up, for a read of this bucket.
-    Looked(String, Lookup),
+    Cacheable(Cacheable),
 }
 
 impl CacheFlow {
@@ -44,47 +44,41 @@ impl CacheFlow {
         forwarded: &Forwarded,
         now_ms: f64,
     ) -> bool {
-        let listing = operation.class() == Some(OperationClass::List);
-        let (Some(method), Some(path), false) = (
-            forwarded.header(":method"),
-            forwarded.header(":path"),
-            listing,
-        ) else {
-            return false;
+        // Decided from the configuration alone, so that the store's lock is held only for the
+        // store's own work.
+        let seen = match host.cache_config() {
+            None => return false,
+            Some(config) => seen(config, operation, forwarded),
         };
-        let seen = host.read_cache(|config, store| {
-            if let Some(stale) = read_cache::made_stale(config, operation, method, path) {
-                store.invalidate(&stale, now_ms);
-                return Seen::Stale(stale);
-            }
-            match read_cache::cacheable(config, operation, method, path, |n| forwarded.header(n)) {
-                Some(cacheable) => {
-                    let bucket = cacheable.object.bucket.clone();
-                    Seen::Looked(bucket, store.lookup(cacheable, now_ms))
-                }
-                None => Seen::Passing,
-            }
-        });
         match seen {
-            None | Some(Seen::Passing) => false,
-            Some(Seen::Stale(stale)) => {
+            Seen::Passing => false,
+            Seen::Stale(stale) => {
+                host.read_cache(|store| store.invalidate(&stale, now_ms));
                 self.stale = Some(stale);
                 false
             }
-            Some(Seen::Looked(bucket, Lookup::Miss(miss))) => {
-                host.count_cache(&bucket, CacheEvent::Miss);
-                self.miss = Some(miss);
-                false
-            }
-            Some(Seen::Looked(bucket, Lookup::Hit(answer))) => {
-                let bytes = answer.body.len() as u64;
-                host.count_cache(&bucket, CacheEvent::Hit { bytes });
-                let request_id = forwarded.header("x-request-id").unwrap_or_default();
-                if method == "HEAD" {
-                    self.head_length = header(&answer.headers, "content-length").map(str::to_owned);
+            Seen::Cacheable(cacheable) => {
+                let bucket = cacheable.object.bucket.clone();
+                let head = cacheable.variant.head;
+                match host.read_cache(|store| store.lookup(cacheable, now_ms)) {
+                    None => false,
+                    Some(Lookup::Miss(miss)) => {
+                        host.count_cache(&bucket, CacheEvent::Miss);
+                        self.miss = Some(miss);
+                        false
+                    }
+                    Some(Lookup::Hit(answer)) => {
+                        let bytes = answer.body.len() as u64;
+                        host.count_cache(&bucket, CacheEvent::Hit { bytes });
+                        if head {
+                            self.head_length =
+                                header(&answer.headers, "content-length").map(str::to_owned);
+                        }
+                        let request_id = forwarded.header("x-request-id").unwrap_or_default();
+                        host.send_answer(&answer, request_id);
+                        true
+                    }
                 }
-                host.send_answer(&answer, request_id);
-                true
             }
         }
     }
@@ -103,7 +97,7 @@ impl CacheFlow {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
         let variant = &miss.cacheable.variant;
-        let max_body = host.read_cache(|config, _| config.max_entry_bytes);
+        let max_body = host.cache_config().map(|config| config.max_entry_bytes);
         let keepable = max_body.is_some_and(|max| {
             read_cache::answer::keepable(
                 status,
@@ -135,7 +129,7 @@ impl CacheFlow {
     /// is kept.
     pub(super) fn on_complete(&mut self, host: &mut impl Host, now_ms: f64) {
         if let Some(stale) = self.stale.take() {
-            host.read_cache(|_, store| store.invalidate(&stale, now_ms));
+            host.read_cache(|store| store.invalidate(&stale, now_ms));
         }
         let (Some(miss), Some(filling)) = (self.miss.take(), self.filling.take()) else {
             return;
@@ -143,9 +137,29 @@ impl CacheFlow {
         let Some(answer) = filling.finish() else {
             return;
         };
-        let evicted = host.read_cache(|_, store| store.fill(miss, answer, now_ms));
+        let evicted = host.read_cache(|store| store.fill(miss, answer, now_ms));
         for bucket in evicted.unwrap_or_default() {
             host.count_cache(&bucket, CacheEvent::Evicted);
         }
+    }
+}
+
+/// Whether `config` makes an authorized request (`operation`, headers as `forwarded`) a write
+/// that makes answers stale, a read the cache may answer, or neither. Listings never are.
+fn seen(config: &CacheConfig, operation: Operation, forwarded: &Forwarded) -> Seen {
+    let listing = operation.class() == Some(OperationClass::List);
+    let (Some(method), Some(path), false) = (
+        forwarded.header(":method"),
+        forwarded.header(":path"),
+        listing,
+    ) else {
+        return Seen::Passing;
+    };
+    if let Some(stale) = read_cache::made_stale(config, operation, method, path) {
+        return Seen::Stale(stale);
+    }
+    match read_cache::cacheable(config, operation, method, path, |n| forwarded.header(n)) {
+        Some(cacheable) => Seen::Cacheable(cacheable),
+        None => Seen::Passing,
     }
 }

@@ -127,9 +127,11 @@ pub trait Host: pre::Host {
     /// Keeps a grant from ext-authz (`json` as received) for every worker.
     fn keep_grant(&mut self, caller: Caller, held: Held, json: &[u8], now: u64);
 
-    /// Runs `run` with the read cache's configuration and store (shared as the shell shares
-    /// the selector); `None` without a cache configured.
-    fn read_cache<T>(&mut self, run: impl FnOnce(&CacheConfig, &mut Store) -> T) -> Option<T>;
+    /// The read cache's configuration; `None` without a cache configured.
+    fn cache_config(&self) -> Option<&CacheConfig>;
+    /// Runs `run` with the read cache's store (shared as the shell shares the selector, under
+    /// its lock natively); `None` without a cache configured.
+    fn read_cache<T>(&mut self, run: impl FnOnce(&mut Store) -> T) -> Option<T>;
     /// Answers the client with `answer` from the read cache; the request goes no further.
     fn send_answer(&mut self, answer: &Answer, request_id: &str);
     /// Adds a read cache event to the bucket's metrics.

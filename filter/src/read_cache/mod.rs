@@ -16,5 +16,5 @@ pub mod request;
 pub mod store;
 
 pub use answer::{Filling, CACHE_HEADER};
-pub use request::{cacheable, made_stale, Stale};
+pub use request::{cacheable, made_stale, Cacheable, Stale};
 pub use store::{Answer, Lookup, Miss, Store};

@@ -259,10 +259,14 @@ impl Host for PostStream {
         }
     }
 
-    fn read_cache<T>(&mut self, run: impl FnOnce(&CacheConfig, &mut Store) -> T) -> Option<T> {
+    fn cache_config(&self) -> Option<&CacheConfig> {
+        self.cache.as_ref().map(|cache| &cache.0)
+    }
+
+    fn read_cache<T>(&mut self, run: impl FnOnce(&mut Store) -> T) -> Option<T> {
         let cache = self.cache.as_ref()?;
         let mut store = cache.1.borrow_mut();
-        Some(run(&cache.0, &mut store))
+        Some(run(&mut store))
     }
 
     fn send_answer(&mut self, answer: &Answer, request_id: &str) {
