@@ -133,7 +133,7 @@ $(JS_CLIENT): tests/js-sdk-client/package.json tests/js-sdk-client/package-lock.
 
 # A second, independent SigV4-verifying store for the integration tests: s3s-fs, one process
 # serving every endpoint (tests/fs-store).
-$(STORE): tests/fs-store/Cargo.toml tests/fs-store/src/main.rs Cargo.lock
+$(STORE): $(wildcard tests/fs-store/src/*.rs) tests/fs-store/Cargo.toml $(RUST_SRC)
 	cargo build -p s3mesh-fs-store
 
 ## Benchmarks (not part of `make test`) ------------------------------------------------------

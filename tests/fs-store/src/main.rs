@@ -10,6 +10,9 @@
 //! that directory, so concurrent uploads through different processes open the same file, mix
 //! their bytes and fail or, worse, complete with the other's data.
 //!
+//! A `SignatureDoesNotMatch` error carries the store's canonical request and string to sign, as
+//! AWS S3's does ([`signature_detail`]).
+//!
 //! When every port listens, writes `{"endpoints": ["127.0.0.1:port", …]}` to `FILE` (whole, by
 //! rename). Logs s3s's own (errors, at `RUST_LOG`'s level) to stderr.
 
@@ -31,6 +34,10 @@ use s3s::service::{S3Service, S3ServiceBuilder};
 use s3s_fs::FileSystem;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
+
+mod signature_detail;
+
+use signature_detail::Received;
 
 /// The command line.
 struct Options {
@@ -129,7 +136,7 @@ async fn run() -> Result<(), Box<dyn Error>> {
     Ok(())
 }
 
-/// The store, answering each request after `ttfb`.
+/// The store, answering each request after `ttfb`; a refused signature explained.
 #[derive(Clone)]
 struct Delayed {
     service: S3Service,
@@ -150,7 +157,12 @@ impl Service<Request<Incoming>> for Delayed {
             if !ttfb.is_zero() {
                 tokio::time::sleep(ttfb).await;
             }
-            <S3Service as Service<Request<Incoming>>>::call(&service, request).await
+            let received = Received::of(&request);
+            let answer = <S3Service as Service<Request<Incoming>>>::call(&service, request).await?;
+            Ok(match received {
+                Some(received) => received.complete(answer),
+                None => answer,
+            })
         })
     }
 }
