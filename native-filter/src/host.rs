@@ -1,5 +1,7 @@
 //! Safe calls into Envoy for one stream: the only place that dereferences what Envoy hands out.
 
+use std::borrow::Cow;
+
 use s3mesh_filter::read_cache::{Answer, CACHE_HEADER};
 use s3mesh_s3_request::audit::{self, Attribute};
 use s3mesh_s3_request::S3Error;
@@ -23,14 +25,50 @@ impl Stream {
         self.headers(abi::header_type::REQUEST)
     }
 
+    /// Runs `look` on every request header, borrowed from Envoy's header map (only a header
+    /// that is not UTF-8 is copied, made valid). The map cannot change meanwhile: every
+    /// change goes through this stream, which `look` cannot reach.
+    pub fn with_request_headers<T>(&self, look: impl FnOnce(&[(&str, &str)]) -> T) -> T {
+        self.with_headers(abi::header_type::REQUEST, look)
+    }
+
+    /// As [`Self::with_request_headers`], for the response headers.
+    pub fn with_response_headers<T>(&self, look: impl FnOnce(&[(&str, &str)]) -> T) -> T {
+        self.with_headers(abi::header_type::RESPONSE, look)
+    }
+
+    fn with_headers<T>(&self, kind: u32, look: impl FnOnce(&[(&str, &str)]) -> T) -> T {
+        let raw = self.raw_headers(kind);
+        // SAFETY: Envoy's buffers stay valid until the map changes or this hook ends, and
+        // neither happens before `look` returns.
+        let texts: Vec<(Cow<'_, str>, Cow<'_, str>)> = unsafe {
+            raw.iter()
+                .map(|h| (lend(h.key.bytes()), lend(h.value.bytes())))
+                .collect()
+        };
+        let views: Vec<(&str, &str)> = texts.iter().map(|(n, v)| (&**n, &**v)).collect();
+        look(&views)
+    }
+
     /// Every response header, `:status` included, in Envoy's order.
     pub fn response_headers(&self) -> Vec<(String, String)> {
         self.headers(abi::header_type::RESPONSE)
     }
 
     fn headers(&self, kind: u32) -> Vec<(String, String)> {
-        // SAFETY: `self.0` is live for this hook; Envoy fills at most `size` entries, and the
-        // bytes are copied before the hook returns.
+        let raw = self.raw_headers(kind);
+        // SAFETY: the bytes are copied before this hook ends.
+        unsafe {
+            raw.iter()
+                .map(|h| (text(h.key.bytes()), text(h.value.bytes())))
+                .collect()
+        }
+    }
+
+    /// Envoy's buffers of every header of `kind` (empty when there are none), valid until the
+    /// map changes or this hook ends.
+    fn raw_headers(&self, kind: u32) -> Vec<EnvoyHeader> {
+        // SAFETY: `self.0` is live for this hook; Envoy fills at most `size` entries.
         unsafe {
             let size = abi::envoy_dynamic_module_callback_http_get_headers_size(self.0, kind);
             let mut raw = vec![
@@ -47,11 +85,9 @@ impl Stream {
                     raw.as_mut_ptr(),
                 )
             {
-                return Vec::new();
+                raw.clear();
             }
-            raw.iter()
-                .map(|h| (text(h.key.bytes()), text(h.value.bytes())))
-                .collect()
+            raw
         }
     }
 
@@ -81,11 +117,6 @@ impl Stream {
     /// The first value of request header `name`.
     pub fn request_header(&self, name: &str) -> Option<String> {
         self.header(abi::header_type::REQUEST, name)
-    }
-
-    /// The first value of response header `name`.
-    pub fn response_header(&self, name: &str) -> Option<String> {
-        self.header(abi::header_type::RESPONSE, name)
     }
 
     fn header(&self, kind: u32, name: &str) -> Option<String> {
@@ -369,9 +400,11 @@ pub fn log(level: u32, message: &str) {
 
 /// Header bytes as text; invalid UTF-8 (which Envoy passes on) replaced, as a client would see
 /// it. Checked by `str::from_utf8` first: it validates whole words at a time.
+/// `bytes` as text, borrowed when they are UTF-8.
+fn lend(bytes: &[u8]) -> Cow<'_, str> {
+    String::from_utf8_lossy(bytes)
+}
+
 fn text(bytes: &[u8]) -> String {
-    std::str::from_utf8(bytes).map_or_else(
-        |_| String::from_utf8_lossy(bytes).into_owned(),
-        str::to_owned,
-    )
+    lend(bytes).into_owned()
 }

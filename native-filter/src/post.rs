@@ -144,6 +144,10 @@ impl pre::Host for PostHost<'_> {
         self.stream.request_headers()
     }
 
+    fn with_request_headers<T>(&self, look: impl FnOnce(&[(&str, &str)]) -> T) -> T {
+        self.stream.with_request_headers(look)
+    }
+
     fn set_request_header(&mut self, name: &str, value: Option<&str>) {
         self.stream.set_request_header(name, value);
     }
@@ -177,8 +181,12 @@ impl Host for PostHost<'_> {
         self.stream.response_headers()
     }
 
-    fn response_header(&self, name: &str) -> Option<String> {
-        self.stream.response_header(name)
+    fn with_response_headers<T>(&self, look: impl FnOnce(&[(&str, &str)]) -> T) -> T {
+        self.stream.with_response_headers(look)
+    }
+
+    fn reads_request_headers_late(&self) -> bool {
+        true
     }
 
     fn remove_response_header(&mut self, name: &str) {

@@ -57,6 +57,10 @@ impl pre::Host for PreHost<'_> {
         self.stream.request_headers()
     }
 
+    fn with_request_headers<T>(&self, look: impl FnOnce(&[(&str, &str)]) -> T) -> T {
+        self.stream.with_request_headers(look)
+    }
+
     fn set_request_header(&mut self, name: &str, value: Option<&str>) {
         self.stream.set_request_header(name, value);
     }

@@ -32,11 +32,15 @@ pub const HOP_BY_HOP: [&str; 6] = [
 /// `connection`, `upgrade` and `transfer-encoding` are handled by Envoy's codec itself and are
 /// not visible to filters.
 pub fn is_stripped_from_client(name: &str) -> bool {
-    let name = name.to_ascii_lowercase();
-    name == ENDPOINT_HINT
-        || name.starts_with(INTERNAL_PREFIX)
-        || CLIENT_CREDENTIALS.contains(&name.as_str())
-        || HOP_BY_HOP.contains(&name.as_str())
+    let is = |owned: &str| name.eq_ignore_ascii_case(owned);
+    let prefix = INTERNAL_PREFIX.as_bytes();
+    is(ENDPOINT_HINT)
+        || name
+            .as_bytes()
+            .get(..prefix.len())
+            .is_some_and(|start| start.eq_ignore_ascii_case(prefix))
+        || CLIENT_CREDENTIALS.into_iter().any(is)
+        || HOP_BY_HOP.into_iter().any(is)
 }
 
 #[cfg(test)]
@@ -48,6 +52,7 @@ mod tests {
         for h in [
             "X-Gateway-Destination-Endpoint",
             "x-s3mesh-identity",
+            "X-S3Mesh-Operation",
             "Authorization",
             "x-amz-security-token",
             "X-Amz-Date",
@@ -58,6 +63,7 @@ mod tests {
         }
         for h in [
             "host",
+            "x-s3mesh",
             "x-amz-content-sha256",
             "content-type",
             "x-amz-meta-a",

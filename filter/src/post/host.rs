@@ -64,8 +64,22 @@ pub trait Host: pre::Host {
     fn request_header(&self, name: &str) -> Option<String>;
     /// Every response header, `:status` included.
     fn response_headers(&self) -> Vec<(String, String)>;
-    /// The first value of response header `name`.
-    fn response_header(&self, name: &str) -> Option<String>;
+    /// Runs `look` on every response header as borrowed text (see
+    /// [`pre::Host::with_request_headers`]; the default copies).
+    fn with_response_headers<T>(&self, look: impl FnOnce(&[(&str, &str)]) -> T) -> T {
+        let owned = self.response_headers();
+        let borrowed: Vec<(&str, &str)> = owned
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        look(&borrowed)
+    }
+    /// Whether [`pre::Host::request_headers`] still answers once the response has begun (a
+    /// dynamic module's do; proxy-wasm's host aborts the VM), so that the headers ext_authz
+    /// signed need not be kept for every request in case the store refuses one.
+    fn reads_request_headers_late(&self) -> bool {
+        false
+    }
     /// Removes a response header.
     fn remove_response_header(&mut self, name: &str);
     /// Sets a response header.

@@ -70,8 +70,9 @@ pub struct PostFlow {
     /// error names (request headers cannot be read once the body flows).
     resigner: Option<(Resigner, String, String)>,
     settings: FlowSettings,
-    /// The request headers as forwarded, signed by s3mesh: what a refusal by the store is
-    /// explained with ([`signature_diagnosis`]).
+    /// The request headers as forwarded, signed by s3mesh or ext_authz: what a refusal by the
+    /// store is explained with ([`signature_diagnosis`]). Per request (ext_authz signed) only
+    /// where the host cannot read them again later, or the read cache needs them.
     forwarded: Option<Forwarded>,
     /// The body of an error the store answered, gathered for its code (and, for a `403` to a
     /// request s3mesh signed, to say why).
@@ -287,18 +288,23 @@ impl PostFlow {
     /// to a request s3mesh signed has its body gathered, to say why.
     pub fn on_response_headers(&mut self, host: &mut impl Host) {
         self.ttfb_ms = Some(host.now_ms() - self.sent_ms);
-        self.retry_after = host.response_header("retry-after");
-        self.attempts = host
-            .response_header("x-envoy-attempt-count")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(1);
-        for name in INTERNAL_RESPONSE {
-            host.remove_response_header(name);
+        // One read of the headers; only those present are removed.
+        let (internal, failed) = host.with_response_headers(|headers| {
+            let get = |name: &str| crate::pre::header(headers, name);
+            self.retry_after = get("retry-after").map(str::to_owned);
+            self.attempts = get("x-envoy-attempt-count")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1);
+            let failed = get(":status")
+                .and_then(|s| s.parse::<u16>().ok())
+                .is_some_and(|status| status >= 400);
+            (INTERNAL_RESPONSE.map(|name| get(name).is_some()), failed)
+        });
+        for (name, present) in INTERNAL_RESPONSE.into_iter().zip(internal) {
+            if present {
+                host.remove_response_header(name);
+            }
         }
-        let failed = host
-            .response_header(":status")
-            .and_then(|s| s.parse::<u16>().ok())
-            .is_some_and(|status| status >= 400);
         if failed && !host.upstream_address().is_empty() {
             self.store_error = Some(Vec::new());
         }
@@ -324,10 +330,19 @@ impl PostFlow {
             return;
         };
         self.error = Some(error_label(&store.code).to_owned());
-        if let Some(forwarded) = &self.forwarded {
-            if store.is_diagnosed() {
-                diagnose(host, forwarded, &store);
+        if !store.is_diagnosed() {
+            return;
+        }
+        match &self.forwarded {
+            Some(forwarded) => diagnose(host, forwarded, &store),
+            None if !host.grant_mode() && host.reads_request_headers_late() => {
+                diagnose(
+                    host,
+                    &Forwarded::as_received(host.request_headers()),
+                    &store,
+                );
             }
+            None => {}
         }
     }
 
@@ -506,9 +521,11 @@ impl PostFlow {
             Some(OperationClass::Read | OperationClass::List)
         );
         if !host.grant_mode() {
-            // As ext_authz signed it: kept to explain a refusal by the store (the wasm host
-            // cannot read request headers once the response has begun).
-            self.forwarded = Some(Forwarded::as_received(host.request_headers()));
+            // As ext_authz signed it, for the read cache and to explain a refusal by the store
+            // (read again then where the host allows).
+            if !host.reads_request_headers_late() || host.cache_config().is_some() {
+                self.forwarded = Some(Forwarded::as_received(host.request_headers()));
+            }
             self.identity = host.authz_metadata(Attribute::Identity.name());
         }
         if !host.grant_mode() && !bodiless {

@@ -20,6 +20,16 @@ pub enum Count {
 pub trait Host {
     /// Every request header, pseudo-headers included.
     fn request_headers(&self) -> Vec<(String, String)>;
+    /// Runs `look` on every request header, pseudo-headers included, as borrowed text: a shell
+    /// that can lend the proxy's own bytes saves a copy of each (the default copies).
+    fn with_request_headers<T>(&self, look: impl FnOnce(&[(&str, &str)]) -> T) -> T {
+        let owned = self.request_headers();
+        let borrowed: Vec<(&str, &str)> = owned
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        look(&borrowed)
+    }
     /// Sets (`Some`) or removes (`None`) a request header.
     fn set_request_header(&mut self, name: &str, value: Option<&str>);
     /// Hands audit record attributes to the proxy (for its access log and spans).

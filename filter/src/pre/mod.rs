@@ -28,16 +28,33 @@ pub enum Next {
 pub struct Passed {
     /// The S3 operation.
     pub operation: Operation,
-    /// The request headers as `pre` left them (what Envoy now holds).
+    /// The request headers as `pre` left them (what Envoy now holds); empty when passed to
+    /// another filter ([`Next::Filter`]), which reads them itself.
     pub headers: Vec<(String, String)>,
 }
 
 /// Role `pre` on a stream's request headers: strips, canonicalizes, classifies, counts and
 /// publishes, or refuses the request with an S3 error (`None`: the client has its answer).
+/// Only role `both` ([`Next::SameFilter`]) takes a copy of the headers, for `post`.
 pub fn on_request_headers(config: &PreConfig, host: &mut impl Host, next: Next) -> Option<Passed> {
-    let mut headers = host.request_headers();
-    match inspect_headers(config, &headers) {
+    let inspected = host.with_request_headers(|headers| match inspect_headers(config, headers) {
         Ok(changes) => {
+            let copy = (next == Next::SameFilter).then(|| {
+                let owned = headers
+                    .iter()
+                    .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()));
+                owned.collect()
+            });
+            Ok((changes, copy))
+        }
+        Err(error) => {
+            let path = RequestHead::find(headers).path.to_owned();
+            let request_id = header(headers, "x-request-id").unwrap_or_default();
+            Err((error, path, request_id.to_owned()))
+        }
+    });
+    match inspected {
+        Ok((changes, mut copy)) => {
             let stripped = changes.remove_headers.len() as u64;
             if stripped > 0 {
                 host.count_pre(Count::Stripped(stripped));
@@ -48,7 +65,9 @@ pub fn on_request_headers(config: &PreConfig, host: &mut impl Host, next: Next) 
             };
             for (name, value) in edits {
                 host.set_request_header(name, value);
-                edit(&mut headers, name, value);
+                if let Some(headers) = copy.as_mut() {
+                    edit(headers, name, value);
+                }
             }
             host.count_pre(Count::Operation(changes.operation));
             if config.audit_attributes {
@@ -56,17 +75,15 @@ pub fn on_request_headers(config: &PreConfig, host: &mut impl Host, next: Next) 
             }
             Some(Passed {
                 operation: changes.operation,
-                headers,
+                headers: copy.unwrap_or_default(),
             })
         }
-        Err(error) => {
+        Err((error, path, request_id)) => {
             host.count_pre(Count::Rejected);
             if config.audit_attributes {
                 host.publish(&refused_audit(&error));
             }
-            let path = RequestHead::find(&headers).path;
-            let request_id = header(&headers, "x-request-id").unwrap_or_default();
-            host.send_s3_error(&error, path, request_id);
+            host.send_s3_error(&error, &path, &request_id);
             None
         }
     }
@@ -189,18 +206,21 @@ pub fn inspect<'a>(
     })
 }
 
-/// The first value of header `name` (lower-case) in a header list.
-pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+/// The first value of header `name` (lower-case) in a header list, owned or borrowed.
+pub fn header<'a, N: AsRef<str>, V: AsRef<str>>(
+    headers: &'a [(N, V)],
+    name: &str,
+) -> Option<&'a str> {
     headers
         .iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, v)| v.as_str())
+        .find(|(n, _)| n.as_ref() == name)
+        .map(|(_, v)| v.as_ref())
 }
 
 impl<'a> RequestHead<'a> {
     /// The head as found in a request's headers (pseudo-headers included, names lower-case,
     /// as Envoy hands them to a filter).
-    pub fn find(headers: &'a [(String, String)]) -> Self {
+    pub fn find<N: AsRef<str>, V: AsRef<str>>(headers: &'a [(N, V)]) -> Self {
         let get = |name: &str| header(headers, name);
         Self {
             method: get(":method").unwrap_or_default(),
@@ -259,13 +279,13 @@ pub fn refused_audit(error: &S3Error) -> [(Attribute, &str); 3] {
 }
 
 /// [`inspect`] on a request's full header list (see [`RequestHead::find`]).
-pub fn inspect_headers(
+pub fn inspect_headers<N: AsRef<str>, V: AsRef<str>>(
     config: &PreConfig,
-    headers: &[(String, String)],
+    headers: &[(N, V)],
 ) -> Result<PreChanges, S3Error> {
     let names = headers
         .iter()
-        .map(|(n, _)| n.as_str())
+        .map(|(n, _)| n.as_ref())
         .filter(|n| !n.starts_with(':'));
     inspect(config, &RequestHead::find(headers), names)
 }

@@ -10,6 +10,7 @@
 //! counts up to [`FLUSH_INTERVAL`] late (Prometheus scrapes every few seconds at the most).
 //! Histograms stay per request: a value cannot be added up.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -32,8 +33,14 @@ enum Kind {
     Gauge,
 }
 
-/// Net change per series: kind, metric id, label values each after a [`LABEL`].
-type Pending = HashMap<(Kind, usize, String), i64>;
+/// Net change per series: by kind and metric id, then by the label values, each after a
+/// [`LABEL`] (looked up by `&str`, so that a series already pending costs no allocation).
+type Pending = HashMap<(Kind, usize), HashMap<String, i64>>;
+
+thread_local! {
+    /// The series key being looked up, reused by every update on this thread.
+    static SERIES: RefCell<String> = const { RefCell::new(String::new()) };
+}
 
 /// Tells the flusher thread to end.
 #[derive(Default)]
@@ -97,14 +104,21 @@ impl Batch {
         let (Some(id), false) = (id, delta == 0) else {
             return;
         };
-        let mut series = String::with_capacity(labels.iter().map(|l| l.len() + 1).sum());
-        for label in labels {
-            series.push(LABEL);
-            series.push_str(label);
-        }
-        let mut pending = lock(&self.pending);
-        let net = pending.entry((kind, id, series)).or_insert(0);
-        *net = net.saturating_add(delta);
+        SERIES.with_borrow_mut(|series| {
+            series.clear();
+            for label in labels {
+                series.push(LABEL);
+                series.push_str(label);
+            }
+            let mut pending = lock(&self.pending);
+            let by_series = pending.entry((kind, id)).or_default();
+            match by_series.get_mut(series.as_str()) {
+                Some(net) => *net = net.saturating_add(delta),
+                None => {
+                    by_series.insert(series.clone(), delta);
+                }
+            }
+        });
     }
 
     /// Main thread: writes every pending change to Envoy's stats.
@@ -113,7 +127,12 @@ impl Batch {
     /// `config_envoy` is this batch's configuration, in one of its hooks on the main thread.
     pub unsafe fn flush(&self, config_envoy: ConfigEnvoyPtr) {
         let pending = std::mem::take(&mut *lock(&self.pending));
-        for ((kind, id, series), delta) in pending {
+        let changes = pending.into_iter().flat_map(|((kind, id), by_series)| {
+            by_series
+                .into_iter()
+                .map(move |(series, delta)| (kind, id, series, delta))
+        });
+        for (kind, id, series, delta) in changes {
             if delta == 0 {
                 continue;
             }

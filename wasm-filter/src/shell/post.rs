@@ -122,10 +122,6 @@ impl Host for PostStream {
         self.get_http_response_headers()
     }
 
-    fn response_header(&self, name: &str) -> Option<String> {
-        self.get_http_response_header(name)
-    }
-
     fn remove_response_header(&mut self, name: &str) {
         self.set_http_response_header(name, None);
     }
