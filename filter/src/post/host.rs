@@ -67,12 +67,7 @@ pub trait Host: pre::Host {
     /// Runs `look` on every response header as borrowed text (see
     /// [`pre::Host::with_request_headers`]; the default copies).
     fn with_response_headers<T>(&self, look: impl FnOnce(&[(&str, &str)]) -> T) -> T {
-        let owned = self.response_headers();
-        let borrowed: Vec<(&str, &str)> = owned
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_str()))
-            .collect();
-        look(&borrowed)
+        pre::lend_headers(&self.response_headers(), look)
     }
     /// Whether [`pre::Host::request_headers`] still answers once the response has begun (a
     /// dynamic module's do; proxy-wasm's host aborts the VM), so that the headers ext_authz

@@ -23,12 +23,7 @@ pub trait Host {
     /// Runs `look` on every request header, pseudo-headers included, as borrowed text: a shell
     /// that can lend the proxy's own bytes saves a copy of each (the default copies).
     fn with_request_headers<T>(&self, look: impl FnOnce(&[(&str, &str)]) -> T) -> T {
-        let owned = self.request_headers();
-        let borrowed: Vec<(&str, &str)> = owned
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_str()))
-            .collect();
-        look(&borrowed)
+        lend_headers(&self.request_headers(), look)
     }
     /// Sets (`Some`) or removes (`None`) a request header.
     fn set_request_header(&mut self, name: &str, value: Option<&str>);
@@ -38,4 +33,14 @@ pub trait Host {
     fn send_s3_error(&mut self, error: &S3Error, path: &str, request_id: &str);
     /// Adds to role `pre`'s metrics.
     fn count_pre(&self, count: Count);
+}
+
+/// Runs `look` on copied headers as borrowed text: how a shell without the proxy's own bytes
+/// serves the `with_*_headers` calls.
+pub fn lend_headers<T>(headers: &[(String, String)], look: impl FnOnce(&[(&str, &str)]) -> T) -> T {
+    let borrowed: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    look(&borrowed)
 }

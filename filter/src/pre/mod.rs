@@ -11,7 +11,7 @@ use s3mesh_s3_request::headers::{is_stripped_from_client, OPERATION};
 use s3mesh_s3_request::{Operation, RequestTarget, S3Error, S3Request};
 
 use crate::config::PreConfig;
-pub use host::{Count, Host};
+pub use host::{lend_headers, Count, Host};
 
 /// Where role `pre` hands the request on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
