@@ -155,13 +155,8 @@ impl Signed {
     /// `Authorization` header.
     pub fn rebuild(forwarded: &Forwarded) -> Option<Self> {
         let get = |name: &str| forwarded.header(name);
-        let authorization = get("authorization")?.strip_prefix(ALGORITHM)?.trim();
-        let field = |key: &str| {
-            authorization
-                .split(',')
-                .map(str::trim)
-                .find_map(|part| part.strip_prefix(key))
-        };
+        let authorization = get("authorization")?;
+        let field = |key: &str| authorization_field(authorization, key);
         let scope = field("Credential=")?.split_once('/')?.1;
         // Envoy holds `host` as `:authority`.
         let mut signed: Vec<(&str, &str)> = Vec::new();
@@ -186,6 +181,16 @@ impl Signed {
             amz_date,
         })
     }
+}
+
+/// The value of `key` (`Credential=`, `SignedHeaders=`, `Signature=`) in a SigV4
+/// `Authorization` header; `None` when the header is not SigV4 or lacks the field.
+pub fn authorization_field<'a>(authorization: &'a str, key: &str) -> Option<&'a str> {
+    authorization
+        .strip_prefix(ALGORITHM)?
+        .split(',')
+        .map(str::trim)
+        .find_map(|part| part.strip_prefix(key))
 }
 
 /// The log message for `store`'s refusal of a request s3mesh signed as `ours` (`None` when

@@ -398,13 +398,13 @@ pub fn log(level: u32, message: &str) {
     unsafe { abi::envoy_dynamic_module_callback_log(level, message.into()) }
 }
 
-/// Header bytes as text; invalid UTF-8 (which Envoy passes on) replaced, as a client would see
-/// it. Checked by `str::from_utf8` first: it validates whole words at a time.
-/// `bytes` as text, borrowed when they are UTF-8.
+/// Header bytes as text, borrowed when they are UTF-8; invalid UTF-8 (which Envoy passes on)
+/// replaced, as a client would see it.
 fn lend(bytes: &[u8]) -> Cow<'_, str> {
     String::from_utf8_lossy(bytes)
 }
 
+/// As [`lend`], owned.
 fn text(bytes: &[u8]) -> String {
     lend(bytes).into_owned()
 }

@@ -11,7 +11,7 @@
 
 use hyper::header::{AUTHORIZATION, CONTENT_LENGTH};
 use hyper::{Request, Response, StatusCode};
-use s3mesh_filter::signature_diagnosis::{Forwarded, Signed};
+use s3mesh_filter::signature_diagnosis::{authorization_field, Forwarded, Signed};
 use s3s::Body;
 
 /// A request as this store received it: what its refusal would need to be explained.
@@ -59,12 +59,7 @@ impl Received {
             return answer;
         };
         let authorization = forwarded.header("authorization").unwrap_or_default();
-        let field = |key: &str| {
-            authorization
-                .split([',', ' '])
-                .find_map(|part| part.trim().strip_prefix(key))
-                .unwrap_or_default()
-        };
+        let field = |key: &str| authorization_field(authorization, key).unwrap_or_default();
         let key_id = field("Credential=").split('/').next().unwrap_or_default();
         let mut completed = document[..end].to_owned();
         for (name, text) in [
