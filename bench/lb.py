@@ -14,9 +14,11 @@ balancing and is measured by `make bench-overhead`):
   balancing decision.
 
 Two conditions, in the same run: Envoy with the machine's CPU to itself ("unconstrained"), and
-Envoy under a CPU limit ("cpu_limited": a CFS quota of ENVOY_CPU_LIMIT cores in a cgroup of its
-own, which is how Kubernetes enforces a sidecar container's `resources.limits.cpu`; see
-bench/cpu_limit.py). Every repetition runs every condition, scenario and configuration,
+Envoy under a CPU limit ("cpu_limited": a CFS quota in a cgroup of its own, which is how
+Kubernetes enforces a sidecar container's `resources.limits.cpu`; see bench/cpu_limit.py). The
+quota is CPU_HEADROOM times what that Envoy used during the same trial's warm-up, so every
+configuration is short of CPU by the same margin on every machine; what each costs in CPU is the
+S0 CPU goal's business. Every repetition runs every condition, scenario and configuration,
 rotating the configuration order from one repetition to the next. For both s3mesh shells, each trial also
 reads from Envoy's stats how the requests reached the degraded endpoint 0
 (`s3mesh_endpoint_requests_total` by `s3_route`). Results: bench/results/lb.json (medians over repetitions),
@@ -41,9 +43,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.backend import start_backend  # noqa: E402
-from bench.cpu_limit import CpuLimit  # noqa: E402
+from bench.cpu_limit import CpuLimit, Quota  # noqa: E402
 from bench.report import RESULTS, percentile_bars, write_section  # noqa: E402
-from bench.procfs import cpu_seconds, rss_mb  # noqa: E402
+from bench.procfs import cpu_seconds, rss_mb, run_seconds  # noqa: E402
 from devstack.processes import Supervisor  # noqa: E402
 from devstack.stack import (EXT_AUTHZ_FILTER, NATIVE_METRICS_LAG_S, WASM, connection_manager,  # noqa: E402
                             render_envoy, start_envoy)
@@ -59,11 +61,15 @@ ENDPOINTS, SERVICE_MS, SLOTS = 4, 10.0, 8
 RATE = 1000.0  # requests/s: about 31% of the healthy fleet's 3,200/s capacity
 WARMUP_S = 2.0
 FOREVER = 1e9
-#: Envoy's CPU limit in the cpu_limited condition, in cores. s3mesh's Envoy uses about a quarter
-#: of a core at RATE unconstrained: under this limit it runs at about two thirds of its quota and
-#: is stopped whenever a burst uses a period's quota up, as a sidecar near its limit is.
-ENVOY_CPU_LIMIT = 0.3
-CONDITIONS = {"unconstrained": None, "cpu_limited": ENVOY_CPU_LIMIT}
+#: Envoy's CPU limit in the cpu_limited condition: a sidecar sized with a quarter more than it
+#: uses at RATE, so it runs at about 80% of its quota and is stopped whenever a burst uses a
+#: period's quota up. An absolute limit (0.3 cores until the fifth run) meant a different
+#: shortage on every machine: on one 25% slower, s3mesh's wasm Envoy needed more than 0.3 cores.
+CPU_HEADROOM = 1.25
+#: The window of the warm-up in which Envoy's own use is measured (after start-up's transients;
+#: the quota is in force before the measured part of the trial begins).
+MEASURED_WARMUP_S = (0.7, 1.9)
+CONDITIONS = {"unconstrained": None, "cpu_limited": Quota(headroom=CPU_HEADROOM)}
 #: The no-op control measures what hosting the wasm filters costs; the unconstrained runs show it,
 #: so the limited ones leave it out to keep the run within an hour.
 CONFIGS_UNDER = {"unconstrained": CONFIGS, "cpu_limited": ["round_robin", "least_request", "s3mesh", "s3mesh_native"]}
@@ -144,14 +150,28 @@ def routes_to(admin_url: str, endpoint: str, config: str) -> dict[str, int]:
     return {route: int(n) for address, route, n in ROUTE_STAT.findall(text) if address == endpoint}
 
 
-def trial(workdir: Path, scenario: str, config: str, time_scale: float, cpu_limit: float | None,
+def size_quota(limit: CpuLimit, quota: Quota, pid: int, started: float) -> tuple[float, float]:
+    """Measures the cores Envoy `pid` uses in MEASURED_WARMUP_S of the load that began at
+    `started` (monotonic) and caps it at `quota` of that; returns (used, quota) in cores."""
+    begin, end = (started + t for t in MEASURED_WARMUP_S)
+    time.sleep(max(0.0, begin - time.monotonic()))
+    t0, cpu0 = time.monotonic(), run_seconds(pid)
+    time.sleep(max(0.0, end - time.monotonic()))
+    used = (run_seconds(pid) - cpu0) / (time.monotonic() - t0)
+    cores = quota.cores_for(used)
+    limit.set(cores)
+    return used, cores
+
+
+def trial(workdir: Path, scenario: str, config: str, time_scale: float, quota: Quota | None,
           tuning: dict | None = None) -> dict:
     _, duration, degraded, window, retry = SCENARIOS[scenario]
     duration *= time_scale
     window = tuple(w * time_scale for w in window) if window else (WARMUP_S, duration)
     workdir.mkdir(parents=True, exist_ok=True)
     procs = Supervisor(workdir / "logs")
-    limit = CpuLimit("s3mesh-bench-envoy", cpu_limit) if cpu_limit else None
+    limit = CpuLimit("s3mesh-bench-envoy") if quota else None
+    load = None
     try:
         spec = [{"service_ms": SERVICE_MS, "slots": SLOTS} for _ in range(ENDPOINTS)]
         spec[0].update(scaled(degraded, time_scale))
@@ -165,15 +185,23 @@ def trial(workdir: Path, scenario: str, config: str, time_scale: float, cpu_limi
             throttled0 = limit.throttled()
         cpu0 = cpu_seconds(pid)
         out = workdir / "load.json"
-        subprocess.run([BIN / "bench-load", "--target", listener, "--path", "/bench/object", "--rate", str(RATE),
-                        "--duration-s", str(duration), "--warmup-s", str(WARMUP_S), "--out", out,
-                        "--control", endpoints[0]], check=True, capture_output=True, timeout=duration + 60)
+        started = time.monotonic()
+        load = subprocess.Popen([BIN / "bench-load", "--target", listener, "--path", "/bench/object", "--rate",
+                                 str(RATE), "--duration-s", str(duration), "--warmup-s", str(WARMUP_S), "--out", out,
+                                 "--control", endpoints[0]], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        used, cores = size_quota(limit, quota, pid, started) if limit else (None, None)
+        _, err = load.communicate(timeout=duration + 60)
+        if load.returncode:
+            raise RuntimeError(f"bench-load exited with {load.returncode}: {err.decode(errors='replace')[-2000:]}")
         cpu = cpu_seconds(pid) - cpu0
         rss = rss_mb(pid)
         throttled = [b - a for a, b in zip(throttled0, limit.throttled())] if limit else [0, 0.0]
         routes = routes_to(admin_url, endpoints[0], config) if config.startswith("s3mesh") else {}
         procs.check_all()
     finally:
+        if load and load.poll() is None:
+            load.kill()
+            load.wait()
         procs.stop()
         if limit:
             limit.remove()
@@ -191,6 +219,8 @@ def trial(workdir: Path, scenario: str, config: str, time_scale: float, cpu_limi
         "degraded_share": degraded_n / max(1, sum(s["n"] for s in in_window)),
         "envoy_cpu_us_per_req": cpu * 1e6 / max(1, load["sent"]), "envoy_rss_mb": rss,
         "throttled_periods": throttled[0], "throttled_s": throttled[1],
+        # cpu_limited: the cores Envoy used in the warm-up, unconstrained, and the quota it then got.
+        "warmup_cores": used, "quota_cores": cores,
         "routes_to_degraded": routes,
         "share_by_second": [list(x) for x in share],
         "errors_by_second": [[s["t"], s["errors"] / max(1, s["n"])] for s in load["seconds"]],
@@ -199,6 +229,8 @@ def trial(workdir: Path, scenario: str, config: str, time_scale: float, cpu_limi
 
 METRICS = ["p50_ms", "p99_ms", "p999_ms", "rps", "error_rate", "degraded_share", "envoy_cpu_us_per_req",
            "envoy_rss_mb", "throttled_s", "recovery_s"]
+#: Measured in the cpu_limited condition only (None in the other).
+LIMITED_METRICS = ["warmup_cores", "quota_cores"]
 ROUTES = ["faster", "less_loaded", "tie", "faded", "probe", "alone", "unhinted", "retry"]
 
 
@@ -207,6 +239,7 @@ def medians(trials: dict) -> dict:
     median count of each route to endpoint 0."""
     def summary(runs):
         out = {m: statistics.median(t[m] for t in runs) for m in METRICS} | {"repetitions": len(runs)}
+        out |= {m: statistics.median(t[m] for t in runs) for m in LIMITED_METRICS if runs[0].get(m) is not None}
         if any(t["routes_to_degraded"] for t in runs):
             out["routes_to_degraded"] = {r: statistics.median(t["routes_to_degraded"].get(r, 0) for t in runs)
                                          for r in ROUTES}
@@ -299,7 +332,7 @@ def plot(trials: dict, med: dict, out: Path):
     plt.close(fig)
 
 
-def markdown(med: dict, met: dict, reps: int, elapsed_s: float) -> str:
+def markdown(med: dict, met: dict, reps: int, elapsed_s: float, quota: Quota) -> str:
     conditions = list(med)
     lines = [
         "## Load balancing (`make bench-lb`)",
@@ -308,8 +341,11 @@ def markdown(med: dict, met: dict, reps: int, elapsed_s: float) -> str:
         f"{RATE:.0f} requests/s, latency from the intended send time, Envoy 1.40 with one worker, a fresh "
         f"Envoy and backend per trial; medians of {reps} repetitions, configurations interleaved (order "
         f"rotated per repetition). Two conditions in the same run: **unconstrained** (Envoy has the "
-        f"machine's CPU) and **cpu_limited** (Envoy in a cgroup with a CFS quota of {ENVOY_CPU_LIMIT} cores "
-        f"per 100 ms period: how Kubernetes enforces a sidecar's CPU limit). Run took "
+        f"machine's CPU) and **cpu_limited** (Envoy in a cgroup with a CFS quota per 100 ms period, how "
+        f"Kubernetes enforces a sidecar's CPU limit, of {quota}: each trial measures what its Envoy uses "
+        f"in the warm-up ({MEASURED_WARMUP_S[0]}-{MEASURED_WARMUP_S[1]} s, before the measured part) and caps "
+        f"it there, so every configuration is short of CPU by the same margin on any machine; the S0 CPU "
+        f"goal prices what each needs). Run took "
         f"{elapsed_s / 60:.0f} min. Raw trials: `bench/results/lb-trials.json`; medians: `bench/results/lb.json`.",
         "",
         "### Goals",
@@ -334,15 +370,16 @@ def markdown(med: dict, met: dict, reps: int, elapsed_s: float) -> str:
         lines.append(f"| {text} | {target} | " + " | ".join(cells) + " |")
     lines += ["", "### Medians", "",
               "| condition | scenario | config | p50 ms | p99 ms | p99.9 ms | ok/s | errors | share to endpoint 0 "
-              "| Envoy CPU µs/req | Envoy throttled s |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| Envoy CPU µs/req | Envoy throttled s | Envoy quota cores |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for condition, by_scenario in med.items():
         for scenario, by_config in by_scenario.items():
             for config, m in by_config.items():
                 lines.append(f"| {condition} | {scenario} | {config} | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} | "
                              f"{m['p999_ms']:.2f} | {m['rps']:.0f} | {m['error_rate'] * 100:.3f}% | "
                              f"{m['degraded_share'] * 100:.2f}% | {m['envoy_cpu_us_per_req']:.1f} | "
-                             f"{m['throttled_s']:.2f} |")
+                             f"{m['throttled_s']:.2f} | {m['quota_cores']:.3f} |" if "quota_cores" in m else
+                             f"{m['throttled_s']:.2f} | |")
     lines += ["", "### How s3mesh's requests reached endpoint 0", "",
               "Median requests per trial that endpoint 0 served, by `s3_route` of "
               "`s3mesh_endpoint_requests_total` (whole trial, warm-up included).", "",
@@ -369,7 +406,10 @@ def main():
     parser.add_argument("--configs", nargs="*", default=CONFIGS, choices=CONFIGS,
                         help="a subset, for exploring")
     parser.add_argument("--tuning", type=json.loads, help="post filter settings to try (JSON); writes nothing")
-    parser.add_argument("--cpu-limit", type=float, help=f"cores for cpu_limited instead of {ENVOY_CPU_LIMIT}; writes nothing")
+    limit = parser.add_mutually_exclusive_group()
+    limit.add_argument("--cpu-limit", type=float, help="a fixed quota in cores for cpu_limited, to explore; writes nothing")
+    limit.add_argument("--cpu-headroom", type=float,
+                       help=f"cpu_limited's quota as this times the cores used (instead of {CPU_HEADROOM}); writes nothing")
     parser.add_argument("--quick", action="store_true", help="scaled-down smoke run: prints its report, plots into --workdir, "
                         "writes nothing under bench/results")
     parser.add_argument("--workdir", type=Path, default=ROOT / "bench" / "work")
@@ -378,9 +418,11 @@ def main():
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     scale = 0.2 if args.quick else 1.0
     configs = {c: [x for x in CONFIGS_UNDER[c] if x in args.configs] for c in args.conditions}
-    limits = CONDITIONS | ({"cpu_limited": args.cpu_limit} if args.cpu_limit else {})
+    explored_quota = (Quota(cores=args.cpu_limit) if args.cpu_limit else Quota(headroom=args.cpu_headroom)
+                      if args.cpu_headroom else None)
+    limits = CONDITIONS | ({"cpu_limited": explored_quota} if explored_quota else {})
     if "cpu_limited" in args.conditions:
-        CpuLimit("s3mesh-bench-envoy", limits["cpu_limited"]).remove()  # fails now, not in an hour
+        CpuLimit("s3mesh-bench-envoy").remove()  # fails now, not in an hour
     trials = {c: {s: {x: [] for x in configs[c]} for s in args.scenarios} for c in args.conditions}
     started = time.monotonic()
     for rep in range(args.repetitions):
@@ -395,12 +437,13 @@ def main():
                     print(f"rep {rep} {condition:13} {scenario:9} {config:18} p99 {result['p99_ms']:8.2f} ms  "
                           f"p99.9 {result['p999_ms']:8.2f} ms  errors {result['error_rate'] * 100:6.3f}%  "
                           f"share0 {result['degraded_share'] * 100:5.2f}%  cpu {result['envoy_cpu_us_per_req']:5.1f} "
-                          f"µs/req  throttled {result['throttled_s']:5.2f} s  routes {result['routes_to_degraded']}",
-                          flush=True)
+                          f"µs/req  throttled {result['throttled_s']:5.2f} s"
+                          + (f" of quota {result['quota_cores']:.3f} cores" if result["quota_cores"] else "")
+                          + f"  routes {result['routes_to_degraded']}", flush=True)
     med = {c: medians(t) for c, t in trials.items()}
-    if args.configs != CONFIGS or args.tuning or args.cpu_limit:
+    if args.configs != CONFIGS or args.tuning or explored_quota:
         # An exploration: its medians go to the work directory, with what was explored.
-        explored = {"argv": sys.argv[1:], "cpu_limit": limits.get("cpu_limited"), "conditions": med}
+        explored = {"argv": sys.argv[1:], "cpu_limit": str(limits.get("cpu_limited")), "conditions": med}
         (args.workdir / "lb-explored.json").write_text(json.dumps(explored, indent=2))
         for condition, by_scenario in med.items():
             for scenario, by_config in by_scenario.items():
@@ -414,7 +457,7 @@ def main():
         for subject, results in by_subject.items():
             for text, value, target, ok in results:
                 print(f"{condition:13} {subject:13} {'met   ' if ok else 'MISSED'} {text}: {value:.4f} (target {target})")
-    report = markdown(med, met, args.repetitions, time.monotonic() - started)
+    report = markdown(med, met, args.repetitions, time.monotonic() - started, limits["cpu_limited"])
     if args.quick:
         plot(trials, med, args.workdir)
         print(report)
