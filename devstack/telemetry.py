@@ -23,8 +23,9 @@ REQUEST_FIELDS = ("operation", "bucket", "key", "copy_source")
 DECISION_FIELDS = ("identity", "identity_source", "decision", "reason", "error")
 #: `pre` also writes these when it refuses a malformed request before any decision.
 PRE_REFUSAL_FIELDS = ("decision", "reason", "error")
-#: Named by `post` when it routes the request.
-ROUTING_FIELDS = ("endpoint_first",)
+#: Named by `post` when it routes the request, or its read cache answers it (`cache`: `hit`, or
+#: `miss` when the store answered a request the cache may answer).
+ROUTING_FIELDS = ("endpoint_first", "cache")
 
 ENVOY_FIELDS = {
     "time": "%START_TIME(%Y-%m-%dT%H:%M:%S.%3fZ)%",
@@ -47,7 +48,7 @@ SPAN_TAGS = {
     "operation": "s3.operation", "bucket": "s3.bucket", "key": "s3.key", "copy_source": "s3.copy_source",
     "identity": "s3mesh.identity", "identity_source": "s3mesh.identity_source",
     "decision": "s3mesh.decision", "reason": "s3mesh.reason", "error": "s3mesh.error",
-    "endpoint_first": "s3mesh.endpoint.first",
+    "endpoint_first": "s3mesh.endpoint.first", "cache": "s3mesh.cache",
 }
 OBJECT_KEY_FIELDS = ("key", "copy_source")
 #: Span tags Envoy knows itself, beyond its standard ones.

@@ -13,7 +13,7 @@ from conftest import STRANGER, TEAM_A, TEAM_B, raw_request, s3_client
 FIELDS = {
     "time", "request_id", "source", "principal", "method", "operation", "bucket", "key",
     "copy_source", "identity", "identity_source", "decision", "reason", "error", "status",
-    "bytes_received", "bytes_sent", "duration_ms", "endpoint", "endpoint_first", "attempts",
+    "bytes_received", "bytes_sent", "duration_ms", "endpoint", "endpoint_first", "cache", "attempts",
     "response_flags",
 }
 

@@ -1,7 +1,8 @@
 """The read cache: HEAD, whole and ranged GETs of opted-in prefixes answered by the proxy after
 each request is authorized; writes through s3mesh never served stale, writes at the store at
-most the freshness bound; callers without read access get 403, not cached bytes; what the store
-would answer differently passes through. Both shells, both authorization modes."""
+most the freshness bound, and a newer version the store shows drops the older one's answers;
+callers without read access get 403, not cached bytes; what the store would answer differently
+passes through; the audit record says hit or miss. Both shells, both authorization modes."""
 
 import time
 import uuid
@@ -143,6 +144,39 @@ def test_writes_at_the_store_are_served_stale_at_most_the_freshness_bound(cached
     time.sleep(max(0.0, answered + bound + 0.2 - time.monotonic()))
     status, headers, body = request(cached, "GET", f"/team-a/{k}", TEAM_A)
     assert (status, body) == (200, b"written at the store")
+
+
+def test_a_new_version_seen_at_the_store_drops_the_older_ones_answers(cached):
+    """A reader must never mix two versions of an object (a Parquet footer from one, column
+    chunks from the other): once the store answers with a new ETag, the older answers go."""
+    k, bound = key(), TTL_MS / 1000
+    put(cached, k, b"0123456789 version one")
+    asked = time.monotonic()
+    for method, headers in (("HEAD", None), ("GET", {"Range": "bytes=0-3"})):
+        assert request(cached, method, f"/team-a/{k}", TEAM_A, headers=headers)[0] in (200, 206)
+    direct = s3_client(f"http://{cached.endpoints[0]}", signed_with=cached.credentials("team-a"))
+    new_etag = direct.put_object(Bucket="team-a", Key=k, Body=b"9876543210 version two")["ETag"]
+    # A range not cached yet: the store answers it, with the new version's ETag.
+    status, headers, body = request(cached, "GET", f"/team-a/{k}", TEAM_A, headers={"Range": "bytes=-3"})
+    assert (status, body, headers["etag"]) == (206, b"two", new_etag)
+    for method, range_ in (("HEAD", None), ("GET", "bytes=0-3")):
+        status, headers, body = request(cached, method, f"/team-a/{k}", TEAM_A,
+                                        headers={"Range": range_} if range_ else None)
+        assert time.monotonic() - asked < bound, "too slow to tell: the freshness bound passed"
+        assert (headers["etag"], HIT in headers) == (new_etag, False), (method, headers)
+        assert body == (b"9876" if range_ else b"")
+
+
+def test_the_audit_record_says_what_the_cache_did(cached):
+    k = key()
+    put(cached, k, b"audited")
+    since = cached.audit_log_size()
+    request(cached, "PUT", f"/team-a/{key('uncached/')}", TEAM_A, body=b"x")
+    twice(cached, "GET", f"/team-a/{k}")
+    records = cached.audit_records(since, count=3)
+    assert [(r["operation"], r["cache"]) for r in records] == [
+        ("PutObject", None), ("GetObject", "miss"), ("GetObject", "hit")], records
+    assert records[2]["decision"] == "allow" and records[2]["endpoint"] is None, records[2]
 
 
 def test_callers_without_read_access_get_403_not_the_cached_bytes(cached):

@@ -35,11 +35,13 @@ pub enum Attribute {
     Error,
     /// The endpoint the `post` filter named first (`ip:port`).
     EndpointFirst,
+    /// What the read cache did: [`CACHE_HIT`] or [`CACHE_MISS`]; absent where it had no part.
+    Cache,
 }
 
 impl Attribute {
     /// Every attribute, in the audit record's order.
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 11] = [
         Self::Operation,
         Self::Bucket,
         Self::Key,
@@ -50,6 +52,7 @@ impl Attribute {
         Self::Reason,
         Self::Error,
         Self::EndpointFirst,
+        Self::Cache,
     ];
 
     /// Its key in metadata and filter state, and its field in the access log.
@@ -65,6 +68,7 @@ impl Attribute {
             Self::Reason => "reason",
             Self::Error => "error",
             Self::EndpointFirst => "endpoint_first",
+            Self::Cache => "cache",
         }
     }
 }
@@ -75,3 +79,8 @@ pub const ALLOW: &str = "allow";
 pub const DENY: &str = "deny";
 /// Decision: the request was malformed and refused before any decision.
 pub const INVALID: &str = "invalid";
+
+/// Cache: the read cache answered; the store never saw the request.
+pub const CACHE_HIT: &str = "hit";
+/// Cache: the read cache may answer it, had no fresh answer, and the store answered.
+pub const CACHE_MISS: &str = "miss";

@@ -3,12 +3,14 @@
 //! or its miss noted; the store's answer to a miss is gathered as it streams through and kept
 //! when the stream ends complete.
 
+use std::sync::Arc;
+
 use s3mesh_s3_request::{Operation, OperationClass};
 
 use super::host::{CacheEvent, Host};
 use crate::config::CacheConfig;
 use crate::pre::header;
-use crate::read_cache::{self, Cacheable, Filling, Lookup, Miss, Stale};
+use crate::read_cache::{self, Answer, Cacheable, Filling, Lookup, Miss, Stale};
 use crate::signature_diagnosis::Forwarded;
 
 /// What one stream has to do with the cache.
@@ -27,6 +29,17 @@ pub(super) struct CacheFlow {
     head_length: Option<String>,
 }
 
+/// What the cache made of an authorized request.
+#[derive(Debug)]
+pub(super) enum Cached {
+    /// Not its business: no cache, a request it may not answer, or a write.
+    Passing,
+    /// One it may answer but has no fresh answer for: the store answers.
+    Missed,
+    /// Answered by this, to be sent (nothing else may happen to the request).
+    Hit(Arc<Answer>),
+}
+
 /// What the cache has to do with an authorized request.
 enum Seen {
     Passing,
@@ -35,37 +48,37 @@ enum Seen {
 }
 
 impl CacheFlow {
-    /// The request (`operation`, headers as `forwarded`) is authorized. `true`: the cache
-    /// answered it.
+    /// The request (`operation`, headers as `forwarded`) is authorized: looked up, or what it
+    /// makes stale dropped.
     pub(super) fn on_authorized(
         &mut self,
         host: &mut impl Host,
         operation: Operation,
         forwarded: &Forwarded,
         now_ms: f64,
-    ) -> bool {
+    ) -> Cached {
         // Decided from the configuration alone, so that the store's lock is held only for the
         // store's own work.
         let seen = match host.cache_config() {
-            None => return false,
+            None => return Cached::Passing,
             Some(config) => seen(config, operation, forwarded),
         };
         match seen {
-            Seen::Passing => false,
+            Seen::Passing => Cached::Passing,
             Seen::Stale(stale) => {
                 host.read_cache(|store| store.invalidate(&stale, now_ms));
                 self.stale = Some(stale);
-                false
+                Cached::Passing
             }
             Seen::Cacheable(cacheable) => {
                 let bucket = cacheable.object.bucket.clone();
                 let head = cacheable.variant.head;
                 match host.read_cache(|store| store.lookup(cacheable, now_ms)) {
-                    None => false,
+                    None => Cached::Passing,
                     Some(Lookup::Miss(miss)) => {
                         host.count_cache(&bucket, CacheEvent::Miss);
                         self.miss = Some(miss);
-                        false
+                        Cached::Missed
                     }
                     Some(Lookup::Hit(answer)) => {
                         let bytes = answer.body.len() as u64;
@@ -74,9 +87,7 @@ impl CacheFlow {
                             self.head_length =
                                 header(&answer.headers, "content-length").map(str::to_owned);
                         }
-                        let request_id = forwarded.header("x-request-id").unwrap_or_default();
-                        host.send_answer(&answer, request_id);
-                        true
+                        Cached::Hit(answer)
                     }
                 }
             }

@@ -22,7 +22,7 @@ use crate::grants::{Answer, Caller};
 use crate::pre::{self, Next};
 use crate::signature_diagnosis::{self, Forwarded, Signed, StoreError};
 use crate::usage::{error_label, Usage};
-use cache_flow::CacheFlow;
+use cache_flow::{CacheFlow, Cached};
 pub use host::{CacheEvent, Counter, EndpointCounter, Host};
 
 /// What the shell tells Envoy after a callback.
@@ -545,11 +545,18 @@ impl PostFlow {
         }
         let now = host.now_ms();
         if let Some(forwarded) = &self.forwarded {
-            if self
+            match self
                 .cache
                 .on_authorized(host, self.operation, forwarded, now)
             {
-                return Step::Pause;
+                Cached::Passing => {}
+                Cached::Missed => self.publish(host, &[(Attribute::Cache, audit::CACHE_MISS)]),
+                Cached::Hit(answer) => {
+                    self.publish(host, &[(Attribute::Cache, audit::CACHE_HIT)]);
+                    let request_id = forwarded.header("x-request-id").unwrap_or_default();
+                    host.send_answer(&answer, request_id);
+                    return Step::Pause;
+                }
             }
         }
         let hint = host.choose(LatencyClass::of(self.operation), now);

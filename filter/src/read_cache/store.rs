@@ -1,5 +1,6 @@
 //! The cached answers: bounded by bytes, least recently used out first, each served only
-//! within its freshness bound, and never put back by a read that overlapped a write.
+//! within its freshness bound, never put back by a read that overlapped a write, and of one
+//! version of an object at a time (the ETag the store gave last).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -26,6 +27,14 @@ impl Answer {
     pub fn size(&self) -> u64 {
         let headers: usize = self.headers.iter().map(|(n, v)| n.len() + v.len()).sum();
         (headers + self.body.len()) as u64
+    }
+
+    /// The object's ETag as the store gave it.
+    pub fn etag(&self) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == "etag")
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -138,6 +147,9 @@ impl Store {
             return Vec::new();
         }
         self.remove(&cacheable.object, &cacheable.variant);
+        if cacheable.variant.version.is_none() {
+            self.drop_other_versions(&cacheable.object, answer.etag());
+        }
         let mut evicted = Vec::new();
         while self.bytes + size > self.max_bytes {
             let Some((_, (object, variant))) = self.recency.pop_first() else {
@@ -194,6 +206,24 @@ impl Store {
             for variant in variants {
                 self.remove(&object, &variant);
             }
+        }
+    }
+
+    /// The store just answered for `object`'s current version with `etag`: answers about the
+    /// current version with another ETag are of a version overwritten where this proxy did not
+    /// see it, and go, so that no reader mixes two versions' bytes (a footer from one, a column
+    /// chunk from the other). Answers about a named `versionId` never change and stay.
+    fn drop_other_versions(&mut self, object: &ObjectId, etag: Option<&str>) {
+        let older: Vec<Variant> = self
+            .entries
+            .get(object)
+            .into_iter()
+            .flatten()
+            .filter(|(variant, entry)| variant.version.is_none() && entry.answer.etag() != etag)
+            .map(|(variant, _)| variant.clone())
+            .collect();
+        for variant in older {
+            self.remove(object, &variant);
         }
     }
 
@@ -341,6 +371,42 @@ mod tests {
             store.lookup(cacheable("k", None), 10.0),
             Lookup::Hit(Arc::new(answer(b"new")))
         );
+    }
+
+    #[test]
+    fn an_answer_with_a_new_etag_drops_the_older_versions_answers() {
+        let mut store = Store::new(10_000);
+        let with_etag = |etag: &str, body: &[u8]| Answer {
+            headers: vec![("etag".into(), etag.into())],
+            ..answer(body)
+        };
+        let mut versioned = cacheable("k", None);
+        versioned.variant.version = Some("v1".into());
+        for (c, body) in [
+            (cacheable("k", None), &b"old"[..]),
+            (cacheable("k", Some("bytes=0-1")), b"ol"),
+            (versioned.clone(), b"v1"),
+            (cacheable("other", None), b"x"),
+        ] {
+            let m = miss(&mut store, c, 0.0);
+            store.fill(m, with_etag("\"1\"", body), 0.0);
+        }
+        // The object was overwritten directly at the store; a range not yet cached shows it.
+        let m = miss(&mut store, cacheable("k", Some("bytes=-2")), 1.0);
+        store.fill(m, with_etag("\"2\"", b"ew"), 1.0);
+        for gone in [cacheable("k", None), cacheable("k", Some("bytes=0-1"))] {
+            assert!(
+                matches!(store.lookup(gone, 2.0), Lookup::Miss(_)),
+                "an answer of the older version"
+            );
+        }
+        for kept in [
+            cacheable("k", Some("bytes=-2")),
+            versioned,
+            cacheable("other", None),
+        ] {
+            assert!(matches!(store.lookup(kept, 2.0), Lookup::Hit(_)));
+        }
     }
 
     #[test]
