@@ -375,11 +375,11 @@ def markdown(med: dict, met: dict, reps: int, elapsed_s: float, quota: Quota) ->
     for condition, by_scenario in med.items():
         for scenario, by_config in by_scenario.items():
             for config, m in by_config.items():
+                quota = f"{m['quota_cores']:.3f}" if "quota_cores" in m else ""
                 lines.append(f"| {condition} | {scenario} | {config} | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} | "
                              f"{m['p999_ms']:.2f} | {m['rps']:.0f} | {m['error_rate'] * 100:.3f}% | "
                              f"{m['degraded_share'] * 100:.2f}% | {m['envoy_cpu_us_per_req']:.1f} | "
-                             f"{m['throttled_s']:.2f} | {m['quota_cores']:.3f} |" if "quota_cores" in m else
-                             f"{m['throttled_s']:.2f} | |")
+                             f"{m['throttled_s']:.2f} | {quota} |")
     lines += ["", "### How s3mesh's requests reached endpoint 0", "",
               "Median requests per trial that endpoint 0 served, by `s3_route` of "
               "`s3mesh_endpoint_requests_total` (whole trial, warm-up included).", "",
