@@ -1,6 +1,7 @@
 //! Which answers of the store the read cache keeps, and what of them it repeats.
 
 use super::store::Answer;
+use crate::pre::header;
 
 /// Response headers that belong to one exchange, not to the object: never repeated.
 const EXCHANGE_HEADERS: [&str; 11] = [
@@ -34,24 +35,18 @@ pub fn keepable(
     range: bool,
     max_body: u64,
 ) -> bool {
-    let header = |name: &str| {
-        headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    };
     let expected = match (head, range) {
         (false, true) => 206,
         _ => 200,
     };
     // An object's own Cache-Control (its metadata) can forbid a shared cache to keep it.
-    let forbidden = header("cache-control").is_some_and(|value| {
+    let forbidden = header(headers, "cache-control").is_some_and(|value| {
         value
             .split(',')
             .map(|d| d.trim().to_ascii_lowercase())
             .any(|d| d == "no-store" || d == "no-cache" || d == "private")
     });
-    let length = header("content-length").and_then(|v| v.parse::<u64>().ok());
+    let length = header(headers, "content-length").and_then(|v| v.parse::<u64>().ok());
     let fits = head || length.is_some_and(|n| n <= max_body);
     status == expected && !forbidden && fits
 }
@@ -71,10 +66,8 @@ impl Filling {
     pub fn start(status: u64, headers: &[(String, String)], head: bool) -> Self {
         let length = match head {
             true => 0,
-            false => headers
-                .iter()
-                .find(|(n, _)| n == "content-length")
-                .and_then(|(_, v)| v.parse().ok())
+            false => header(headers, "content-length")
+                .and_then(|v| v.parse().ok())
                 .unwrap_or(0),
         };
         Self {

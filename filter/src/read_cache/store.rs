@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use super::request::{Cacheable, ObjectId, Stale, Variant};
+use crate::pre::header;
 
 /// How long a write is remembered against reads that began before it; a read answered later
 /// than this after it began is not kept.
@@ -31,10 +32,7 @@ impl Answer {
 
     /// The object's ETag as the store gave it.
     pub fn etag(&self) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == "etag")
-            .map(|(_, v)| v.as_str())
+        header(&self.headers, "etag")
     }
 }
 
