@@ -2,7 +2,8 @@
 each request is authorized; writes through s3mesh never served stale, writes at the store at
 most the freshness bound, and a newer version the store shows drops the older one's answers;
 callers without read access get 403, not cached bytes; what the store would answer differently
-passes through; the audit record says hit or miss. Both shells, both authorization modes."""
+passes through; the audit record says hit or miss; an answer one worker kept serves every worker.
+Both shells, both authorization modes."""
 
 import time
 import uuid
@@ -32,10 +33,9 @@ def cached(request, tmp_path_factory):
                                 "prefixes": ["cached/open/"], "operations": ["read"]})
     stack_file = workdir / "stack.yaml"
     stack_file.write_text(yaml.safe_dump(stack))
-    # One worker: in wasm each worker has a cache of its own, and the tests count on a second
-    # request meeting the first one's answer (the native shell's cache serves every worker).
+    # Two workers: every connection is a new one, and either worker may take it.
     with Stack(workdir / "stack", stack_file=stack_file, shell=shell, authorization=mode,
-               post_overrides={"cache": CACHE}, concurrency=1) as s:
+               post_overrides={"cache": CACHE}, concurrency=2) as s:
         yield s
 
 
@@ -85,6 +85,37 @@ def test_reads_are_answered_by_the_proxy_after_the_first(cached):
         assert (first[0], first[2]) == (206, part), spec
         assert (second[0], second[2], second[1].get(HIT), upstream) == (206, part, "hit", 0), spec
         assert second[1]["content-range"] == first[1]["content-range"] == f"bytes {total}/{len(body)}"
+
+
+def connections_per_worker(stack) -> dict[str, int]:
+    """Connections each Envoy worker took on its listeners (the admin listener runs on the main
+    thread)."""
+    counts: dict[str, int] = {}
+    for name, n in stack.stats().items():
+        parts = name.split(".")
+        if parts[0] == "listener" and parts[-1] == "downstream_cx_total" and parts[-2].startswith("worker_"):
+            counts[parts[-2]] = counts.get(parts[-2], 0) + n
+    return counts
+
+
+def test_every_worker_serves_what_one_kept(cached):
+    """Envoy's two workers take connections as the kernel spreads them; an answer kept by one is
+    served by the other (wasm: through Envoy's shared data, the VMs share no memory)."""
+    for _ in range(3):
+        k, body = key(), b"w" * 1024
+        put(cached, k, body)
+        request(cached, "GET", f"/team-a/{k}")
+        before, upstream = connections_per_worker(cached), sent_upstream(cached)
+        started = time.monotonic()
+        answers = [request(cached, "GET", f"/team-a/{k}") for _ in range(16)]
+        took = time.monotonic() - started
+        grown = {w: n - before.get(w, 0) for w, n in connections_per_worker(cached).items()}
+        assert took < TTL_MS / 1000, f"too slow to tell: 16 requests took {took:.1f} s"
+        assert [(s, h.get(HIT), b) for s, h, b in answers] == [(200, "hit", body)] * 16
+        assert sent_upstream(cached) == upstream
+        if sorted(n > 0 for n in grown.values()) == [True, True]:
+            return
+    pytest.fail(f"the kernel gave every connection to one worker three times: {grown}")
 
 
 def test_what_the_store_would_answer_differently_passes_through(cached):

@@ -136,8 +136,9 @@ pub struct PostConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CacheConfig {
-    /// Memory the answers may take in all, bodies and headers (per process in the native
-    /// shell, per worker in wasm); the least recently used go first.
+    /// Memory the answers may take in all, bodies and headers, shared by all workers; the
+    /// least recently used go first (in wasm, within each of up to 64 partitions of it, each
+    /// at least four times `max_entry_bytes`).
     #[serde(default = "default_cache_max_bytes")]
     pub max_bytes: u64,
     /// The largest body kept: a bigger answer passes through uncached.

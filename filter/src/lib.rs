@@ -20,6 +20,7 @@ pub mod endpoint;
 pub mod grants;
 pub mod post;
 pub mod pre;
+mod random;
 pub mod read_cache;
 pub mod signature_diagnosis;
 pub mod usage;

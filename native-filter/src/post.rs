@@ -17,7 +17,7 @@ use s3mesh_filter::post::{
     CacheEvent, Counter, EndpointCounter, FlowSettings, Host, PostFlow, Step,
 };
 use s3mesh_filter::pre::{self, Count};
-use s3mesh_filter::read_cache::{Answer, Store};
+use s3mesh_filter::read_cache::{Answer, Cache, Store};
 use s3mesh_filter::usage::{IdentityLabels, Usage};
 use s3mesh_s3_request::audit::Attribute;
 use s3mesh_s3_request::{chunk_signing, Operation, S3Error};
@@ -321,9 +321,9 @@ impl Host for PostHost<'_> {
         self.post.cache.as_ref().map(|(config, _)| config)
     }
 
-    fn read_cache<T>(&mut self, run: impl FnOnce(&mut Store) -> T) -> Option<T> {
+    fn read_cache<T>(&mut self, run: impl FnOnce(&mut dyn Cache) -> T) -> Option<T> {
         let (_, store) = self.post.cache.as_ref()?;
-        Some(run(&mut lock(store)))
+        Some(run(&mut *lock(store)))
     }
 
     fn send_answer(&mut self, answer: &Answer, request_id: &str) {

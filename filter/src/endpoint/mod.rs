@@ -30,16 +30,15 @@
 pub mod breaker;
 pub mod outcome;
 pub mod peak_ewma;
-mod random;
 pub mod route;
 
 use s3mesh_s3_request::{Operation, OperationClass};
 
 use crate::config::PostConfig;
+use crate::random::SplitMix64;
 use breaker::{Backoff, Breaker};
 use outcome::Outcome;
 use peak_ewma::PeakEwma;
-use random::SplitMix64;
 pub use route::Route;
 
 /// At most this many endpoints are tracked (configured plus discovered).

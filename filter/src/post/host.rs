@@ -9,7 +9,7 @@ use crate::endpoint::outcome::Outcome;
 use crate::endpoint::{Hint, LatencyClass, Route};
 use crate::grants::{Caller, Found, Held};
 use crate::pre;
-use crate::read_cache::{Answer, Store};
+use crate::read_cache::{Answer, Cache};
 use crate::usage::Usage;
 
 /// Counters of role `post` without labels.
@@ -138,9 +138,9 @@ pub trait Host: pre::Host {
 
     /// The read cache's configuration; `None` without a cache configured.
     fn cache_config(&self) -> Option<&CacheConfig>;
-    /// Runs `run` with the read cache's store (shared as the shell shares the selector, under
-    /// its lock natively); `None` without a cache configured.
-    fn read_cache<T>(&mut self, run: impl FnOnce(&mut Store) -> T) -> Option<T>;
+    /// Runs `run` with the read cache (the process's store under its lock natively, the
+    /// workers' shared store in wasm); `None` without a cache configured.
+    fn read_cache<T>(&mut self, run: impl FnOnce(&mut dyn Cache) -> T) -> Option<T>;
     /// Answers the client with `answer` from the read cache; the request goes no further.
     fn send_answer(&mut self, answer: &Answer, request_id: &str);
     /// Adds a read cache event to the bucket's metrics.

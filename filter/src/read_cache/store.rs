@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use super::request::{Cacheable, ObjectId, Stale, Variant};
+use super::Cache;
 use crate::pre::header;
 
 /// How long a write is remembered against reads that began before it; a read answered later
@@ -49,7 +50,8 @@ struct Entry {
 pub struct Miss {
     /// The request.
     pub cacheable: Cacheable,
-    /// The write clock when it missed: a write after it makes its answer unsafe to keep.
+    /// The cache's write clock when it missed (a count of writes, or a token each write
+    /// changes): a write after it makes its answer unsafe to keep.
     pub clock: u64,
     /// When it missed.
     pub at_ms: f64,
@@ -98,8 +100,40 @@ impl Store {
         self.bytes
     }
 
-    /// A fresh answer to `cacheable` at `now_ms`, or the miss to fill.
-    pub fn lookup(&mut self, cacheable: Cacheable, now_ms: f64) -> Lookup {
+    /// The store just answered for `object`'s current version with `etag`: answers about the
+    /// current version with another ETag are of a version overwritten where this proxy did not
+    /// see it, and go, so that no reader mixes two versions' bytes (a footer from one, a column
+    /// chunk from the other). Answers about a named `versionId` never change and stay.
+    fn drop_other_versions(&mut self, object: &ObjectId, etag: Option<&str>) {
+        let older: Vec<Variant> = self
+            .entries
+            .get(object)
+            .into_iter()
+            .flatten()
+            .filter(|(variant, entry)| variant.version.is_none() && entry.answer.etag() != etag)
+            .map(|(variant, _)| variant.clone())
+            .collect();
+        for variant in older {
+            self.remove(object, &variant);
+        }
+    }
+
+    fn remove(&mut self, object: &ObjectId, variant: &Variant) {
+        let Some(variants) = self.entries.get_mut(object) else {
+            return;
+        };
+        if let Some(entry) = variants.remove(variant) {
+            self.bytes -= entry.answer.size();
+            self.recency.remove(&entry.used);
+        }
+        if variants.is_empty() {
+            self.entries.remove(object);
+        }
+    }
+}
+
+impl Cache for Store {
+    fn lookup(&mut self, cacheable: Cacheable, now_ms: f64) -> Lookup {
         let found = self
             .entries
             .get_mut(&cacheable.object)
@@ -127,10 +161,7 @@ impl Store {
         }
     }
 
-    /// Keeps the store's `answer` to `miss` at `now_ms`, unless a write since the miss made it
-    /// unsafe or it cannot fit; returns the buckets of the answers evicted for it, one per
-    /// eviction.
-    pub fn fill(&mut self, miss: Miss, answer: Answer, now_ms: f64) -> Vec<String> {
+    fn fill(&mut self, miss: Miss, answer: Answer, now_ms: f64) -> Vec<String> {
         let Miss {
             cacheable,
             clock,
@@ -174,9 +205,7 @@ impl Store {
         evicted
     }
 
-    /// A write at `now_ms` makes `stale` stale: its answers go now, and reads that began
-    /// before it are not kept.
-    pub fn invalidate(&mut self, stale: &Stale, now_ms: f64) {
+    fn invalidate(&mut self, stale: &Stale, now_ms: f64) {
         self.clock += 1;
         let mark = (self.clock, now_ms);
         forget_before(&mut self.stale_objects, now_ms - WRITE_MEMORY_MS);
@@ -206,37 +235,6 @@ impl Store {
             }
         }
     }
-
-    /// The store just answered for `object`'s current version with `etag`: answers about the
-    /// current version with another ETag are of a version overwritten where this proxy did not
-    /// see it, and go, so that no reader mixes two versions' bytes (a footer from one, a column
-    /// chunk from the other). Answers about a named `versionId` never change and stay.
-    fn drop_other_versions(&mut self, object: &ObjectId, etag: Option<&str>) {
-        let older: Vec<Variant> = self
-            .entries
-            .get(object)
-            .into_iter()
-            .flatten()
-            .filter(|(variant, entry)| variant.version.is_none() && entry.answer.etag() != etag)
-            .map(|(variant, _)| variant.clone())
-            .collect();
-        for variant in older {
-            self.remove(object, &variant);
-        }
-    }
-
-    fn remove(&mut self, object: &ObjectId, variant: &Variant) {
-        let Some(variants) = self.entries.get_mut(object) else {
-            return;
-        };
-        if let Some(entry) = variants.remove(variant) {
-            self.bytes -= entry.answer.size();
-            self.recency.remove(&entry.used);
-        }
-        if variants.is_empty() {
-            self.entries.remove(object);
-        }
-    }
 }
 
 /// Forgets the writes older than `oldest_ms`: no read that began before them is still kept.
@@ -246,175 +244,33 @@ fn forget_before<K>(marks: &mut HashMap<K, (u64, f64)>, oldest_ms: f64) {
 
 #[cfg(test)]
 mod tests {
+    //! What only the process's store does; the rules both caches keep are checked in
+    //! `read_cache::tests`.
     use super::*;
-
-    fn cacheable(key: &str, range: Option<&str>) -> Cacheable {
-        Cacheable {
-            object: ObjectId {
-                bucket: "b".into(),
-                key: key.as_bytes().to_vec(),
-            },
-            variant: Variant {
-                key_id: "AKID".into(),
-                head: false,
-                version: None,
-                range: range.map(str::to_owned),
-            },
-            ttl_ms: 1_000,
-        }
-    }
-
-    fn answer(body: &[u8]) -> Answer {
-        Answer {
-            status: 200,
-            headers: vec![("etag".into(), "\"e\"".into())],
-            body: body.to_vec(),
-        }
-    }
-
-    fn miss(store: &mut Store, c: Cacheable, now: f64) -> Miss {
-        match store.lookup(c, now) {
-            Lookup::Miss(miss) => miss,
-            Lookup::Hit(_) => panic!("a miss expected"),
-        }
-    }
+    use crate::read_cache::tests::{answer, cacheable, miss};
 
     #[test]
-    fn an_answer_is_served_until_its_freshness_bound() {
+    fn an_expired_answer_goes_when_looked_up() {
         let mut store = Store::new(1_000);
         let m = miss(&mut store, cacheable("k", None), 0.0);
-        store.fill(m, answer(b"hello"), 10.0);
-        assert_eq!(
-            store.lookup(cacheable("k", None), 500.0),
-            Lookup::Hit(Arc::new(answer(b"hello")))
-        );
+        store.fill(m, answer(b"hello"), 0.0);
         assert!(matches!(
-            store.lookup(cacheable("k", Some("bytes=0-1")), 500.0),
+            store.lookup(cacheable("k", None), 1_000.0),
             Lookup::Miss(_)
         ));
-        assert!(matches!(
-            store.lookup(cacheable("k", None), 1_010.0),
-            Lookup::Miss(_)
-        ));
-        assert_eq!(store.bytes(), 0, "the expired answer is dropped");
-    }
-
-    #[test]
-    fn the_least_recently_used_answers_go_first_when_full() {
-        let size = answer(b"0123456789").size();
-        let mut store = Store::new(size * 2);
-        for key in ["a", "b"] {
-            let m = miss(&mut store, cacheable(key, None), 0.0);
-            assert!(store.fill(m, answer(b"0123456789"), 0.0).is_empty());
-        }
-        assert!(matches!(
-            store.lookup(cacheable("a", None), 1.0),
-            Lookup::Hit(_)
-        ));
-        let m = miss(&mut store, cacheable("c", None), 2.0);
-        assert_eq!(store.fill(m, answer(b"0123456789"), 2.0), ["b"]);
-        assert!(matches!(
-            store.lookup(cacheable("a", None), 3.0),
-            Lookup::Hit(_)
-        ));
-        assert!(matches!(
-            store.lookup(cacheable("b", None), 3.0),
-            Lookup::Miss(_)
-        ));
-        assert_eq!(store.bytes(), size * 2);
-        let m = miss(&mut store, cacheable("huge", None), 4.0);
-        assert!(store.fill(m, answer(&[0; 1_000]), 4.0).is_empty());
-        assert!(matches!(
-            store.lookup(cacheable("huge", None), 5.0),
-            Lookup::Miss(_)
-        ));
-    }
-
-    #[test]
-    fn a_write_drops_the_object_and_keeps_overlapping_reads_out() {
-        let mut store = Store::new(1_000);
-        let object = cacheable("k", None).object;
-        for range in [None, Some("bytes=0-1")] {
-            let m = miss(&mut store, cacheable("k", range), 0.0);
-            store.fill(m, answer(b"old"), 0.0);
-        }
-        let before_write = miss(&mut store, cacheable("other", None), 1.0);
-        let m = miss(&mut store, cacheable("k", Some("bytes=5-6")), 1.0);
-        store.invalidate(&Stale::Object(object), 2.0);
         assert_eq!(store.bytes(), 0);
-        store.fill(m, answer(b"old?"), 3.0);
-        assert!(matches!(
-            store.lookup(cacheable("k", Some("bytes=5-6")), 4.0),
-            Lookup::Miss(_)
-        ));
-        store.fill(before_write, answer(b"x"), 3.0);
-        assert!(
-            matches!(store.lookup(cacheable("other", None), 4.0), Lookup::Hit(_)),
-            "another object"
-        );
-        let bucket_read = miss(&mut store, cacheable("k", None), 5.0);
-        store.invalidate(&Stale::Bucket("b".into()), 6.0);
-        assert!(matches!(
-            store.lookup(cacheable("other", None), 7.0),
-            Lookup::Miss(_)
-        ));
-        store.fill(bucket_read, answer(b"y"), 7.0);
-        assert!(matches!(
-            store.lookup(cacheable("k", None), 8.0),
-            Lookup::Miss(_)
-        ));
-        let after = miss(&mut store, cacheable("k", None), 9.0);
-        store.fill(after, answer(b"new"), 9.0);
-        assert_eq!(
-            store.lookup(cacheable("k", None), 10.0),
-            Lookup::Hit(Arc::new(answer(b"new")))
-        );
     }
 
     #[test]
-    fn an_answer_with_a_new_etag_drops_the_older_versions_answers() {
-        let mut store = Store::new(10_000);
-        let with_etag = |etag: &str, body: &[u8]| Answer {
-            headers: vec![("etag".into(), etag.into())],
-            ..answer(body)
-        };
-        let mut versioned = cacheable("k", None);
-        versioned.variant.version = Some("v1".into());
-        for (c, body) in [
-            (cacheable("k", None), &b"old"[..]),
-            (cacheable("k", Some("bytes=0-1")), b"ol"),
-            (versioned.clone(), b"v1"),
-            (cacheable("other", None), b"x"),
-        ] {
-            let m = miss(&mut store, c, 0.0);
-            store.fill(m, with_etag("\"1\"", body), 0.0);
-        }
-        // The object was overwritten directly at the store; a range not yet cached shows it.
-        let m = miss(&mut store, cacheable("k", Some("bytes=-2")), 1.0);
-        store.fill(m, with_etag("\"2\"", b"ew"), 1.0);
-        for gone in [cacheable("k", None), cacheable("k", Some("bytes=0-1"))] {
-            assert!(
-                matches!(store.lookup(gone, 2.0), Lookup::Miss(_)),
-                "an answer of the older version"
-            );
-        }
-        for kept in [
-            cacheable("k", Some("bytes=-2")),
-            versioned,
-            cacheable("other", None),
-        ] {
-            assert!(matches!(store.lookup(kept, 2.0), Lookup::Hit(_)));
-        }
-    }
-
-    #[test]
-    fn a_read_slower_than_the_write_memory_is_not_kept() {
+    fn a_write_keeps_out_only_reads_of_what_it_made_stale() {
         let mut store = Store::new(1_000);
-        let m = miss(&mut store, cacheable("k", None), 0.0);
-        store.fill(m, answer(b"late"), WRITE_MEMORY_MS + 1.0);
+        let other = miss(&mut store, cacheable("other", None), 1.0);
+        let object = cacheable("k", None).object;
+        store.invalidate(&Stale::Object(object), 2.0);
+        store.fill(other, answer(b"x"), 3.0);
         assert!(matches!(
-            store.lookup(cacheable("k", None), WRITE_MEMORY_MS + 2.0),
-            Lookup::Miss(_)
+            store.lookup(cacheable("other", None), 4.0),
+            Lookup::Hit(_)
         ));
     }
 }

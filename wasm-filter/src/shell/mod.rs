@@ -8,6 +8,7 @@ mod granting;
 mod metrics;
 mod post;
 mod pre;
+mod read_cache;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -26,7 +27,6 @@ use s3mesh_filter::config::{FilterConfig, PostConfig, PreConfig};
 use s3mesh_filter::endpoint::Selector;
 use s3mesh_filter::grants::{Answer, Caller};
 use s3mesh_filter::post::FlowSettings;
-use s3mesh_filter::read_cache::Store;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -76,7 +76,7 @@ enum Role {
 /// What a configured root of role `post` (or `both`) hands to its streams.
 struct Post {
     pre: Option<Rc<PreConfig>>,
-    cache: Option<Rc<post::ReadCache>>,
+    cache: Option<Rc<read_cache::ReadCache>>,
     selector: Rc<RefCell<Selector>>,
     granting: Option<Rc<Granting>>,
     settings: FlowSettings,
@@ -100,10 +100,10 @@ impl Root {
         let seed = (now_ms(self) * 1000.0) as u64 ^ u64::from(self.context_id).rotate_left(32);
         Role::Post(Post {
             pre: pre.map(Rc::new),
-            cache: config.cache.clone().map(|c| {
-                let store = RefCell::new(Store::new(c.max_bytes));
-                Rc::new((c, store))
-            }),
+            cache: config
+                .cache
+                .clone()
+                .map(|c| Rc::new(read_cache::handle(c, self, self.context_id))),
             selector: Rc::new(RefCell::new(Selector::new(config, seed))),
             granting: config
                 .grants

@@ -12,6 +12,7 @@ use s3mesh_s3_request::{chunk_signing, Operation, S3Error};
 
 use super::granting::{self, Granting};
 use super::metrics::Metrics;
+use super::read_cache::ReadCache;
 use super::{now_ms, publish, send_s3_error};
 use s3mesh_filter::config::{CacheConfig, PreConfig};
 use s3mesh_filter::endpoint::outcome::Outcome;
@@ -21,16 +22,13 @@ use s3mesh_filter::post::{
     CacheEvent, Counter, EndpointCounter, FlowSettings, Host, PostFlow, Step,
 };
 use s3mesh_filter::pre::{self, Count};
-use s3mesh_filter::read_cache::{Answer, Store, CACHE_HEADER};
+use s3mesh_filter::read_cache::{Answer, Cache, CACHE_HEADER};
 use s3mesh_filter::usage::Usage;
-
-/// A worker's read cache: its configuration and answers.
-pub(super) type ReadCache = (CacheConfig, RefCell<Store>);
 
 pub(super) struct PostStream {
     /// Role `both`: `pre`, run first in the same stream.
     pre: Option<Rc<PreConfig>>,
-    /// The worker's read cache.
+    /// The read cache all workers share.
     cache: Option<Rc<ReadCache>>,
     selector: Rc<RefCell<Selector>>,
     granting: Option<Rc<Granting>>,
@@ -259,10 +257,10 @@ impl Host for PostStream {
         self.cache.as_ref().map(|cache| &cache.0)
     }
 
-    fn read_cache<T>(&mut self, run: impl FnOnce(&mut Store) -> T) -> Option<T> {
+    fn read_cache<T>(&mut self, run: impl FnOnce(&mut dyn Cache) -> T) -> Option<T> {
         let cache = self.cache.as_ref()?;
         let mut store = cache.1.borrow_mut();
-        Some(run(&mut store))
+        Some(run(&mut *store))
     }
 
     fn send_answer(&mut self, answer: &Answer, request_id: &str) {

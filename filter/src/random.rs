@@ -1,9 +1,9 @@
-//! A small, seedable generator (SplitMix64) for power-of-two-choices: no OS entropy in wasm,
-//! and tests need determinism.
+//! A small, seedable generator (SplitMix64) for power-of-two-choices and the shared read
+//! cache's tokens: no OS entropy in wasm, and tests need determinism.
 
 /// SplitMix64 state.
 #[derive(Debug, Clone)]
-pub struct SplitMix64(u64);
+pub(crate) struct SplitMix64(u64);
 
 impl SplitMix64 {
     /// Seeds the generator (each worker seeds from its own clock reading and context id).
