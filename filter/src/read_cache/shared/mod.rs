@@ -10,8 +10,10 @@
 //!   memory. Each partition is least-recently-used by bytes within its share of `max_bytes`:
 //!   together, an approximation of one LRU.
 //! - **Concurrency**: an index changes only by compare-and-swap against the token read with
-//!   it. A fill writes its slot before the index that names it, and a reader serves a slot
-//!   only if it carries the fill's token and the request's identity. Every write that makes
+//!   it, and a slot belongs to the fill whose index change named it: that fill writes the slot
+//!   after its change landed, and whoever takes an answer out empties its slot only while the
+//!   slot still holds that answer (compare-and-swap on the slot). A reader serves a slot only if
+//!   it carries the token and the request identity that the index named. Every write that makes
 //!   answers stale gives the partition a new epoch; a fill is kept only if the partition's epoch
 //!   is still the one it missed under, so a write to any object of the partition since the miss
 //!   keeps it out (stricter than [`super::Store`], never looser). Races lose answers (a miss);
@@ -129,16 +131,28 @@ impl<D: SharedData> SharedStore<D> {
         self.data
             .set(&self.layout.index_key(partition), &index.encode(), None);
         if !matches!(read, Read::Absent) {
-            for slot in 0..index::SLOTS {
-                self.empty(partition, slot);
-            }
+            self.empty_all(partition);
         }
         index
     }
 
-    fn empty(&self, partition: u64, slot: u16) {
-        self.data
-            .set(&self.layout.slot_key(partition, slot), &[], None);
+    /// Empties every slot of `partition`.
+    fn empty_all(&self, partition: u64) {
+        for slot in 0..index::SLOTS {
+            self.data
+                .set(&self.layout.slot_key(partition, slot), &[], None);
+        }
+    }
+
+    /// Empties the slot of `entry`, taken out of `partition`, unless another fill has taken the
+    /// slot since.
+    fn empty(&self, partition: u64, entry: &Entry) {
+        let key = self.layout.slot_key(partition, entry.slot);
+        if let Some((value, cas)) = self.data.get(&key) {
+            if slot::token(&value) == Some(entry.token) {
+                self.data.set(&key, &[], Some(cas));
+            }
+        }
     }
 
     /// Takes out of `partition` what `stale` says, under a new epoch.
@@ -155,8 +169,8 @@ impl<D: SharedData> SharedStore<D> {
                 &index.encode(),
                 Some(cas),
             ) {
-                for entry in removed {
-                    self.empty(partition, entry.slot);
+                for entry in &removed {
+                    self.empty(partition, entry);
                 }
                 return;
             }
@@ -265,26 +279,24 @@ impl<D: SharedData> Cache for SharedStore<D> {
                 return Vec::new();
             };
             let token = self.tokens.next_u64();
-            let slot_key = self.layout.slot_key(partition, slot);
-            self.data
-                .set(&slot_key, &slot::encode(token, &cacheable, &answer), None);
             index.insert(Entry {
                 slot,
                 token,
                 ..new.clone()
             });
-            if self.data.set(
-                &self.layout.index_key(partition),
-                &index.encode(),
-                Some(cas),
-            ) {
-                for entry in room.removed.iter().filter(|e| e.slot != slot) {
-                    self.empty(partition, entry.slot);
-                }
-                return room.evicted;
+            let key = self.layout.index_key(partition);
+            if !self.data.set(&key, &index.encode(), Some(cas)) {
+                // Another worker changed the partition first.
+                continue;
             }
-            // Another worker changed the partition first: this slot is not in its index.
-            self.empty(partition, slot);
+            // The slot is this fill's now; readers miss until its answer is there.
+            let value = slot::encode(token, &cacheable, &answer);
+            self.data
+                .set(&self.layout.slot_key(partition, slot), &value, None);
+            for entry in room.removed.iter().filter(|e| e.slot != slot) {
+                self.empty(partition, entry);
+            }
+            return room.evicted;
         }
         Vec::new()
     }

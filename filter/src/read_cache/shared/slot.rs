@@ -30,6 +30,13 @@ pub(super) fn encode(token: u64, cacheable: &Cacheable, answer: &Answer) -> Vec<
     w.finish()
 }
 
+/// The token of the fill that wrote `value`; `None` for an empty slot.
+pub(super) fn token(value: &[u8]) -> Option<u64> {
+    let mut r = Reader::new(value);
+    (r.u8()? == FORMAT).then_some(())?;
+    r.u64()
+}
+
 /// The answer in `value` if it was filled under `token` and answers `cacheable`.
 pub(super) fn decode(value: &[u8], token: u64, cacheable: &Cacheable) -> Option<Answer> {
     let mut r = Reader::new(value);
@@ -91,6 +98,7 @@ mod tests {
         let filled = cacheable("AKID", Some("bytes=0-3"));
         let value = encode(9, &filled, &answer);
         assert_eq!(decode(&value, 9, &filled), Some(answer));
+        assert_eq!((token(&value), token(&[])), (Some(9), None));
         assert_eq!(decode(&value, 8, &filled), None, "another fill's token");
         for other in [
             cacheable("OTHER", Some("bytes=0-3")),

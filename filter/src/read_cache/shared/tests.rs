@@ -148,3 +148,98 @@ fn a_lost_race_keeps_nothing_and_a_write_always_lands() {
     assert!(!is_hit(&mut other, cacheable("k", None), 5.0));
     assert!(data.bytes() - cache.partition_index_bytes() < held);
 }
+
+/// What a worker does to shared data.
+#[derive(Clone, Copy, PartialEq)]
+enum Op {
+    Get,
+    Set { cas: bool },
+}
+
+/// Shared data where another worker's `step` runs just before the first operation `when` picks.
+struct Interleaved {
+    data: Memory,
+    when: fn(Op, &str) -> bool,
+    step: std::cell::RefCell<Option<Box<dyn FnOnce()>>>,
+}
+
+impl Interleaved {
+    fn before(&self, op: Op, key: &str) {
+        if (self.when)(op, key) {
+            let step = self.step.borrow_mut().take();
+            if let Some(step) = step {
+                step();
+            }
+        }
+    }
+}
+
+impl SharedData for Interleaved {
+    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        self.before(Op::Get, key);
+        self.data.get(key)
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
+        self.before(Op::Set { cas: cas.is_some() }, key);
+        self.data.set(key, value, cas)
+    }
+}
+
+/// A worker of a cache of one partition (so that every object shares it) over `data`.
+fn one_partition<D: SharedData>(data: D, seed: u64) -> SharedStore<D> {
+    SharedStore::new(data, 4 * MAX_ENTRY_BYTES - 1, MAX_ENTRY_BYTES, seed)
+}
+
+#[test]
+fn fills_racing_in_one_partition_each_keep_their_answer() {
+    let data = Memory::default();
+    let mut two = one_partition(data.clone(), 2);
+    let theirs = miss(&mut two, cacheable("theirs", None), 0.0);
+    let step: Box<dyn FnOnce()> = Box::new(move || {
+        two.fill(theirs, answer(b"theirs"), 0.0);
+    });
+    let interleaved = Interleaved {
+        data: data.clone(),
+        when: |op, _| op == Op::Set { cas: true },
+        step: std::cell::RefCell::new(Some(step)),
+    };
+    let mut one = one_partition(interleaved, 1);
+    let mine = miss(&mut one, cacheable("mine", None), 0.0);
+    // Both chose the same free slot; the other worker's index change landed first.
+    one.fill(mine, answer(b"mine"), 0.0);
+    let mut reader = one_partition(data, 3);
+    for key in ["mine", "theirs"] {
+        assert_eq!(
+            reader.lookup(cacheable(key, None), 1.0),
+            Lookup::Hit(Arc::new(answer(key.as_bytes()))),
+            "{key}"
+        );
+    }
+}
+
+#[test]
+fn a_slot_taken_again_before_it_was_emptied_keeps_its_new_answer() {
+    let data = Memory::default();
+    let mut two = one_partition(data.clone(), 2);
+    let step: Box<dyn FnOnce()> = Box::new(move || {
+        let m = miss(&mut two, cacheable("new", None), 2.0);
+        two.fill(m, answer(b"new"), 2.0);
+    });
+    let interleaved = Interleaved {
+        data: data.clone(),
+        // The first read of a slot: the write below emptying the slot it took "old" out of.
+        when: |op, key| op == Op::Get && key.ends_with(".0.0"),
+        step: std::cell::RefCell::new(Some(step)),
+    };
+    let mut one = one_partition(interleaved, 1);
+    let m = miss(&mut one, cacheable("old", None), 0.0);
+    one.fill(m, answer(b"old"), 0.0);
+    one.invalidate(&Stale::Object(cacheable("old", None).object), 1.0);
+    let mut reader = one_partition(data, 3);
+    assert!(!is_hit(&mut reader, cacheable("old", None), 3.0));
+    assert_eq!(
+        reader.lookup(cacheable("new", None), 3.0),
+        Lookup::Hit(Arc::new(answer(b"new")))
+    );
+}
