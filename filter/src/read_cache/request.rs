@@ -9,6 +9,7 @@
 use s3mesh_s3_request::{Operation, RequestTarget, S3Request};
 
 use crate::config::CacheConfig;
+use crate::signature_diagnosis::authorization_field;
 
 /// Request headers that make an answer depend on more than the object: such requests pass.
 const PASSING_HEADERS: [&str; 9] = [
@@ -105,7 +106,7 @@ pub fn cacheable<'h>(
 
 /// The access key id of a SigV4 `Authorization` header (`Credential=AKID/date/...`).
 fn signing_key_id(authorization: &str) -> Option<&str> {
-    let credential = authorization.split_once("Credential=")?.1;
+    let credential = authorization_field(authorization, "Credential=")?;
     credential.split_once('/').map(|(key_id, _)| key_id)
 }
 
