@@ -17,7 +17,10 @@
 //!   answers stale gives the partition a new epoch; a fill is kept only if the partition's epoch
 //!   is still the one it missed under, so a write to any object of the partition since the miss
 //!   keeps it out (stricter than [`super::Store`], never looser). Races lose answers (a miss);
-//!   none serves a wrong or stale one.
+//!   none serves a wrong or stale one. A partition is renewed whole (emptied, new epoch) when
+//!   its index is damaged or a write's change cannot land in `ATTEMPTS` tries; a fill whose
+//!   index change landed just before that can still write its answer into a slot the new index
+//!   does not name, where it stays, outside the byte count, until a fill takes the slot.
 
 mod index;
 mod slot;
