@@ -66,7 +66,8 @@ pub enum Lookup {
     Miss(Miss),
 }
 
-/// The cache of one filter configuration (the process natively, a worker in wasm).
+/// The cache of one filter configuration in one process (the native shell's; wasm workers share
+/// a [`super::SharedStore`]).
 pub struct Store {
     max_bytes: u64,
     bytes: u64,
