@@ -29,7 +29,7 @@ impl SharedData for EnvoySharedData {
 pub(super) type ReadCache = (CacheConfig, RefCell<SharedStore<EnvoySharedData>>);
 
 /// The worker's handle on the cache `config` describes; `root` seeds its tokens (nanoseconds
-/// of the clock: workers configure at nearly, never exactly, the same time).
+/// of the clock: workers configure at nearly, and almost never exactly, the same time).
 pub(super) fn handle(config: CacheConfig, root: &dyn Context, context_id: u32) -> ReadCache {
     let nanos = root
         .get_current_time()
