@@ -57,6 +57,14 @@ pub struct Miss {
     pub at_ms: f64,
 }
 
+impl Miss {
+    /// Whether the store's answer, arriving at `now_ms`, came too long after the miss for the
+    /// cache to still know every write that overlapped it ([`WRITE_MEMORY_MS`]).
+    pub fn outlived(&self, now_ms: f64) -> bool {
+        now_ms - self.at_ms > WRITE_MEMORY_MS
+    }
+}
+
 /// What looking up a request found.
 #[derive(Debug, PartialEq)]
 pub enum Lookup {
@@ -163,13 +171,12 @@ impl Cache for Store {
     }
 
     fn fill(&mut self, miss: Miss, answer: Answer, now_ms: f64) -> Vec<String> {
+        let outlived = miss.outlived(now_ms);
         let Miss {
-            cacheable,
-            clock,
-            at_ms,
+            cacheable, clock, ..
         } = miss;
         let written_since = |stale: Option<&(u64, f64)>| stale.is_some_and(|(at, _)| *at > clock);
-        let unsafe_now = now_ms - at_ms > WRITE_MEMORY_MS
+        let unsafe_now = outlived
             || written_since(self.stale_objects.get(&cacheable.object))
             || written_since(self.stale_buckets.get(&cacheable.object.bucket));
         let size = answer.size();

@@ -39,7 +39,7 @@ pub(crate) fn miss<C: Cache + ?Sized>(cache: &mut C, c: Cacheable, now: f64) -> 
     }
 }
 
-fn is_hit<C: Cache + ?Sized>(cache: &mut C, c: Cacheable, now: f64) -> bool {
+pub(crate) fn is_hit<C: Cache + ?Sized>(cache: &mut C, c: Cacheable, now: f64) -> bool {
     matches!(cache.lookup(c, now), Lookup::Hit(_))
 }
 

@@ -31,7 +31,6 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use super::request::{Cacheable, ObjectId, Stale};
-use super::store::WRITE_MEMORY_MS;
 use super::{Answer, Cache, Lookup, Miss};
 use crate::random::SplitMix64;
 use index::{Entry, Index};
@@ -247,15 +246,15 @@ impl<D: SharedData> Cache for SharedStore<D> {
     }
 
     fn fill(&mut self, miss: Miss, answer: Answer, now_ms: f64) -> Vec<String> {
+        let size = answer.size();
+        if miss.outlived(now_ms) || size > self.layout.partition_bytes {
+            return Vec::new();
+        }
         let Miss {
             cacheable,
             clock: epoch,
-            at_ms,
+            ..
         } = miss;
-        let size = answer.size();
-        if now_ms - at_ms > WRITE_MEMORY_MS || size > self.layout.partition_bytes {
-            return Vec::new();
-        }
         let object = object_hash(&cacheable.object);
         let partition = self.layout.partition(object);
         let new = Entry {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::memory::Memory;
 use super::*;
-use crate::read_cache::tests::{answer, cacheable, miss};
+use crate::read_cache::tests::{answer, cacheable, is_hit, miss};
 
 const MAX_BYTES: u64 = 64 * 1024;
 const MAX_ENTRY_BYTES: u64 = 1024;
@@ -15,10 +15,6 @@ const MAX_ENTRY_BYTES: u64 = 1024;
 /// A worker's cache over `data`.
 fn worker<D: SharedData>(data: D, seed: u64) -> SharedStore<D> {
     SharedStore::new(data, MAX_BYTES, MAX_ENTRY_BYTES, seed)
-}
-
-fn is_hit(cache: &mut impl Cache, c: Cacheable, now: f64) -> bool {
-    matches!(cache.lookup(c, now), Lookup::Hit(_))
 }
 
 #[test]
