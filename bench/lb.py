@@ -16,7 +16,8 @@ balancing and is measured by `make bench-overhead`):
 Two conditions, in the same run: Envoy with the machine's CPU to itself ("unconstrained"), and
 Envoy under a CPU limit ("cpu_limited": a CFS quota in a cgroup of its own, which is how
 Kubernetes enforces a sidecar container's `resources.limits.cpu`; see bench/cpu_limit.py). The
-quota is CPU_HEADROOM times what that Envoy used during the same trial's warm-up, so every
+quota is CPU_HEADROOM times the cores the same configuration's Envoy used over its whole
+unconstrained trial of the same scenario in the same repetition (which runs first), so every
 configuration is short of CPU by the same margin on every machine; what each costs in CPU is the
 S0 CPU goal's business. Every repetition runs every condition, scenario and configuration,
 rotating the configuration order from one repetition to the next. For both s3mesh shells, each trial also
@@ -45,7 +46,7 @@ sys.path.insert(0, str(ROOT))
 from bench.backend import start_backend  # noqa: E402
 from bench.cpu_limit import CpuLimit, Quota  # noqa: E402
 from bench.report import RESULTS, percentile_bars, write_section  # noqa: E402
-from bench.procfs import cpu_seconds, rss_mb, run_seconds  # noqa: E402
+from bench.procfs import cpu_seconds, rss_mb  # noqa: E402
 from devstack.processes import Supervisor  # noqa: E402
 from devstack.stack import (EXT_AUTHZ_FILTER, NATIVE_METRICS_LAG_S, WASM, connection_manager,  # noqa: E402
                             render_envoy, start_envoy)
@@ -66,9 +67,10 @@ FOREVER = 1e9
 #: period's quota up. An absolute limit (0.3 cores until the fifth run) meant a different
 #: shortage on every machine: on one 25% slower, s3mesh's wasm Envoy needed more than 0.3 cores.
 CPU_HEADROOM = 1.25
-#: The window of the warm-up in which Envoy's own use is measured (after start-up's transients;
-#: the quota is in force before the measured part of the trial begins).
-MEASURED_WARMUP_S = (0.7, 1.9)
+#: Until the eighth run the quota was sized from 1.2 s of the limited trial's own warm-up: that
+#: sample put the quota anywhere from 1.0x to 1.5x of what the trial then needed, and which of
+#: those a trial drew decided S0's p99 under the limit. A whole unconstrained trial (10-40 s)
+#: measures the need itself.
 CONDITIONS = {"unconstrained": None, "cpu_limited": Quota(headroom=CPU_HEADROOM)}
 #: The no-op control measures what hosting the wasm filters costs; the unconstrained runs show it,
 #: so the limited ones leave it out to keep the run within an hour.
@@ -150,27 +152,26 @@ def routes_to(admin_url: str, endpoint: str, config: str) -> dict[str, int]:
     return {route: int(n) for address, route, n in ROUTE_STAT.findall(text) if address == endpoint}
 
 
-def size_quota(limit: CpuLimit, quota: Quota, pid: int, started: float) -> tuple[float, float]:
-    """Measures the cores Envoy `pid` uses in MEASURED_WARMUP_S of the load that began at
-    `started` (monotonic) and caps it at `quota` of that; returns (used, quota) in cores."""
-    begin, end = (started + t for t in MEASURED_WARMUP_S)
-    time.sleep(max(0.0, begin - time.monotonic()))
-    t0, cpu0 = time.monotonic(), run_seconds(pid)
-    time.sleep(max(0.0, end - time.monotonic()))
-    used = (run_seconds(pid) - cpu0) / (time.monotonic() - t0)
-    cores = quota.cores_for(used)
-    limit.set(cores)
-    return used, cores
+def cores_allowed(quota: Quota | None, trials: dict, scenario: str, config: str, rep: int) -> float | None:
+    """The CPU quota of a trial in cores: none (unconstrained), a fixed one, or the headroom times
+    what the same configuration's unconstrained trial of `scenario` used in repetition `rep`."""
+    if quota is None:
+        return None
+    if quota.headroom is None:
+        return quota.cores
+    return quota.cores_for(trials["unconstrained"][scenario][config][rep]["envoy_cores"])
 
 
-def trial(workdir: Path, scenario: str, config: str, time_scale: float, quota: Quota | None,
+def trial(workdir: Path, scenario: str, config: str, time_scale: float, cores: float | None,
           tuning: dict | None = None) -> dict:
+    """One trial; with `cores`, Envoy runs under a CPU quota of that many cores from its first
+    request on."""
     _, duration, degraded, window, retry = SCENARIOS[scenario]
     duration *= time_scale
     window = tuple(w * time_scale for w in window) if window else (WARMUP_S, duration)
     workdir.mkdir(parents=True, exist_ok=True)
     procs = Supervisor(workdir / "logs")
-    limit = CpuLimit("s3mesh-bench-envoy") if quota else None
+    limit = CpuLimit("s3mesh-bench-envoy") if cores else None
     load = None
     try:
         spec = [{"service_ms": SERVICE_MS, "slots": SLOTS} for _ in range(ENDPOINTS)]
@@ -182,18 +183,17 @@ def trial(workdir: Path, scenario: str, config: str, time_scale: float, quota: Q
         pid = procs.procs["envoy"].pid
         if limit:
             limit.add(pid)
+            limit.set(cores)
             throttled0 = limit.throttled()
-        cpu0 = cpu_seconds(pid)
+        cpu0, started = cpu_seconds(pid), time.monotonic()
         out = workdir / "load.json"
-        started = time.monotonic()
         load = subprocess.Popen([BIN / "bench-load", "--target", listener, "--path", "/bench/object", "--rate",
                                  str(RATE), "--duration-s", str(duration), "--warmup-s", str(WARMUP_S), "--out", out,
                                  "--control", endpoints[0]], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        used, cores = size_quota(limit, quota, pid, started) if limit else (None, None)
         _, err = load.communicate(timeout=duration + 60)
         if load.returncode:
             raise RuntimeError(f"bench-load exited with {load.returncode}: {err.decode(errors='replace')[-2000:]}")
-        cpu = cpu_seconds(pid) - cpu0
+        cpu, elapsed = cpu_seconds(pid) - cpu0, time.monotonic() - started
         rss = rss_mb(pid)
         throttled = [b - a for a, b in zip(throttled0, limit.throttled())] if limit else [0, 0.0]
         routes = routes_to(admin_url, endpoints[0], config) if config.startswith("s3mesh") else {}
@@ -219,8 +219,8 @@ def trial(workdir: Path, scenario: str, config: str, time_scale: float, quota: Q
         "degraded_share": degraded_n / max(1, sum(s["n"] for s in in_window)),
         "envoy_cpu_us_per_req": cpu * 1e6 / max(1, load["sent"]), "envoy_rss_mb": rss,
         "throttled_periods": throttled[0], "throttled_s": throttled[1],
-        # cpu_limited: the cores Envoy used in the warm-up, unconstrained, and the quota it then got.
-        "warmup_cores": used, "quota_cores": cores,
+        # What a cpu_limited trial's quota is sized from; the quota itself (cpu_limited only).
+        "envoy_cores": cpu / elapsed, "quota_cores": cores,
         "routes_to_degraded": routes,
         "share_by_second": [list(x) for x in share],
         "errors_by_second": [[s["t"], s["errors"] / max(1, s["n"])] for s in load["seconds"]],
@@ -228,9 +228,9 @@ def trial(workdir: Path, scenario: str, config: str, time_scale: float, quota: Q
 
 
 METRICS = ["p50_ms", "p99_ms", "p999_ms", "rps", "error_rate", "degraded_share", "envoy_cpu_us_per_req",
-           "envoy_rss_mb", "throttled_s", "recovery_s"]
+           "envoy_cores", "envoy_rss_mb", "throttled_s", "recovery_s"]
 #: Measured in the cpu_limited condition only (None in the other).
-LIMITED_METRICS = ["warmup_cores", "quota_cores"]
+LIMITED_METRICS = ["quota_cores"]
 ROUTES = ["faster", "less_loaded", "tie", "faded", "probe", "alone", "unhinted", "retry"]
 
 
@@ -342,10 +342,10 @@ def markdown(med: dict, met: dict, reps: int, elapsed_s: float, quota: Quota) ->
         f"Envoy and backend per trial; medians of {reps} repetitions, configurations interleaved (order "
         f"rotated per repetition). Two conditions in the same run: **unconstrained** (Envoy has the "
         f"machine's CPU) and **cpu_limited** (Envoy in a cgroup with a CFS quota per 100 ms period, how "
-        f"Kubernetes enforces a sidecar's CPU limit, of {quota}: each trial measures what its Envoy uses "
-        f"in the warm-up ({MEASURED_WARMUP_S[0]}-{MEASURED_WARMUP_S[1]} s, before the measured part) and caps "
-        f"it there, so every configuration is short of CPU by the same margin on any machine; the S0 CPU "
-        f"goal prices what each needs). Run took "
+        f"Kubernetes enforces a sidecar's CPU limit, of {quota}: each limited trial's quota is that "
+        f"times the cores the same configuration's Envoy used over its whole unconstrained trial of the same "
+        f"scenario in the same repetition, so every configuration is short of CPU by the same margin on any "
+        f"machine; the S0 CPU goal prices what each needs). Run took "
         f"{elapsed_s / 60:.0f} min. Raw trials: `bench/results/lb-trials.json`; medians: `bench/results/lb.json`.",
         "",
         "### Goals",
@@ -422,6 +422,8 @@ def main():
                       if args.cpu_headroom else None)
     limits = CONDITIONS | ({"cpu_limited": explored_quota} if explored_quota else {})
     if "cpu_limited" in args.conditions:
+        if limits["cpu_limited"].headroom and args.conditions[:1] != ["unconstrained"]:
+            parser.error("a quota sized by headroom needs the unconstrained condition first (or --cpu-limit)")
         CpuLimit("s3mesh-bench-envoy").remove()  # fails now, not in an hour
     trials = {c: {s: {x: [] for x in configs[c]} for s in args.scenarios} for c in args.conditions}
     started = time.monotonic()
@@ -431,8 +433,9 @@ def main():
             order = names[rep % len(names):] + names[: rep % len(names)]
             for scenario in args.scenarios:
                 for config in order:
+                    cores = cores_allowed(limits[condition], trials, scenario, config, rep)
                     result = trial(args.workdir / f"{condition}-{scenario}-{config}-{rep}", scenario, config, scale,
-                                   limits[condition], args.tuning)
+                                   cores, args.tuning)
                     trials[condition][scenario][config].append(result)
                     print(f"rep {rep} {condition:13} {scenario:9} {config:18} p99 {result['p99_ms']:8.2f} ms  "
                           f"p99.9 {result['p999_ms']:8.2f} ms  errors {result['error_rate'] * 100:6.3f}%  "

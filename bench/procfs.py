@@ -10,18 +10,6 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run_seconds(pid: int) -> float:
-    """CPU time of `pid`'s live threads so far, to the nanosecond (the scheduler's own account,
-    where `cpu_seconds` counts clock ticks): for windows of a second or so."""
-    total = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            total += int((task / "schedstat").read_text().split()[0])
-        except (OSError, IndexError, ValueError):
-            pass  # the thread ended meanwhile
-    return total / 1e9
-
-
 def rss_mb(pid: int) -> float:
     """Resident memory of `pid`, MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
