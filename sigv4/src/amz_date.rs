@@ -33,22 +33,56 @@ impl AmzDate {
 
     /// `YYYYMMDD`: the first element of the credential scope.
     pub fn date(&self) -> String {
-        format!("{:04}{:02}{:02}", self.year, self.month, self.day)
+        let mut out = String::with_capacity(16);
+        self.push_date(&mut out);
+        out
     }
 
     /// `YYYYMMDDTHHMMSSZ`: the value of `x-amz-date`.
     pub fn date_time(&self) -> String {
-        self.to_string()
+        let mut out = String::with_capacity(16);
+        self.push_date(&mut out);
+        out.push('T');
+        for part in [self.hour, self.minute, self.second] {
+            push_padded(&mut out, u64::from(part), 2);
+        }
+        out.push('Z');
+        out
+    }
+
+    /// Written digit by digit: every signed request formats its date three times, and the
+    /// formatting machinery's padding costs more than the arithmetic.
+    fn push_date(&self, out: &mut String) {
+        // From Unix seconds the year is at least 1970.
+        push_padded(out, u64::try_from(self.year).unwrap_or_default(), 4);
+        push_padded(out, u64::from(self.month), 2);
+        push_padded(out, u64::from(self.day), 2);
     }
 }
 
 impl fmt::Display for AmzDate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
-            self.year, self.month, self.day, self.hour, self.minute, self.second
-        )
+        f.write_str(&self.date_time())
+    }
+}
+
+/// `value` in decimal, zero-padded to at least `width` digits.
+fn push_padded(out: &mut String, mut value: u64, width: usize) {
+    let mut digits = [0u8; 20];
+    let mut len = 0;
+    loop {
+        digits[len] = b'0' + (value % 10) as u8;
+        len += 1;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    for _ in len..width {
+        out.push('0');
+    }
+    for &d in digits[..len].iter().rev() {
+        out.push(char::from(d));
     }
 }
 
@@ -94,6 +128,11 @@ mod tests {
         assert_eq!(
             AmzDate::from_unix_seconds(1_798_720_496).date_time(),
             "20261231T123456Z"
+        );
+        // 10000-01-01T00:00:00Z: a fifth digit is written, not cut.
+        assert_eq!(
+            AmzDate::from_unix_seconds(253_402_300_800).to_string(),
+            "100000101T000000Z"
         );
     }
 }

@@ -18,6 +18,7 @@
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
+use crate::hex_digest::hex;
 use crate::payload::EMPTY_SHA256;
 use crate::signing_key::SigningKey;
 
@@ -122,7 +123,7 @@ impl ChunkSigner {
 
     /// The `x-amz-trailer-signature` over `trailers` (each `name:value\n`).
     pub fn sign_trailer(&mut self, trailers: &[u8]) -> String {
-        let hash = hex::encode(Sha256::digest(trailers));
+        let hash = hex(&Sha256::digest(trailers));
         self.chain("AWS4-HMAC-SHA256-TRAILER", "", &hash)
     }
 }
@@ -222,7 +223,7 @@ impl Resigner {
                     }
                     self.held.push(input[0]);
                     if seen == 1 {
-                        let hash = hex::encode(std::mem::take(&mut self.hasher).finalize());
+                        let hash = hex(&std::mem::take(&mut self.hasher).finalize());
                         self.release_chunk(&hash, out);
                         self.state = State::Header;
                     } else {

@@ -3,6 +3,7 @@
 
 use sha2::{Digest, Sha256};
 
+use crate::hex_digest::hex;
 use crate::uri_encoding::{self, DecodeError, Slash};
 
 /// A request reduced to exactly the parts SigV4 signs.
@@ -46,27 +47,46 @@ impl CanonicalRequest {
 
     /// `host;x-amz-content-sha256;x-amz-date`: the names that were signed, sorted.
     pub fn signed_headers(&self) -> String {
-        let names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
-        names.join(";")
+        let mut names = String::with_capacity(64);
+        for (i, (name, _)) in self.headers.iter().enumerate() {
+            if i > 0 {
+                names.push(';');
+            }
+            names.push_str(name);
+        }
+        names
     }
 
     /// Hex SHA-256 of the canonical request: the last line of the string to sign.
     pub fn hash(&self) -> String {
-        hex::encode(Sha256::digest(self.to_string().as_bytes()))
+        hex(&Sha256::digest(self.text().as_bytes()))
+    }
+
+    /// The lines joined by newlines, appended piece by piece: this runs for every signed
+    /// request, and the formatting machinery costs more than the copying.
+    fn text(&self) -> String {
+        let mut out = String::with_capacity(512);
+        for line in [&self.method, &self.canonical_uri, &self.canonical_query] {
+            out.push_str(line);
+            out.push('\n');
+        }
+        for (name, value) in &self.headers {
+            out.push_str(name);
+            out.push(':');
+            out.push_str(value);
+            out.push('\n');
+        }
+        out.push('\n');
+        out.push_str(&self.signed_headers());
+        out.push('\n');
+        out.push_str(&self.payload_hash);
+        out
     }
 }
 
 impl std::fmt::Display for CanonicalRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(f, "{}", self.method)?;
-        writeln!(f, "{}", self.canonical_uri)?;
-        writeln!(f, "{}", self.canonical_query)?;
-        for (name, value) in &self.headers {
-            writeln!(f, "{name}:{value}")?;
-        }
-        writeln!(f)?;
-        writeln!(f, "{}", self.signed_headers())?;
-        write!(f, "{}", self.payload_hash)
+        f.write_str(&self.text())
     }
 }
 
@@ -106,8 +126,16 @@ fn canonical_headers(headers: &[(&str, &str)]) -> Vec<(String, String)> {
     out
 }
 
-/// Trims leading and trailing white space and folds inner runs of spaces into one.
+/// Trims leading and trailing white space and folds inner runs of spaces into one. A value
+/// with nothing to trim or fold (nearly all) is copied as it is.
 fn trim_value(v: &str) -> String {
+    let folded = !v.starts_with(' ')
+        && !v.ends_with(' ')
+        && !v.contains("  ")
+        && !v.contains(|c: char| c.is_whitespace() && c != ' ');
+    if folded {
+        return v.to_owned();
+    }
     v.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
@@ -144,6 +172,14 @@ mod tests {
             cr.to_string(),
             "GET\n/\n\nhost:h\nmy-header1:a b,c\n\nhost;my-header1\nUNSIGNED-PAYLOAD"
         );
+    }
+
+    #[test]
+    fn values_are_folded_only_where_needed() {
+        assert_eq!(trim_value("a b"), "a b");
+        assert_eq!(trim_value("a\tb"), "a b");
+        assert_eq!(trim_value("a  b "), "a b");
+        assert_eq!(trim_value(" "), "");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 pub mod amz_date;
 pub mod aws_chunked;
 pub mod canonical_request;
+mod hex_digest;
 pub mod payload;
 pub mod signature;
 pub mod signing_key;

@@ -45,10 +45,8 @@ pub struct SigningParams<'a> {
 
 /// The `string to sign`: algorithm, timestamp, scope and the canonical request's hash.
 pub fn string_to_sign(time: &AmzDate, scope: &Scope, canonical_request_hash: &str) -> String {
-    format!(
-        "{ALGORITHM}\n{}\n{scope}\n{canonical_request_hash}",
-        time.date_time()
-    )
+    let (date_time, scope) = (time.date_time(), scope.to_string());
+    [ALGORITHM, &date_time, &scope, canonical_request_hash].join("\n")
 }
 
 /// What a signed request carries: the `Authorization` value and the seed signature
@@ -102,11 +100,23 @@ pub fn sign_with_key(
     time: &AmzDate,
 ) -> SignedRequest {
     let signature = key.sign(&string_to_sign(time, scope, &request.hash()));
+    // `AWS4-HMAC-SHA256 Credential=<key id>/<scope>,SignedHeaders=<names>,Signature=<hex>`,
+    // concatenated rather than formatted: this runs for every signed request.
+    let (scope, signed_headers) = (scope.to_string(), request.signed_headers());
+    let authorization = [
+        ALGORITHM,
+        " Credential=",
+        access_key_id,
+        "/",
+        &scope,
+        ",SignedHeaders=",
+        &signed_headers,
+        ",Signature=",
+        &signature,
+    ]
+    .concat();
     SignedRequest {
-        authorization: format!(
-            "{ALGORITHM} Credential={access_key_id}/{scope},SignedHeaders={},Signature={signature}",
-            request.signed_headers()
-        ),
+        authorization,
         signature,
         amz_date: time.date_time(),
     }

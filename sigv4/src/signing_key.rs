@@ -3,6 +3,8 @@
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use crate::hex_digest::hex;
+
 pub(crate) fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
     // HMAC accepts keys of any length, so `new_from_slice` cannot fail here.
     let mut mac = match Hmac::<Sha256>::new_from_slice(key) {
@@ -26,11 +28,17 @@ pub struct Scope {
 
 impl std::fmt::Display for Scope {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}/{}/{}/aws4_request",
-            self.date, self.region, self.service
-        )
+        for part in [
+            self.date.as_str(),
+            "/",
+            &self.region,
+            "/",
+            &self.service,
+            "/aws4_request",
+        ] {
+            f.write_str(part)?;
+        }
+        Ok(())
     }
 }
 
@@ -54,7 +62,7 @@ impl SigningKey {
     /// The key as hex, to hand to the component that re-signs chunks. Handle like a secret for
     /// its day: it signs anything in its scope.
     pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
+        hex(&self.0)
     }
 
     /// The key from [`SigningKey::to_hex`]'s form; `None` unless 64 hex digits.
@@ -66,7 +74,7 @@ impl SigningKey {
 
     /// Hex HMAC-SHA256 of `string_to_sign`: a signature.
     pub fn sign(&self, string_to_sign: &str) -> String {
-        hex::encode(hmac_sha256(&self.0, string_to_sign.as_bytes()))
+        hex(&hmac_sha256(&self.0, string_to_sign.as_bytes()))
     }
 }
 

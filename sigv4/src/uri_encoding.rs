@@ -63,7 +63,16 @@ pub fn decode(s: &str) -> Result<Vec<u8>, DecodeError> {
 }
 
 /// Decodes and re-encodes, so that any valid encoding of the same bytes maps to one form.
+///
+/// Text made only of bytes that stay as they are (the unreserved ones, and `/` where kept) is
+/// its own canonical form and is copied as it is: most object keys and query parameters, and
+/// every path and parameter is canonicalized twice per request (target, signature).
 pub fn canonicalize(s: &str, slash: Slash) -> Result<String, DecodeError> {
+    if s.bytes()
+        .all(|b| is_unreserved(b) || (b == b'/' && slash == Slash::Keep))
+    {
+        return Ok(s.to_owned());
+    }
     Ok(encode(&decode(s)?, slash))
 }
 
@@ -107,5 +116,16 @@ mod tests {
             assert_eq!(canonicalize(&once, Slash::Keep).unwrap(), once, "{raw}");
         }
         assert_eq!(canonicalize("/b//x/./y", Slash::Keep).unwrap(), "/b//x/./y");
+    }
+
+    #[test]
+    fn plain_text_is_its_own_form_and_the_rest_is_recoded() {
+        assert_eq!(canonicalize("/b/k-1_.~", Slash::Keep).unwrap(), "/b/k-1_.~");
+        assert_eq!(canonicalize("a/b", Slash::Encode).unwrap(), "a%2Fb");
+        assert_eq!(canonicalize("a%7e", Slash::Keep).unwrap(), "a~");
+        assert_eq!(
+            canonicalize("a%2", Slash::Keep),
+            Err(DecodeError { offset: 1 })
+        );
     }
 }
