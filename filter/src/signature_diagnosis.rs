@@ -9,7 +9,7 @@
 //! success path. Neither side needs or shows a secret: values of headers that carry one (the
 //! session token, SSE-C keys) are replaced by `<redacted>` after comparing.
 
-use s3mesh_sigv4::signature::ALGORITHM;
+use s3mesh_sigv4::signature::{string_to_sign, ALGORITHM};
 use s3mesh_sigv4::CanonicalRequest;
 
 /// The store's error codes worth a diagnosis: the signature, the key, or the clock.
@@ -176,7 +176,7 @@ impl Signed {
         let request = CanonicalRequest::new(get(":method")?, path, query, &signed, payload).ok()?;
         let amz_date = get("x-amz-date")?.to_owned();
         Some(Self {
-            string_to_sign: format!("{ALGORITHM}\n{amz_date}\n{scope}\n{}", request.hash()),
+            string_to_sign: string_to_sign(&amz_date, scope, &request.hash()),
             canonical_request: request.to_string(),
             amz_date,
         })

@@ -399,13 +399,9 @@ pub fn log(level: u32, message: &str) {
 }
 
 /// Header bytes as text, borrowed when they are UTF-8; invalid UTF-8 (which Envoy passes on)
-/// replaced, as a client would see it. `from_utf8` first: it checks ASCII a word at a time,
-/// the lossy form byte by byte, and every header of every request goes through here.
+/// replaced, as a client would see it.
 fn lend(bytes: &[u8]) -> Cow<'_, str> {
-    match std::str::from_utf8(bytes) {
-        Ok(text) => Cow::Borrowed(text),
-        Err(_) => String::from_utf8_lossy(bytes),
-    }
+    String::from_utf8_lossy(bytes)
 }
 
 /// As [`lend`], owned.

@@ -43,10 +43,10 @@ pub struct SigningParams<'a> {
     pub time: AmzDate,
 }
 
-/// The `string to sign`: algorithm, timestamp, scope and the canonical request's hash.
-pub fn string_to_sign(time: &AmzDate, scope: &Scope, canonical_request_hash: &str) -> String {
-    let (date_time, scope) = (time.date_time(), scope.to_string());
-    [ALGORITHM, &date_time, &scope, canonical_request_hash].join("\n")
+/// The `string to sign`: algorithm, `x-amz-date` timestamp, credential scope
+/// (`date/region/service/aws4_request`) and the canonical request's hash.
+pub fn string_to_sign(amz_date: &str, scope: &str, canonical_request_hash: &str) -> String {
+    [ALGORITHM, amz_date, scope, canonical_request_hash].join("\n")
 }
 
 /// What a signed request carries: the `Authorization` value and the seed signature
@@ -99,10 +99,11 @@ pub fn sign_with_key(
     scope: &Scope,
     time: &AmzDate,
 ) -> SignedRequest {
-    let signature = key.sign(&string_to_sign(time, scope, &request.hash()));
+    let (amz_date, scope) = (time.date_time(), scope.to_string());
+    let signature = key.sign(&string_to_sign(&amz_date, &scope, &request.hash()));
     // `AWS4-HMAC-SHA256 Credential=<key id>/<scope>,SignedHeaders=<names>,Signature=<hex>`,
     // concatenated rather than formatted: this runs for every signed request.
-    let (scope, signed_headers) = (scope.to_string(), request.signed_headers());
+    let signed_headers = request.signed_headers();
     let authorization = [
         ALGORITHM,
         " Credential=",
@@ -118,7 +119,7 @@ pub fn sign_with_key(
     SignedRequest {
         authorization,
         signature,
-        amz_date: time.date_time(),
+        amz_date,
     }
 }
 

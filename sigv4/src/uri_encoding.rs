@@ -24,12 +24,17 @@ fn is_unreserved(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
 }
 
+/// Whether `b` stands for itself in the encoded form: unreserved, or `/` where kept.
+fn stands_for_itself(b: u8, slash: Slash) -> bool {
+    is_unreserved(b) || (b == b'/' && slash == Slash::Keep)
+}
+
 /// Percent-encodes `bytes` the way SigV4 canonical requests require.
 pub fn encode(bytes: &[u8], slash: Slash) -> String {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     let mut out = String::with_capacity(bytes.len() + bytes.len() / 2);
     for &b in bytes {
-        if is_unreserved(b) || (b == b'/' && slash == Slash::Keep) {
+        if stands_for_itself(b, slash) {
             out.push(char::from(b));
         } else {
             out.push('%');
@@ -68,9 +73,7 @@ pub fn decode(s: &str) -> Result<Vec<u8>, DecodeError> {
 /// its own canonical form and is copied as it is: most object keys and query parameters, and
 /// every path and parameter is canonicalized twice per request (target, signature).
 pub fn canonicalize(s: &str, slash: Slash) -> Result<String, DecodeError> {
-    if s.bytes()
-        .all(|b| is_unreserved(b) || (b == b'/' && slash == Slash::Keep))
-    {
+    if s.bytes().all(|b| stands_for_itself(b, slash)) {
         return Ok(s.to_owned());
     }
     Ok(encode(&decode(s)?, slash))
