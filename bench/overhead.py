@@ -31,7 +31,7 @@ The backend answers at once, so the proxy dominates. Per trial: a closed loop ov
 connections for the maximum rate, with Envoy's and ext-authz's CPU per request and Envoy's
 resident memory; then open loops at two fixed rates, for p50/p99 from each request's intended send
 time and for how busy Envoy's core was: the rate, 25% of plain Envoy's closed-loop maximum as
-measured first (the issue's definition), and the light rate, at which plain Envoy's core is about
+measured first (issue 14's definition), and the light rate, at which plain Envoy's core is about
 a quarter busy in the open loop (found by probing before the repetitions). The two differ because
 an open loop's requests arrive one by one: on these machines plain Envoy spends several times the
 CPU per request it spends in a closed loop's batches, so its core is half or more busy at the rate
