@@ -48,13 +48,18 @@ impl CanonicalRequest {
     /// `host;x-amz-content-sha256;x-amz-date`: the names that were signed, sorted.
     pub fn signed_headers(&self) -> String {
         let mut names = String::with_capacity(64);
+        self.push_signed_headers(&mut names);
+        names
+    }
+
+    /// Appends [`Self::signed_headers`] to `out`, without a string of its own.
+    fn push_signed_headers(&self, out: &mut String) {
         for (i, (name, _)) in self.headers.iter().enumerate() {
             if i > 0 {
-                names.push(';');
+                out.push(';');
             }
-            names.push_str(name);
+            out.push_str(name);
         }
-        names
     }
 
     /// Hex SHA-256 of the canonical request: the last line of the string to sign.
@@ -77,7 +82,7 @@ impl CanonicalRequest {
             out.push('\n');
         }
         out.push('\n');
-        out.push_str(&self.signed_headers());
+        self.push_signed_headers(&mut out);
         out.push('\n');
         out.push_str(&self.payload_hash);
         out
