@@ -134,11 +134,11 @@ fn canonical_headers(headers: &[(&str, &str)]) -> Vec<(String, String)> {
 /// Trims leading and trailing white space and folds inner runs of spaces into one. A value
 /// with nothing to trim or fold (nearly all) is copied as it is.
 fn trim_value(v: &str) -> String {
-    let folded = !v.starts_with(' ')
+    let nothing_to_fold = !v.starts_with(' ')
         && !v.ends_with(' ')
         && !v.contains("  ")
         && !v.contains(|c: char| c.is_whitespace() && c != ' ');
-    if folded {
+    if nothing_to_fold {
         return v.to_owned();
     }
     v.split_whitespace().collect::<Vec<_>>().join(" ")
