@@ -30,7 +30,7 @@ help:
 	@echo "make bench-fleet - 8 sidecars sharing 4 endpoints: s3mesh vs DNS-pinned clients and Envoy's balancers (about 45 min)"
 	@echo "make bench-expect - Expect: 100-continue uploads, Envoy answering 100 vs proxying it (2 min)"
 	@echo "make bench-authz - ext-authz checks/s on one core and latency at fixed rates (4 min)"
-	@echo "make bench-overhead - s3mesh vs plain Envoy vs aws_request_signing, each part alone, audit log and tracing (about 33 min)"
+	@echo "make bench-overhead - s3mesh vs plain Envoy vs aws_request_signing, each part alone, audit log and tracing, the native goal in paired rounds (about 38 min)"
 	@echo "make fuzz   - every cargo-fuzz target for FUZZ_SECONDS (default 60) each; nightly toolchain"
 	@echo "make soak   - the full stack for 10 min at a fixed rate and mix: errors, memory, descriptors"
 	@echo "make bench-chunked - chunk-signed uploads re-signed vs UNSIGNED-PAYLOAD, and memory over a 4 GiB upload"
