@@ -345,6 +345,7 @@ def rounds_table(measured: list[list[dict]]) -> str:
                         f"{rps['s3mesh_native']:,.0f} | {rps['s3mesh_native'] / rps['envoy_aws_signing']:.3f} | "
                         f"{cpu['plain']:.1f} / {cpu['envoy_aws_signing']:.1f} / {cpu['s3mesh_native']:.1f} |")
     return "\n".join([
+        "",
         f"The rounds (after each repetition's sweep; {ROUND_S} s closed loops, {CLOSED_CONNECTIONS} connections, "
         "the three Envoys up at once and loaded one at a time, order rotated per round):",
         "",
@@ -508,14 +509,15 @@ def plot(configs: dict, rate: float, light: float, paired: dict[str, list[float]
     # The goal's ratio, round by round against each repetition's sweep (minutes apart).
     per_round = paired["native_to_signer"]
     per_rep = len(per_round) // len(trials["plain"])
-    goal.plot(range(1, len(per_round) + 1), per_round, "o", label="round (seconds apart)")
+    goal.plot(range(1, len(per_round) + 1), per_round, "o", label="round")
     sweep = [n["max_rps"] / s["max_rps"] for n, s in zip(trials["s3mesh_native"], trials["envoy_aws_signing"])]
     goal.plot([per_rep * (i + 0.5) + 0.5 for i in range(len(sweep))], sweep, "x", color="tab:red",
-              label="sweep (minutes apart)")
+              label="sweep")
     goal.axhline(GOAL_NATIVE_RPS_RATIO, color="gray", linestyle="--", label="goal")
-    goal.set_xlabel("round, in run order")
+    goal.set_xlabel("in run order")
     goal.set_ylabel("native / aws_request_signing max rate")
-    goal.legend(fontsize="small")
+    # Above the panel: inside it would hide points, which fill its whole height.
+    goal.legend(fontsize="small", loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False)
     goal.grid(True, alpha=0.3)
     fig.tight_layout()
     fig.savefig(RESULTS / "overhead.png", dpi=110)
