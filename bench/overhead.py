@@ -522,6 +522,7 @@ def plot(configs: dict, rate: float, light: float, paired: dict[str, list[float]
     fig.tight_layout()
     fig.savefig(RESULTS / "overhead.png", dpi=110)
 
+
 if __name__ == "__main__":
     if sys.argv[1:] == ["--report"]:  # re-render from the last run's JSON
         report(json.loads((RESULTS / "overhead.json").read_text()))
