@@ -26,7 +26,7 @@ help:
 	@echo "make test-storm - 200 concurrent 64 MiB uploads through one Envoy, both shells: intact, memory bounded (5 min)"
 	@echo "make crd    - regenerate deploy/crds/ from the S3AccessPolicy Rust type"
 	@echo "make deploy-render - regenerate deploy/manifests/ from deploy/values.example.yaml"
-	@echo "make bench-lb - s3mesh's endpoint selection (wasm and native) vs Envoy's balancers (about 80 min; writes BENCHMARKS.md)"
+	@echo "make bench-lb - s3mesh's endpoint selection (wasm and native) vs Envoy's balancers (about 85 min; writes BENCHMARKS.md)"
 	@echo "make bench-fleet - 8 sidecars sharing 4 endpoints: s3mesh vs DNS-pinned clients and Envoy's balancers (about 45 min)"
 	@echo "make bench-expect - Expect: 100-continue uploads, Envoy answering 100 vs proxying it (2 min)"
 	@echo "make bench-authz - ext-authz checks/s on one core and latency at fixed rates (4 min)"

@@ -66,7 +66,7 @@ os.environ.setdefault("S3MESH_EXT_AUTHZ_BIN", str(ROOT / "target" / "release" / 
 
 from bench.backend import start_backend, start_ready  # noqa: E402
 from bench.procfs import cpu_seconds, rss_mb  # noqa: E402
-from bench.report import RESULTS, write_section  # noqa: E402
+from bench.report import RESULTS, quartiles, write_section  # noqa: E402
 from devstack.processes import Supervisor  # noqa: E402
 from devstack.stack import EXT_AUTHZ_FILTER as AUTHZ  # noqa: E402
 from devstack.stack import WASM, Stack, connection_manager, render_envoy, start_envoy  # noqa: E402
@@ -355,12 +355,6 @@ def rounds_table(measured: list[list[dict]]) -> str:
         *rows,
         "",
     ])
-
-
-def quartiles(values: list[float]) -> tuple[float, float, float]:
-    """The first quartile, the median and the third quartile."""
-    q1, median, q3 = statistics.quantiles(values, n=4, method="inclusive")
-    return q1, median, q3
 
 
 def markdown(configs: dict, rate: float, light: float, paired: dict[str, list[float]]) -> str:
