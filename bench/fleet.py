@@ -39,6 +39,7 @@ from bench.backend import start_backend  # noqa: E402
 from bench.lb import BIN, envoy_config  # noqa: E402
 from bench.procfs import cpu_seconds  # noqa: E402
 from bench.report import RESULTS, percentile_bars, write_section  # noqa: E402
+from bench.rounds import rotated  # noqa: E402
 from devstack.processes import Supervisor  # noqa: E402
 from devstack.stack import start_envoy  # noqa: E402
 
@@ -292,7 +293,7 @@ def main():
     trials = {s: {p: [] for p in args.policies} for s in args.scenarios}
     started = time.monotonic()
     for rep in range(reps):
-        order = args.policies[rep % len(args.policies):] + args.policies[: rep % len(args.policies)]
+        order = rotated(args.policies, rep)
         for scenario in args.scenarios:
             for policy in order:
                 result = trial(args.workdir / f"{scenario}-{policy}-{rep}", scenario, policy)

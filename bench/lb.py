@@ -37,6 +37,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from functools import partial
 from pathlib import Path
 
 import yaml
@@ -46,7 +47,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench.backend import start_backend  # noqa: E402
 from bench.cpu_limit import CpuLimit, Quota  # noqa: E402
-from bench.report import RESULTS, percentile_bars, quartiles, write_section  # noqa: E402
+from bench.report import RESULTS, percentile_bars, write_section  # noqa: E402
+from bench.rounds import paired_rounds, quartiles, rotated  # noqa: E402
 from bench.procfs import cpu_seconds, rss_mb  # noqa: E402
 from devstack.processes import Supervisor  # noqa: E402
 from devstack.stack import (EXT_AUTHZ_FILTER, NATIVE_METRICS_LAG_S, WASM, connection_manager,  # noqa: E402
@@ -163,16 +165,14 @@ def cpu_rounds(workdir: Path, rotation: int, time_scale: float) -> list[dict[str
             _, listener = start_envoy(procs, path, workdir, concurrency=1, name=f"envoy-{config}", native_dir=BIN)
             envoys[config] = (listener, procs.procs[f"envoy-{config}"].pid)
             open_loop(listener, workdir, WARMUP_S * time_scale)  # connections to the backend, code paged in
-        measured = []
-        for i in range(ROUNDS):
-            first = (rotation + i) % len(CPU_PAIRED)
-            one = {}
-            for config in CPU_PAIRED[first:] + CPU_PAIRED[:first]:
-                listener, pid = envoys[config]
-                cpu0 = cpu_seconds(pid)
-                load = open_loop(listener, workdir, ROUND_S * time_scale)
-                one[config] = (cpu_seconds(pid) - cpu0) * 1e6 / max(1, load["sent"])
-            measured.append(one)
+
+        def cpu_per_request(listener: str, pid: int) -> float:
+            cpu0 = cpu_seconds(pid)
+            load = open_loop(listener, workdir, ROUND_S * time_scale)
+            return (cpu_seconds(pid) - cpu0) * 1e6 / max(1, load["sent"])
+
+        measured = paired_rounds({config: partial(cpu_per_request, *envoys[config]) for config in CPU_PAIRED},
+                                 ROUNDS, rotation)
         procs.check_all()
         return measured
     finally:
@@ -531,7 +531,7 @@ def main():
     for rep in range(args.repetitions):
         for condition in args.conditions:
             names = configs[condition]
-            order = names[rep % len(names):] + names[: rep % len(names)]
+            order = rotated(names, rep)
             for scenario in args.scenarios:
                 for config in order:
                     cores = cores_allowed(limits[condition], trials, scenario, config, rep)

@@ -55,6 +55,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import yaml
@@ -66,7 +67,8 @@ os.environ.setdefault("S3MESH_EXT_AUTHZ_BIN", str(ROOT / "target" / "release" / 
 
 from bench.backend import start_backend, start_ready  # noqa: E402
 from bench.procfs import cpu_seconds, rss_mb  # noqa: E402
-from bench.report import RESULTS, quartiles, write_section  # noqa: E402
+from bench.report import RESULTS, write_section  # noqa: E402
+from bench.rounds import paired_rounds, quartiles  # noqa: E402
 from devstack.processes import Supervisor  # noqa: E402
 from devstack.stack import EXT_AUTHZ_FILTER as AUTHZ  # noqa: E402
 from devstack.stack import WASM, Stack, connection_manager, render_envoy, start_envoy  # noqa: E402
@@ -219,15 +221,9 @@ def rounds(workdir: Path, backend: str, authz: str, sink: str, rotation: int) ->
     starting at `rotation`: each round's maximum rate and Envoy CPU per request by configuration."""
     with contextlib.ExitStack() as up:
         envoys = {name: up.enter_context(envoy(workdir, name, backend, authz, sink)) for name in PAIRED}
-        measured = []
-        for i in range(ROUNDS):
-            first = (rotation + i) % len(PAIRED)
-            one = {}
-            for name in PAIRED[first:] + PAIRED[:first]:
-                listener, pid = envoys[name]
-                one[name] = closed_loop(listener, workdir, {"envoy": pid}, ROUND_S)
-            measured.append(one)
-        return measured
+        measure = {name: partial(closed_loop, listener, workdir, {"envoy": pid}, ROUND_S)
+                   for name, (listener, pid) in envoys.items()}
+        return paired_rounds(measure, ROUNDS, rotation)
 
 
 def paired_ratios(measured: list[list[dict]]) -> dict[str, list[float]]:

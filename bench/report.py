@@ -2,7 +2,6 @@
 BENCHMARKS.md, replaced in place on every run (the Envoy release matrix writes its README table
 the same way)."""
 
-import statistics
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,9 +35,3 @@ def percentile_bars(ax, by_name: dict[str, dict]):
     ax.set_xticks([x + 0.3 for x in range(3)], ["p50", "p99", "p99.9"])
     ax.set_yscale("log")
 
-
-def quartiles(values: list[float]) -> tuple[float, float, float]:
-    """The first quartile, the median and the third quartile: how the ratios of paired rounds
-    (several configurations measured seconds apart) are summarised."""
-    q1, median, q3 = statistics.quantiles(values, n=4, method="inclusive")
-    return q1, median, q3
