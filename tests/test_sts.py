@@ -20,6 +20,7 @@ from collections import Counter
 import pytest
 
 from conftest import TEAM_A, TEAM_B, Load, s3_client
+from otlp_collector import Collector
 from devstack.stack import AUTHORIZATION_MODES, FILTER_SHELLS, STS_PROFILE, Stack
 
 #: moto's session tokens start so; none may ever show in a log.
@@ -99,8 +100,11 @@ def test_sessions_are_renewed_ahead_of_expiry_under_load_without_a_failed_reques
 
 
 @pytest.mark.parametrize("mode", AUTHORIZATION_MODES)
-def test_with_sts_down_callers_are_served_until_their_session_expires_then_get_503(tmp_path, mode):
-    with Stack(tmp_path / "stack", authorization=mode, sts={"duration_seconds": 12}) as stack:
+def test_with_sts_down_callers_are_served_until_their_session_expires_then_get_503(tmp_path, mode, monkeypatch):
+    # ext-authz's metrics reach the collector every half second instead of every minute.
+    monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "500")
+    with Collector() as collector, Stack(tmp_path / "stack", authorization=mode, sts={"duration_seconds": 12},
+                                         otlp_endpoint=collector.endpoint) as stack:
         client = s3_client(stack.url, TEAM_A)
         client.put_object(Bucket="team-a", Key="k", Body=b"v")
         obtained = time.monotonic()
@@ -129,6 +133,11 @@ def test_with_sts_down_callers_are_served_until_their_session_expires_then_get_5
         assert again and all(s == 200 for s, _ in again), Counter(s for s, _ in again)
         assert readiness(stack).startswith("ready")
         assert_no_secret_in_logs(stack)
+        # Every call to STS is counted by profile and result: the sessions before and after,
+        # the calls that found it down.
+        for result in ("ok", "unreachable"):
+            calls = collector.metric("s3mesh.authz.sts.calls", profile=STS_PROFILE, result=result)
+            assert calls is not None and calls >= 1, (result, sorted(collector.metrics))
 
 
 def test_a_web_identity_token_file_is_read_again_for_each_session(tmp_path):
