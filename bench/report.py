@@ -34,4 +34,3 @@ def percentile_bars(ax, by_name: dict[str, dict]):
                label=name)
     ax.set_xticks([x + 0.3 for x in range(3)], ["p50", "p99", "p99.9"])
     ax.set_yscale("log")
-
