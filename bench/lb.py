@@ -524,8 +524,9 @@ def main():
             parser.error("a quota sized by headroom needs the unconstrained condition first (or --cpu-limit)")
         CpuLimit("s3mesh-bench-envoy").remove()  # fails now, not in an hour
     trials = {c: {s: {x: [] for x in configs[c]} for s in args.scenarios} for c in args.conditions}
-    in_rounds = ("S0" in args.scenarios and set(CPU_PAIRED) <= set(configs.get("unconstrained", []))
-                 and not args.tuning)
+    # An exploration reports its medians only: no goals, so no rounds to judge one.
+    exploring = bool(args.configs != CONFIGS or args.tuning or explored_quota)
+    in_rounds = not exploring and "S0" in args.scenarios and "unconstrained" in args.conditions
     measured_rounds = []
     started = time.monotonic()
     for rep in range(args.repetitions):
@@ -550,9 +551,8 @@ def main():
                 print(f"rep {rep} round {i} S0 Envoy CPU µs/req " + "  ".join(f"{c} {v:5.1f}" for c, v in r.items()),
                       flush=True)
     med = {c: medians(t) for c, t in trials.items()}
-    paired = cpu_ratios(measured_rounds) if measured_rounds else {}
-    if args.configs != CONFIGS or args.tuning or explored_quota:
-        # An exploration: its medians go to the work directory, with what was explored.
+    if exploring:
+        # Its medians go to the work directory, with what was explored.
         explored = {"argv": sys.argv[1:], "cpu_limit": str(limits.get("cpu_limited")), "conditions": med}
         (args.workdir / "lb-explored.json").write_text(json.dumps(explored, indent=2))
         for condition, by_scenario in med.items():
@@ -562,6 +562,7 @@ def main():
                           f"{m['p999_ms']:8.2f} ms  share0 {m['degraded_share'] * 100:5.2f}%  throttled "
                           f"{m['throttled_s']:5.2f} s  routes {m.get('routes_to_degraded', {})}")
         return
+    paired = cpu_ratios(measured_rounds) if measured_rounds else {}
     met = {c: {x: goals(m, x, paired.get(x) if c == "unconstrained" else None) for x in SUBJECTS if x in configs[c]}
            for c, m in med.items()}
     for condition, by_subject in met.items():
