@@ -9,14 +9,15 @@
 //! 2. a cooling-down endpoint whose cooldown is over gets this request first as a probe (one
 //!    at a time); otherwise, within the best tier, two endpoints are drawn at random and the
 //!    one with the lower cost
-//!    `latency × (1 + max(0, in_flight - mean_in_flight) / (mean_in_flight + 1))` goes first
-//!    (power of two choices: no herding of every worker onto the same "best" endpoint).
-//!    In-flight counts are weighed against the fleet's mean rather than as a queue length: an
-//!    S3 endpoint serves many requests at once, so a few in flight do not make it slower, but
-//!    clearly more than its peers (a stall, a saturated node) do. Only the excess over the mean
-//!    counts: an endpoint is idle because it is avoided, and crediting idleness let a slow
-//!    endpoint win whenever Envoy was short of CPU (its own queueing then inflates every
-//!    healthy endpoint's latency and in-flight count alike; `make bench-lb`, cpu_limited);
+//!    `latency × `[`load_factor`] goes first (power of two choices: no herding of every worker
+//!    onto the same "best" endpoint). In-flight counts are weighed against the fleet's mean
+//!    rather than as a queue length: an S3 endpoint serves many requests at once, so a few in
+//!    flight do not make it slower, but clearly more than its peers (a stall, a saturated node)
+//!    do. Only the excess over the mean counts: an endpoint is idle because it is avoided, and
+//!    crediting idleness let a slow endpoint win whenever Envoy was short of CPU (its own
+//!    queueing then inflates every healthy endpoint's latency and in-flight count alike;
+//!    `make bench-lb`, cpu_limited); and only the excess beyond chance counts, for the same
+//!    reason;
 //! 3. the rest follow by tier and cost (cooling-down ones by the end of their cooldown), so
 //!    Envoy's retries move to the next best.
 //!
@@ -203,7 +204,7 @@ impl Selector {
                     tier: cooling * 2 + remote,
                     cooling_until_ms: e.breaker.until_ms(),
                     latency: self.latency(e, class, now_ms, &baselines),
-                    load: 1.0 + (in_flight[i] - mean_in_flight).max(0.0) / (mean_in_flight + 1.0),
+                    load: load_factor(in_flight[i], mean_in_flight),
                 }
             })
             .collect();
@@ -390,6 +391,21 @@ impl Selector {
     }
 }
 
+/// How much `in_flight` requests to an endpoint raise its cost when the fleet's endpoints have
+/// `mean` in flight: `1 + max(0, in_flight - mean - √(mean + 1)) / (mean + 1)`.
+///
+/// Requests arriving at random leave equally good endpoints with in-flight counts that differ
+/// by about `√mean` (Poisson); an excess within that is chance, not a pile-up. Under a CPU
+/// limit, where Envoy's own queueing holds responses, counts like 6 against 2, 2 and 0 are
+/// common: weighed in full (factor 2.0) they let the slow endpoint (0 in flight, its latency
+/// estimate only 1.4-2x the healthy ones' because the same queueing is added to both) tie with
+/// a healthy one (`make bench-lb`, S1 under the CPU limit: most of the slow endpoint's requests
+/// came by `tie`). A stalled endpoint piles up far beyond chance and is still avoided.
+fn load_factor(in_flight: f64, mean: f64) -> f64 {
+    let chance = (mean + 1.0).sqrt();
+    1.0 + (in_flight - mean - chance).max(0.0) / (mean + 1.0)
+}
+
 /// One endpoint as the draw weighs it.
 #[derive(Debug, Clone, Copy)]
 struct Candidate {
@@ -400,7 +416,7 @@ struct Candidate {
     cooling_until_ms: f64,
     /// Expected latency now (penalties faded with idle time).
     latency: f64,
-    /// `1 + max(0, in_flight - mean_in_flight) / (mean_in_flight + 1)`.
+    /// [`load_factor`] of its requests in flight.
     load: f64,
 }
 

@@ -369,6 +369,16 @@ fn routes_of(latencies_ms: &[f64], in_flight: &[u64], now: f64, n: usize) -> Vec
 }
 
 #[test]
+fn in_flight_counts_within_chance_do_not_make_a_slow_endpoint_attractive() {
+    // Measured in `make bench-lb` under a CPU limit: Envoy's queueing adds the same delay to
+    // every endpoint, so the 50 ms endpoint (63 ms) looked only 1.75x slower than the 10 ms
+    // ones (36 ms), and it holds their responses, so one healthy endpoint often had 6 requests
+    // in flight against 2, 2 and the idle slow endpoint's 0.
+    let routes = routes_of(&[36.0, 36.0, 36.0, 63.0], &[6, 2, 2, 0], 1.0, 1000);
+    assert!(routes.iter().all(|(address, _)| *address != ep(4)));
+}
+
+#[test]
 fn every_route_to_the_first_choice_is_told_apart() {
     let only = |routes: Vec<(String, Route)>, want: (String, Route)| {
         assert!(!routes.is_empty());
@@ -391,8 +401,9 @@ fn every_route_to_the_first_choice_is_told_apart() {
         (ep(2), Route::LessLoaded),
     );
     // 2.8 recovery constants after its one slow answer, ep(4)'s penalty has faded enough to
-    // beat busy peers: it wins only because of the fading.
-    let faded = routes_of(&[10.0, 10.0, 10.0, 50.0], &[8, 8, 8, 0], 14_000.0, 400);
+    // beat peers with far more in flight than chance explains: it wins only because of the
+    // fading.
+    let faded = routes_of(&[10.0, 10.0, 10.0, 50.0], &[60, 60, 60, 0], 14_000.0, 400);
     only(
         faded.into_iter().filter(|r| r.0 == ep(4)).collect(),
         (ep(4), Route::Faded),
