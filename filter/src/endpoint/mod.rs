@@ -8,12 +8,11 @@
 //!    first failure until a request sent after it succeeds);
 //! 2. a cooling-down endpoint whose cooldown is over gets this request first as a probe (one
 //!    at a time); otherwise, within the best tier, two endpoints are drawn at random and the
-//!    one with the lower cost
-//!    `latency × `[`load_factor`] goes first (power of two choices: no herding of every worker
-//!    onto the same "best" endpoint). In-flight counts are weighed against the fleet's mean
-//!    rather than as a queue length: an S3 endpoint serves many requests at once, so a few in
-//!    flight do not make it slower, but clearly more than its peers (a stall, a saturated node)
-//!    do. Only the excess over the mean counts: an endpoint is idle because it is avoided, and
+//!    one with the lower cost `latency × load_factor(in_flight)` goes first (power of two
+//!    choices: no herding of every worker onto the same "best" endpoint). In-flight counts are
+//!    weighed against the fleet's mean rather than as a queue length: an S3 endpoint serves
+//!    many requests at once, so a few in flight do not make it slower, but clearly more than
+//!    its peers (a stall, a saturated node) do. Only the excess over the mean counts: an endpoint is idle because it is avoided, and
 //!    crediting idleness let a slow endpoint win whenever Envoy was short of CPU (its own
 //!    queueing then inflates every healthy endpoint's latency and in-flight count alike;
 //!    `make bench-lb`, cpu_limited); and only the excess beyond chance counts, for the same
