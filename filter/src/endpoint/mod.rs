@@ -12,11 +12,11 @@
 //!    choices: no herding of every worker onto the same "best" endpoint). In-flight counts are
 //!    weighed against the fleet's mean rather than as a queue length: an S3 endpoint serves
 //!    many requests at once, so a few in flight do not make it slower, but clearly more than
-//!    its peers (a stall, a saturated node) do. Only the excess over the mean counts: an endpoint is idle because it is avoided, and
-//!    crediting idleness let a slow endpoint win whenever Envoy was short of CPU (its own
-//!    queueing then inflates every healthy endpoint's latency and in-flight count alike;
-//!    `make bench-lb`, cpu_limited); and only the excess beyond chance counts, for the same
-//!    reason;
+//!    its peers (a stall, a saturated node) do. Only the excess over the mean counts: an
+//!    endpoint is idle because it is avoided, and crediting idleness let a slow endpoint win
+//!    whenever Envoy was short of CPU (its own queueing then inflates every healthy endpoint's
+//!    latency and in-flight count alike; `make bench-lb`, cpu_limited); and only the excess
+//!    beyond chance counts, for the same reason;
 //! 3. the rest follow by tier and cost (cooling-down ones by the end of their cooldown), so
 //!    Envoy's retries move to the next best.
 //!
