@@ -23,7 +23,8 @@ from bench.report import RESULTS, write_section  # noqa: E402
 from bench.procfs import cpu_seconds  # noqa: E402
 from devstack.credentials import write_secret  # noqa: E402
 from devstack.processes import Supervisor  # noqa: E402
-from devstack.stack import free_port, wait_for  # noqa: E402
+from devstack.ports import free_port  # noqa: E402
+from devstack.stack import wait_for  # noqa: E402
 
 AUTHZ = ROOT / "target" / "release" / "s3mesh-ext-authz"
 LOAD = ROOT / "target" / "release" / "bench-authz-load"

@@ -36,6 +36,7 @@ os.environ.setdefault("MOTO_ALLOW_NONEXISTENT_REGION", "false")
 import boto3  # noqa: E402
 
 from devstack.credentials import write_secret  # noqa: E402
+from devstack.ports import free_port  # noqa: E402
 from moto import settings  # noqa: E402
 from moto.moto_server.werkzeug_app import (  # noqa: E402
     DomainDispatcherApplication,
@@ -95,7 +96,9 @@ class Endpoint:
     back on the same port."""
 
     def __init__(self, host: str, app):
-        self.host, self.port, self.app = host, 0, app
+        # Below the ephemeral range: while down, no outgoing connection takes the port as its
+        # source port (which made `up` fail, and the endpoint stayed down).
+        self.host, self.port, self.app = host, free_port(), app
         self.lock = threading.Lock()
         self.connections: set[socket.socket] = set()
         endpoint = self
@@ -113,14 +116,9 @@ class Endpoint:
 
         self.handler = Handler
         self.server = None
-        #: While down: a socket holding the port.
-        self.reserved: socket.socket | None = None
         self.up()
 
     def up(self):
-        if self.reserved is not None:
-            self.reserved.close()
-            self.reserved = None
         self.server = make_server(self.host, self.port, self.app, threaded=True, request_handler=self.handler)
         self.port = self.server.server_port
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -135,11 +133,6 @@ class Endpoint:
                 except OSError:
                     pass
             self.connections.clear()
-        # Keep the port while down: bound but not listening, so connections are refused and no
-        # outgoing connection takes it as its ephemeral source port (which made `up` fail).
-        self.reserved = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.reserved.bind((self.host, self.port))
 
     @property
     def address(self) -> str:
@@ -199,6 +192,10 @@ def set_up(endpoint: str, stack: dict, workdir: Path) -> str:
     return set_up_sts(iam, stack, workdir)
 
 
+#: What the store acts on: SIGUSR1 and SIGUSR2 (see the module), SIGINT and SIGTERM (it stops).
+HANDLED_SIGNALS = {signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT, signal.SIGTERM}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stack", required=True, type=Path)
@@ -206,6 +203,12 @@ def main(argv=None):
     parser.add_argument("--host", default="127.0.0.1")
     args = parser.parse_args(argv)
     stack = yaml.safe_load(args.stack.read_text())
+    # Signals wait for this thread to take them, in the order sent. Blocked before any thread
+    # starts (threads inherit the mask): a signal the kernel gave another thread would have run
+    # its Python handler only when this thread next woke, and a wait does not wake for it. So the
+    # endpoint went down only when the signal to bring it back came, both at once, and stayed
+    # down (tests/test_faults.py saw it under load).
+    signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
 
     app = guarded(WebIdentity(DomainDispatcherApplication(create_backend_app),
                               args.workdir / "web-identity-tokens"))
@@ -221,13 +224,9 @@ def main(argv=None):
     tmp.rename(state)
     print(f"s3 backend ready on {', '.join(endpoints)}", file=sys.stderr, flush=True)
 
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    # Off the signal handler: shutting a listener down waits for its serving thread.
-    for sig, change in ((signal.SIGUSR1, servers[0].down), (signal.SIGUSR2, servers[0].up)):
-        signal.signal(sig, lambda *_, change=change: threading.Thread(target=change).start())
-    stop.wait()
+    faults = {signal.SIGUSR1: servers[0].down, signal.SIGUSR2: servers[0].up}
+    while (sig := signal.sigwait(HANDLED_SIGNALS)) in faults:
+        faults[sig]()
     for server in servers:
         server.server.shutdown()
 

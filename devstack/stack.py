@@ -9,11 +9,9 @@ listen address is given.
 import copy
 import json
 import os
-import random
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -24,6 +22,7 @@ import yaml
 
 from devstack.telemetry import OTLP_SIGNALS, audit_log, audit_otlp_log, collector_cluster, stats_sink, tracing
 from devstack.credentials import write_secret
+from devstack.ports import free_port
 from devstack.processes import ProcessError, Supervisor
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -236,33 +235,6 @@ def combine_roles(filters: list) -> list:
     first = next(i for i, f in enumerate(filters) if f["name"] in roles)
     rest = [f for f in filters if f["name"] not in roles]
     return [*rest[:first], combined, *rest[first:]]
-
-
-def ephemeral_ports() -> range:
-    """The kernel's range for the source ports of outgoing connections."""
-    try:
-        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
-        return range(int(low), int(high) + 1)
-    except (OSError, ValueError):
-        return range(32768, 61000)
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on right now (bound, then released), chosen below the
-    ephemeral range: a server restarted on its old port (ext-authz under test_faults) must find
-    it free, and a port in that range can meanwhile become the source port of any outgoing
-    connection, even of a client's connection to itself while it retries the stopped server."""
-    below = range(10000, ephemeral_ports().start)
-    for port in random.sample(below, min(len(below), 200)):
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def wait_for(what: str, check, timeout: float, log: Path):

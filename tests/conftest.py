@@ -20,8 +20,9 @@ from botocore.config import Config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from devstack.ports import free_port  # noqa: E402
 from devstack.stack import (  # noqa: E402
-    AUTHORIZATION_MODES, FILTER_SHELLS, NATIVE_MIN_ENVOY, Stack, envoy_version, free_port)
+    AUTHORIZATION_MODES, FILTER_SHELLS, NATIVE_MIN_ENVOY, Stack, envoy_version)
 
 LOCAL_DEV = "127.0.0.1"
 TEAM_A = "127.0.0.2"
