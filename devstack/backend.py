@@ -120,7 +120,6 @@ class Endpoint:
 
     def up(self):
         self.server = make_server(self.host, self.port, self.app, threaded=True, request_handler=self.handler)
-        self.port = self.server.server_port
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def down(self):
