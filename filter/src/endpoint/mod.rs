@@ -15,8 +15,10 @@
 //!    its peers (a stall, a saturated node) do. Only the excess over the mean counts: an
 //!    endpoint is idle because it is avoided, and crediting idleness let a slow endpoint win
 //!    whenever Envoy was short of CPU (its own queueing then inflates every healthy endpoint's
-//!    latency and in-flight count alike; `make bench-lb`, cpu_limited); and only the excess
-//!    beyond chance counts, for the same reason;
+//!    latency and in-flight count alike; `make bench-lb`, cpu_limited). Between peers (latencies
+//!    within [`PEER_RATIO`]) every request above the mean counts, as with least_request;
+//!    against a rival of different speed only the excess beyond chance does, for the same
+//!    reason;
 //! 3. the rest follow by tier and cost (cooling-down ones by the end of their cooldown), so
 //!    Envoy's retries move to the next best.
 //!
@@ -48,6 +50,9 @@ const UNKNOWN_LATENCY_MS: f64 = 1.0;
 /// Costs closer than this (relative) are a tie, left to the random draw: latencies are noisy,
 /// and a recovered endpoint must be able to win again to prove it has healed.
 const TIE_TOLERANCE: f64 = 0.1;
+/// Endpoints whose latencies are within this ratio are peers: between them requests in flight
+/// count in full (see [`Candidate::load_against`]).
+const PEER_RATIO: f64 = 1.25;
 
 /// Operations whose latencies are comparable with each other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -203,7 +208,8 @@ impl Selector {
                     tier: cooling * 2 + remote,
                     cooling_until_ms: e.breaker.until_ms(),
                     latency: self.latency(e, class, now_ms, &baselines),
-                    load: load_factor(in_flight[i], mean_in_flight),
+                    load: load_factor(in_flight[i], mean_in_flight, chance(mean_in_flight)),
+                    peer_load: load_factor(in_flight[i], mean_in_flight, 0.0),
                 }
             })
             .collect();
@@ -224,7 +230,9 @@ impl Selector {
         } else if best_tier >= 2 {
             let a = self.rng.below(best_tier);
             let b = (a + 1 + self.rng.below(best_tier - 1)) % best_tier;
-            let (winner, loser) = if ranked[b].cost() * (1.0 + TIE_TOLERANCE) < ranked[a].cost() {
+            let (winner, loser) = if ranked[b].cost_against(&ranked[a]) * (1.0 + TIE_TOLERANCE)
+                < ranked[a].cost_against(&ranked[b])
+            {
                 (b, a)
             } else {
                 (a, b)
@@ -349,9 +357,11 @@ impl Selector {
         let probing = e.latency[class.index()].probing(now_ms, self.tuning.recovery_ms);
         if probing && unfaded > winner.latency {
             Route::Probe
-        } else if unfaded * winner.load > rival.cost() * (1.0 + TIE_TOLERANCE) {
+        } else if unfaded * winner.load_against(rival)
+            > rival.cost_against(winner) * (1.0 + TIE_TOLERANCE)
+        {
             Route::Faded
-        } else if winner.cost() * (1.0 + TIE_TOLERANCE) >= rival.cost() {
+        } else if winner.cost_against(rival) * (1.0 + TIE_TOLERANCE) >= rival.cost_against(winner) {
             Route::Tie
         } else if winner.latency > rival.latency {
             Route::LessLoaded
@@ -390,19 +400,17 @@ impl Selector {
     }
 }
 
-/// How much `in_flight` requests to an endpoint raise its cost when the fleet's endpoints have
-/// `mean` in flight: `1 + max(0, in_flight - mean - √(mean + 1)) / (mean + 1)`.
-///
 /// Requests arriving at random leave equally good endpoints with in-flight counts that differ
-/// by about `√mean` (Poisson); an excess within that is chance, not a pile-up. Under a CPU
-/// limit, where Envoy's own queueing holds responses, counts like 6 against 2, 2 and 0 are
-/// common: weighed in full (factor 2.0) they let the slow endpoint (0 in flight, its latency
-/// estimate only 1.4-2x the healthy ones' because the same queueing is added to both) tie with
-/// a healthy one (`make bench-lb`, S1 under the CPU limit: most of the slow endpoint's requests
-/// came by `tie`). A stalled endpoint piles up far beyond chance and is still avoided.
-fn load_factor(in_flight: f64, mean: f64) -> f64 {
-    let chance = (mean + 1.0).sqrt();
-    1.0 + (in_flight - mean - chance).max(0.0) / (mean + 1.0)
+/// by about `√mean` (Poisson): an excess within that is chance, not a pile-up.
+fn chance(mean: f64) -> f64 {
+    (mean + 1.0).sqrt()
+}
+
+/// How much `in_flight` requests to an endpoint raise its cost when the fleet's endpoints have
+/// `mean` in flight, counting only the excess beyond `margin`:
+/// `1 + max(0, in_flight - mean - margin) / (mean + 1)`.
+fn load_factor(in_flight: f64, mean: f64, margin: f64) -> f64 {
+    1.0 + (in_flight - mean - margin).max(0.0) / (mean + 1.0)
 }
 
 /// One endpoint as the draw weighs it.
@@ -415,13 +423,45 @@ struct Candidate {
     cooling_until_ms: f64,
     /// Expected latency now (penalties faded with idle time).
     latency: f64,
-    /// [`load_factor`] of its requests in flight.
+    /// [`load_factor`] of its requests in flight beyond [`chance`]: against a rival of
+    /// different speed.
     load: f64,
+    /// [`load_factor`] of every request in flight above the mean: against a peer.
+    peer_load: f64,
 }
 
 impl Candidate {
+    /// Cost for ranking: latency and the load beyond chance.
     fn cost(&self) -> f64 {
         self.latency * self.load
+    }
+
+    /// Whether two endpoints answer alike: their latencies within [`PEER_RATIO`].
+    fn is_peer(&self, rival: &Self) -> bool {
+        self.latency.max(rival.latency) <= self.latency.min(rival.latency) * PEER_RATIO
+    }
+
+    /// The load factor that counts in a draw against `rival`. Between peers every request in
+    /// flight above the mean counts, as with least_request: the fewer already waiting, the sooner
+    /// this one is served (`make bench-fleet`: each sidecar has well under one request in flight
+    /// per endpoint, so a margin of chance switched the load factor off there and cost the
+    /// fleet's p99 1.1-1.4x). Against a rival of different speed only the excess beyond chance
+    /// counts: under a CPU limit Envoy's own queueing holds responses and shrinks the latency
+    /// ratio (a 50 ms endpoint looked only 1.75x slower than the 10 ms ones), and chance counts
+    /// like 6 against 2, 2 and 0 weighed in full (factor 2.0) let the idle slow endpoint tie
+    /// with a healthy one (`make bench-lb`, S1 under the CPU limit). A stalled endpoint piles up
+    /// far beyond chance and is avoided either way.
+    fn load_against(&self, rival: &Self) -> f64 {
+        if self.is_peer(rival) {
+            self.peer_load
+        } else {
+            self.load
+        }
+    }
+
+    /// Cost in a draw against `rival`.
+    fn cost_against(&self, rival: &Self) -> f64 {
+        self.latency * self.load_against(rival)
     }
 }
 
