@@ -196,6 +196,7 @@ impl Selector {
             .map(|e| in_flight(&e.address) as f64)
             .collect();
         let mean_in_flight = in_flight.iter().sum::<f64>() / in_flight.len() as f64;
+        let margin = chance(mean_in_flight);
         let mut ranked: Vec<Candidate> = self
             .endpoints
             .iter()
@@ -208,7 +209,7 @@ impl Selector {
                     tier: cooling * 2 + remote,
                     cooling_until_ms: e.breaker.until_ms(),
                     latency: self.latency(e, class, now_ms, &baselines),
-                    load: load_factor(in_flight[i], mean_in_flight, chance(mean_in_flight)),
+                    load: load_factor(in_flight[i], mean_in_flight, margin),
                     peer_load: load_factor(in_flight[i], mean_in_flight, 0.0),
                 }
             })
