@@ -308,6 +308,16 @@ extern "C" {
         value: ModuleBuffer,
     ) -> bool;
 
+    /// Filter state `key` of the stream as bytes, if it is a string object. Releases before
+    /// 1.40 took the key as a pointer and a length (the same registers) and the result as for
+    /// metadata: callers pass both result pointers here too.
+    pub fn envoy_dynamic_module_callback_http_get_filter_state_bytes(
+        filter: FilterEnvoyPtr,
+        key: ModuleBuffer,
+        result: *mut EnvoyBuffer,
+        result_length: *mut usize,
+    ) -> bool;
+
     /// A string attribute (see [`attribute`]), with the result passed as for metadata.
     pub fn envoy_dynamic_module_callback_http_filter_get_attribute_string(
         filter: FilterEnvoyPtr,
@@ -417,17 +427,8 @@ extern "C" {
         value: u64,
     ) -> u32;
 
-    /// As `increment_gauge`, in a configuration's hook.
-    pub fn envoy_dynamic_module_callback_http_filter_config_increment_gauge(
-        config: ConfigEnvoyPtr,
-        id: usize,
-        label_values: *const ModuleBuffer,
-        label_values_len: usize,
-        value: u64,
-    ) -> u32;
-
-    /// As `decrement_gauge`, in a configuration's hook.
-    pub fn envoy_dynamic_module_callback_http_filter_config_decrement_gauge(
+    /// Sets a gauge with label values to `value`, in a configuration's hook.
+    pub fn envoy_dynamic_module_callback_http_filter_config_set_gauge(
         config: ConfigEnvoyPtr,
         id: usize,
         label_values: *const ModuleBuffer,

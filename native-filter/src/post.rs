@@ -5,10 +5,10 @@
 //! one lock held only for a choice, an observation or a count); so does one grant cache
 //! ([`crate::granting`]).
 
-use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use foldhash::HashMap;
 use s3mesh_filter::config::{CacheConfig, PostConfig, PreConfig};
 use s3mesh_filter::endpoint::outcome::Outcome;
 use s3mesh_filter::endpoint::{Hint, LatencyClass, Selector};
@@ -28,15 +28,22 @@ use crate::host::{log, Stream};
 use crate::lock;
 use crate::metrics::batch::Batch;
 use crate::metrics::{Definer, PostMetrics, PreMetrics};
-use crate::pre::{panic_test, Pre};
+use crate::pre::{panic_test, Pre, OPERATION_STATE};
 
 /// What every stream of one `post` configuration shares.
 struct Shared {
     selector: Selector,
     /// Requests in flight per endpoint, process-wide.
-    in_flight: HashMap<String, u64>,
+    in_flight: HashMap<String, InFlight>,
     /// The identity label values of the per-identity metrics, process-wide.
     identity_labels: IdentityLabels,
+}
+
+/// One endpoint's requests in flight: the count, and what its gauge last showed.
+#[derive(Default)]
+struct InFlight {
+    now: u64,
+    shown: u64,
 }
 
 /// Role `post` of one configuration (role `both`: with `pre`).
@@ -91,7 +98,7 @@ impl Post {
             pre,
             shared: Mutex::new(Shared {
                 selector,
-                in_flight: HashMap::new(),
+                in_flight: HashMap::default(),
                 identity_labels: IdentityLabels::new(config.max_identity_labels),
             }),
             granting,
@@ -104,6 +111,29 @@ impl Post {
 
     fn shared(&self) -> MutexGuard<'_, Shared> {
         lock(&self.shared)
+    }
+
+    /// Main thread, with the batch's flush: sets each endpoint's in-flight gauge that changed
+    /// since the last flush to its count. A request's `+1` and `-1` through the batch cost a
+    /// worker two map updates for a net change that is usually none.
+    ///
+    /// # Safety
+    /// `config_envoy` is this configuration's, in one of its hooks on the main thread.
+    pub unsafe fn show_in_flight(&self, config_envoy: ConfigEnvoyPtr) {
+        let changed: Vec<(String, u64)> = self
+            .shared()
+            .in_flight
+            .iter_mut()
+            .filter(|(_, count)| count.now != count.shown)
+            .map(|(address, count)| {
+                count.shown = count.now;
+                (address.clone(), count.now)
+            })
+            .collect();
+        for (address, count) in changed {
+            // SAFETY: per the contract above.
+            unsafe { self.metrics.set_in_flight(config_envoy, &address, count) };
+        }
     }
 }
 
@@ -175,6 +205,11 @@ impl Host for PostHost<'_> {
 
     fn request_header(&self, name: &str) -> Option<String> {
         self.stream.request_header(name)
+    }
+
+    /// From role `pre`'s filter state ([`OPERATION_STATE`]): no header to take off.
+    fn take_operation(&mut self) -> Option<String> {
+        self.stream.filter_state(OPERATION_STATE)
     }
 
     fn response_headers(&self) -> Vec<(String, String)> {
@@ -263,7 +298,7 @@ impl Host for PostHost<'_> {
         let in_flight = &shared.in_flight;
         shared
             .selector
-            .choose(class, now_ms, |a| in_flight.get(a).copied().unwrap_or(0))
+            .choose(class, now_ms, |a| in_flight.get(a).map_or(0, |c| c.now))
     }
 
     fn observe(
@@ -368,18 +403,14 @@ impl Host for PostHost<'_> {
         }
     }
 
+    /// The gauge follows at the next flush ([`Post::show_in_flight`]).
     fn add_in_flight(&self, address: &str, delta: i64) {
-        {
-            let in_flight = &mut self.post.shared().in_flight;
-            match in_flight.get_mut(address) {
-                Some(count) => *count = count.saturating_add_signed(delta),
-                None => {
-                    in_flight.insert(address.to_owned(), 0u64.saturating_add_signed(delta));
-                }
-            }
-        }
-        let gauge = self.post.metrics.endpoint_in_flight;
-        self.post.batch.add_to_gauge(gauge, &[address], delta);
+        let in_flight = &mut self.post.shared().in_flight;
+        let count = match in_flight.get_mut(address) {
+            Some(count) => count,
+            None => in_flight.entry(address.to_owned()).or_default(),
+        };
+        count.now = count.now.saturating_add_signed(delta);
     }
 
     fn record_ttfb(&self, address: &str, operation: Operation, ms: u64) {

@@ -2,6 +2,7 @@
 //! its own host calls (proxy-wasm's, or Envoy's dynamic-module ABI) and its own storage for the
 //! state streams share (the endpoint selector, grants, metrics).
 
+use s3mesh_s3_request::headers::OPERATION;
 use s3mesh_s3_request::{Operation, S3Error};
 
 use crate::config::CacheConfig;
@@ -62,6 +63,14 @@ pub trait Host: pre::Host {
     fn now_ms(&self) -> f64;
     /// The first value of request header `name`.
     fn request_header(&self, name: &str) -> Option<String>;
+    /// The operation `pre` in another filter instance handed on
+    /// ([`pre::Host::hand_on_operation`]), taken off the request (the default: its header,
+    /// removed before the request goes upstream).
+    fn take_operation(&mut self) -> Option<String> {
+        let operation = self.request_header(OPERATION);
+        self.set_request_header(OPERATION, None);
+        operation
+    }
     /// Every response header, `:status` included.
     fn response_headers(&self) -> Vec<(String, String)>;
     /// Runs `look` on every response header as borrowed text (see

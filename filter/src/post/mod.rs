@@ -9,7 +9,7 @@ mod host;
 use s3mesh_access::grant::CompiledGrant;
 use s3mesh_access::request::Request;
 use s3mesh_s3_request::audit::{self, Attribute};
-use s3mesh_s3_request::headers::{ENDPOINT_HINT, INTERNAL_RESPONSE, OPERATION};
+use s3mesh_s3_request::headers::{ENDPOINT_HINT, INTERNAL_RESPONSE};
 use s3mesh_s3_request::{Operation, OperationClass, S3Error};
 use s3mesh_sigv4::aws_chunked::Resigner;
 use s3mesh_sigv4::AmzDate;
@@ -165,10 +165,9 @@ impl PostFlow {
     }
 
     /// The request headers arrived from `pre` in another filter instance (and, in the
-    /// per-request mode, through ext_authz), the operation in a request header.
+    /// per-request mode, through ext_authz), with the operation it handed on.
     pub fn on_request_headers(&mut self, host: &mut impl Host) -> Step {
-        let operation = host.request_header(OPERATION);
-        host.set_request_header(OPERATION, None);
+        let operation = host.take_operation();
         let operation = Operation::from_name(operation.as_deref().unwrap_or_default());
         self.on_request(host, operation, None)
     }

@@ -3,6 +3,7 @@
 //! first in role `both`.
 
 use s3mesh_s3_request::audit::Attribute;
+use s3mesh_s3_request::headers::OPERATION;
 use s3mesh_s3_request::{Operation, S3Error};
 
 /// Counts of role `pre`.
@@ -27,6 +28,12 @@ pub trait Host {
     }
     /// Sets (`Some`) or removes (`None`) a request header.
     fn set_request_header(&mut self, name: &str, value: Option<&str>);
+    /// Hands the request's `operation` to role `post` in another filter instance. By default
+    /// in a request header, which `post` takes off again ([`crate::post::Host::take_operation`]);
+    /// a shell with per-stream state of its own that no client can write uses that instead.
+    fn hand_on_operation(&mut self, operation: Operation) {
+        self.set_request_header(OPERATION, Some(operation.as_str()));
+    }
     /// Hands audit record attributes to the proxy (for its access log and spans).
     fn publish(&mut self, attributes: &[(Attribute, &str)]);
     /// Answers the client with `error` as S3 XML; the request goes no further.

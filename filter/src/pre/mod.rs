@@ -7,7 +7,7 @@
 mod host;
 
 use s3mesh_s3_request::audit::{self, Attribute};
-use s3mesh_s3_request::headers::{is_stripped_from_client, OPERATION};
+use s3mesh_s3_request::headers::is_stripped_from_client;
 use s3mesh_s3_request::{Operation, RequestTarget, S3Error, S3Request};
 
 use crate::config::PreConfig;
@@ -16,8 +16,8 @@ pub use host::{lend_headers, Count, Host};
 /// Where role `pre` hands the request on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Next {
-    /// To another filter (ext_authz, or the `post` instance): the operation goes in a request
-    /// header that `post` removes.
+    /// To another filter (ext_authz, or the `post` instance): the operation is handed on
+    /// ([`Host::hand_on_operation`]).
     Filter,
     /// To `post` in the same instance (role `both`), which takes the operation directly.
     SameFilter,
@@ -59,15 +59,14 @@ pub fn on_request_headers(config: &PreConfig, host: &mut impl Host, next: Next) 
             if stripped > 0 {
                 host.count_pre(Count::Stripped(stripped));
             }
-            let edits = match next {
-                Next::Filter => changes.header_edits(),
-                Next::SameFilter => changes.target_edits(),
-            };
-            for (name, value) in edits {
+            for (name, value) in changes.header_edits() {
                 host.set_request_header(name, value);
                 if let Some(headers) = copy.as_mut() {
                     edit(headers, name, value);
                 }
+            }
+            if next == Next::Filter {
+                host.hand_on_operation(changes.operation);
             }
             host.count_pre(Count::Operation(changes.operation));
             if config.audit_attributes {
@@ -232,18 +231,9 @@ impl<'a> RequestHead<'a> {
 }
 
 impl PreChanges {
-    /// The request header edits, in the order a shell makes them: `None` removes. The last
-    /// names the operation for `post` in another filter instance (which removes it before the
-    /// request leaves Envoy).
+    /// The request header edits, in the order a shell makes them (`None` removes): the client
+    /// headers removed and the canonical target.
     pub fn header_edits(&self) -> Vec<(&str, Option<&str>)> {
-        let mut edits = self.target_edits();
-        edits.push((OPERATION, Some(self.operation.as_str())));
-        edits
-    }
-
-    /// The edits of [`Self::header_edits`] that stay on the request: the client headers
-    /// removed and the canonical target.
-    pub fn target_edits(&self) -> Vec<(&str, Option<&str>)> {
         let removals = self.remove_headers.iter().map(|n| (n.as_str(), None));
         let target = [
             self.new_path.as_deref().map(|p| (":path", Some(p))),
@@ -293,6 +283,7 @@ pub fn inspect_headers<N: AsRef<str>, V: AsRef<str>>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use s3mesh_s3_request::headers;
 
     #[test]
     fn a_header_list_gives_the_edits_in_order() {
@@ -317,7 +308,6 @@ mod tests {
                 ("authorization", None),
                 (":path", Some("/b/a%20b")),
                 (":authority", Some("s3.local")),
-                (OPERATION, Some("CopyObject")),
             ]
         );
         assert_eq!(
@@ -396,7 +386,7 @@ mod tests {
         let passed = on_request_headers(&PreConfig::default(), &mut host, Next::Filter).unwrap();
         assert_eq!(passed.operation, Operation::GetObject);
         let edits: Vec<_> = host.edits.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(edits, ["authorization", ":path", OPERATION]);
+        assert_eq!(edits, ["authorization", ":path", headers::OPERATION]);
         assert_eq!(
             *host.counts.borrow(),
             [Count::Stripped(1), Count::Operation(Operation::GetObject)]

@@ -192,7 +192,12 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_scheduled(
             };
             match (event_id, config) {
                 // SAFETY: the configuration's pointer, on the main thread.
-                (event::FLUSH_METRICS, config) => unsafe { config.batch().flush(config_envoy) },
+                (event::FLUSH_METRICS, config) => unsafe {
+                    config.batch().flush(config_envoy);
+                    if let Config::Post(post) = config {
+                        post.show_in_flight(config_envoy);
+                    }
+                },
                 (event::RENEW_GRANTS, Config::Post(post)) => {
                     if let Some(granting) = &post.granting {
                         // SAFETY: the configuration's pointer, on the main thread.

@@ -1,5 +1,6 @@
-//! Counters and gauges of one configuration, added up in the module and written to Envoy's
-//! stats by the main thread at most every [`FLUSH_INTERVAL`].
+//! Counters of one configuration, added up in the module and written to Envoy's stats by the
+//! main thread at most every [`FLUSH_INTERVAL`] (the endpoints' in-flight gauges are set at the
+//! same flush from the counts themselves, [`crate::post::Post::show_in_flight`]).
 //!
 //! Envoy resolves a labelled update's label values into a stat name on every call (a symbol
 //! table insert and a scope lookup, both under locks shared by all workers): about 1 µs each,
@@ -11,13 +12,14 @@
 //! Histograms stay per request: a value cannot be added up.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use foldhash::HashMap;
+
 use super::{update_in_config, Metric};
-use crate::abi::{self, ConfigEnvoyPtr, MetricUpdate};
+use crate::abi::{self, ConfigEnvoyPtr};
 use crate::lock;
 use crate::scheduler::{event, Scheduler};
 
@@ -27,15 +29,9 @@ pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 /// Starts each label value in a series key (so that no labels and one empty label differ).
 const LABEL: char = '\u{1f}';
 
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-enum Kind {
-    Counter,
-    Gauge,
-}
-
-/// Net change per series: by kind and metric id, then by the label values, each after a
-/// [`LABEL`] (looked up by `&str`, so that a series already pending costs no allocation).
-type Pending = HashMap<(Kind, usize), HashMap<String, i64>>;
+/// Count per series: by counter id, then by the label values, each after a [`LABEL`] (looked
+/// up by `&str`, so that a series already pending costs no allocation).
+type Pending = HashMap<usize, HashMap<String, u64>>;
 
 thread_local! {
     /// The series key being looked up, reused by every update on this thread.
@@ -67,7 +63,7 @@ impl Batch {
     pub unsafe fn start(config_envoy: ConfigEnvoyPtr) -> Result<Self, String> {
         // SAFETY: per the contract above.
         let scheduler = Arc::new(unsafe { Scheduler::new(config_envoy) });
-        let pending = Arc::new(Mutex::new(Pending::new()));
+        let pending = Arc::new(Mutex::new(Pending::default()));
         let stop = Arc::new(Stop::default());
         let flusher = {
             let (pending, stop, scheduler) = (pending.clone(), stop.clone(), scheduler.clone());
@@ -86,22 +82,8 @@ impl Batch {
 
     /// Adds `by` to counter `id` with `labels` (their count must match the definition).
     pub fn count(&self, id: Metric, labels: &[&str], by: u64) {
-        self.add(
-            Kind::Counter,
-            id,
-            labels,
-            i64::try_from(by).unwrap_or(i64::MAX),
-        );
-    }
-
-    /// Raises (`delta` > 0) or lowers gauge `id`.
-    pub fn add_to_gauge(&self, id: Metric, labels: &[&str], delta: i64) {
-        self.add(Kind::Gauge, id, labels, delta);
-    }
-
-    fn add(&self, kind: Kind, id: Metric, labels: &[&str], delta: i64) {
         // Nothing to write (a bodiless request's bytes): the flush would skip it anyway.
-        let (Some(id), false) = (id, delta == 0) else {
+        let (Some(id), false) = (id, by == 0) else {
             return;
         };
         SERIES.with_borrow_mut(|series| {
@@ -111,11 +93,11 @@ impl Batch {
                 series.push_str(label);
             }
             let mut pending = lock(&self.pending);
-            let by_series = pending.entry((kind, id)).or_default();
+            let by_series = pending.entry(id).or_default();
             match by_series.get_mut(series.as_str()) {
-                Some(net) => *net = net.saturating_add(delta),
+                Some(count) => *count = count.saturating_add(by),
                 None => {
-                    by_series.insert(series.clone(), delta);
+                    by_series.insert(series.clone(), by);
                 }
             }
         });
@@ -127,30 +109,13 @@ impl Batch {
     /// `config_envoy` is this batch's configuration, in one of its hooks on the main thread.
     pub unsafe fn flush(&self, config_envoy: ConfigEnvoyPtr) {
         let pending = std::mem::take(&mut *lock(&self.pending));
-        let changes = pending.into_iter().flat_map(|((kind, id), by_series)| {
-            by_series
-                .into_iter()
-                .map(move |(series, delta)| (kind, id, series, delta))
-        });
-        for (kind, id, series, delta) in changes {
-            if delta == 0 {
-                continue;
+        let increment = abi::envoy_dynamic_module_callback_http_filter_config_increment_counter;
+        for (id, by_series) in pending {
+            for (series, count) in by_series {
+                let labels: Vec<&str> = series.split(LABEL).skip(1).collect();
+                // SAFETY: per the contract above.
+                unsafe { update_in_config(config_envoy, increment, id, &labels, count) };
             }
-            let update: MetricUpdate = match kind {
-                // Counters are only ever added to.
-                Kind::Counter => {
-                    abi::envoy_dynamic_module_callback_http_filter_config_increment_counter
-                }
-                Kind::Gauge if delta > 0 => {
-                    abi::envoy_dynamic_module_callback_http_filter_config_increment_gauge
-                }
-                Kind::Gauge => {
-                    abi::envoy_dynamic_module_callback_http_filter_config_decrement_gauge
-                }
-            };
-            let labels: Vec<&str> = series.split(LABEL).skip(1).collect();
-            // SAFETY: per the contract above.
-            unsafe { update_in_config(config_envoy, update, id, &labels, delta.unsigned_abs()) };
         }
     }
 }

@@ -7,8 +7,7 @@
 //! `envoy_s3mesh_pre_rejected_total{…}` in `/stats/prometheus` (Envoy prefixes dynamic-module
 //! stats with `envoy_`; wasm stats lose their `wasmcustom.` and are `s3mesh_…`).
 
-use std::collections::HashMap;
-
+use foldhash::HashMap;
 use s3mesh_filter::endpoint::Route;
 use s3mesh_s3_request::Operation;
 
@@ -96,7 +95,7 @@ impl Definer {
     /// As [`Self::zero_counter`], for a gauge.
     pub fn zero_gauge(&self, id: Metric, labels: &[&str]) {
         self.zero(
-            abi::envoy_dynamic_module_callback_http_filter_config_increment_gauge,
+            abi::envoy_dynamic_module_callback_http_filter_config_set_gauge,
             id,
             labels,
         );
@@ -238,6 +237,18 @@ pub struct PostMetrics {
 }
 
 impl PostMetrics {
+    /// Sets endpoint `address`'s in-flight gauge to `count`.
+    ///
+    /// # Safety
+    /// `config` is the configuration's Envoy pointer, in one of its hooks on the main thread.
+    pub unsafe fn set_in_flight(&self, config: ConfigEnvoyPtr, address: &str, count: u64) {
+        if let Some(id) = self.endpoint_in_flight {
+            let set = abi::envoy_dynamic_module_callback_http_filter_config_set_gauge;
+            // SAFETY: per the contract above.
+            unsafe { update_in_config(config, set, id, &[address], count) };
+        }
+    }
+
     /// Defines the metrics, with the series of every configured endpoint and cached bucket
     /// at 0.
     pub fn define(d: &Definer, endpoints: &[&str], cached_buckets: &[&str]) -> Self {
