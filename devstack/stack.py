@@ -222,7 +222,7 @@ def filter_settings(filter_def: dict) -> dict:
 
 def combine_roles(filters: list) -> list:
     """The filters "pre" and "post" (adjacent in grant mode) as one of role "both", which saves
-    Envoy a filter instance per stream and the operation's trip through a header. The native
+    Envoy a filter instance per stream and the operation's hand-off between the roles. The native
     shell runs so in grant mode; the wasm shell can (tests/test_role_both.py)."""
     roles = {f["name"]: json.loads(filter_settings(f)["value"]) for f in filters if f["name"].startswith("s3mesh.")}
     both = {"role": "both", **{role.removeprefix("s3mesh."): {k: v for k, v in config.items() if k != "role"}
