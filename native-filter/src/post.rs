@@ -115,7 +115,9 @@ impl Post {
 
     /// Main thread, with the batch's flush: sets each endpoint's in-flight gauge that changed
     /// since the last flush to its count. A request's `+1` and `-1` through the batch cost a
-    /// worker two map updates for a net change that is usually none.
+    /// worker two map updates for a net change that is usually none. A flush follows every
+    /// change: a `+1` comes with the endpoint's `Selected` count, a `-1` with the request's
+    /// usage counts, and either wakes the flusher.
     ///
     /// # Safety
     /// `config_envoy` is this configuration's, in one of its hooks on the main thread.
