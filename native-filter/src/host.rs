@@ -96,6 +96,19 @@ impl Stream {
         self.set_header(abi::header_type::REQUEST, name, value);
     }
 
+    /// Adds a request header the request does not have (Envoy appends a value).
+    pub fn add_request_header(&self, name: &str, value: &str) {
+        // SAFETY: the buffers outlive the call; Envoy copies them.
+        unsafe {
+            abi::envoy_dynamic_module_callback_http_add_header(
+                self.0,
+                abi::header_type::REQUEST,
+                name.into(),
+                value.into(),
+            );
+        }
+    }
+
     /// Removes a response header.
     pub fn remove_response_header(&self, name: &str) {
         self.set_header(abi::header_type::RESPONSE, name, None);
@@ -418,8 +431,13 @@ pub fn log(level: u32, message: &str) {
 
 /// Header bytes as text, borrowed when they are UTF-8; invalid UTF-8 (which Envoy passes on)
 /// replaced, as a client would see it. Some 26 headers of a plain GET pass here per request,
-/// nearly all ASCII: `from_utf8` costs about 100 instructions each (callgrind), the lossy scan 250.
+/// nearly all ASCII: `from_utf8` costs about 100 instructions each (callgrind), the lossy scan
+/// 250, the ASCII check (word at a time) a fraction of the first.
 fn lend(bytes: &[u8]) -> Cow<'_, str> {
+    if bytes.is_ascii() {
+        // SAFETY: ASCII is UTF-8.
+        return Cow::Borrowed(unsafe { std::str::from_utf8_unchecked(bytes) });
+    }
     match std::str::from_utf8(bytes) {
         Ok(text) => Cow::Borrowed(text),
         Err(_) => String::from_utf8_lossy(bytes),
