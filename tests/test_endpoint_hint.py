@@ -7,16 +7,20 @@ import re
 import pytest
 
 from conftest import raw_request, s3_client, unused_address
-from devstack.stack import FILTER_SHELLS, Stack, StackError
+from devstack.stack import AUTHORIZATION_MODES, FILTER_SHELLS, Stack, StackError
 
 SHELLS = pytest.mark.parametrize("shell", FILTER_SHELLS)
 
 
 @pytest.mark.envoy_matrix
 @SHELLS
-def test_override_host_sends_every_request_to_the_hinted_endpoint_whatever_the_client_says(tmp_path, shell):
+@pytest.mark.parametrize("mode", AUTHORIZATION_MODES)
+def test_override_host_sends_every_request_to_the_hinted_endpoint_whatever_the_client_says(tmp_path, shell, mode):
+    """In both modes: the native shell adds its hint, rather than replacing any, once `pre` has
+    taken the client's off (in the same filter with grants, in the filter before ext_authz
+    without)."""
     pinned = lambda endpoints: {"endpoints": [endpoints[1]], "unhinted_share": 0}  # noqa: E731
-    with Stack(tmp_path, post_overrides=pinned, shell=shell) as stack:
+    with Stack(tmp_path, post_overrides=pinned, shell=shell, authorization=mode) as stack:
         s3_client(stack.url).put_object(Bucket="demo", Key="pinned", Body=b"x")
         for i in range(20):
             # Half of the requests carry a hint of their own, naming another endpoint.
