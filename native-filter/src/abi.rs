@@ -216,14 +216,6 @@ extern "C" {
         value: ModuleBuffer,
     ) -> bool;
 
-    /// Appends a value of `key` (a null or empty `value` adds nothing).
-    pub fn envoy_dynamic_module_callback_http_add_header(
-        filter: FilterEnvoyPtr,
-        header_type: u32,
-        key: ModuleBuffer,
-        value: ModuleBuffer,
-    ) -> bool;
-
     /// Answers the client locally; `details` becomes `%RESPONSE_CODE_DETAILS%`.
     pub fn envoy_dynamic_module_callback_http_send_response(
         filter: FilterEnvoyPtr,

@@ -96,19 +96,6 @@ impl Stream {
         self.set_header(abi::header_type::REQUEST, name, value);
     }
 
-    /// Adds a request header the request does not have (Envoy appends a value).
-    pub fn add_request_header(&self, name: &str, value: &str) {
-        // SAFETY: the buffers outlive the call; Envoy copies them.
-        unsafe {
-            abi::envoy_dynamic_module_callback_http_add_header(
-                self.0,
-                abi::header_type::REQUEST,
-                name.into(),
-                value.into(),
-            );
-        }
-    }
-
     /// Removes a response header.
     pub fn remove_response_header(&self, name: &str) {
         self.set_header(abi::header_type::RESPONSE, name, None);

@@ -184,10 +184,6 @@ impl pre::Host for PostHost<'_> {
         self.stream.set_request_header(name, value);
     }
 
-    fn add_request_header(&mut self, name: &str, value: &str) {
-        self.stream.add_request_header(name, value);
-    }
-
     fn publish(&mut self, attributes: &[(Attribute, &str)]) {
         self.stream.publish(attributes);
     }

@@ -85,9 +85,6 @@ pub struct PostFlow {
     error: Option<String>,
     /// The read cache's part.
     cache: CacheFlow,
-    /// Role `pre` saw this request first (it handed on the operation), so it has no endpoint
-    /// hint from the client (`pre` strips it): the hint is added, not set.
-    pre_stripped: bool,
 }
 
 impl Default for PostFlow {
@@ -115,7 +112,6 @@ impl PostFlow {
             identity: None,
             error: None,
             cache: CacheFlow::default(),
-            pre_stripped: false,
         }
     }
 }
@@ -172,7 +168,6 @@ impl PostFlow {
     /// per-request mode, through ext_authz), with the operation it handed on.
     pub fn on_request_headers(&mut self, host: &mut impl Host) -> Step {
         let operation = host.take_operation();
-        self.pre_stripped = operation.is_some();
         let operation = Operation::from_name(operation.as_deref().unwrap_or_default());
         self.on_request(host, operation, None)
     }
@@ -181,10 +176,7 @@ impl PostFlow {
     /// this instance, and hands the request on directly.
     pub fn on_request_headers_after_pre(&mut self, host: &mut impl Host, pre: &PreConfig) -> Step {
         match pre::on_request_headers(pre, host, Next::SameFilter) {
-            Some(passed) => {
-                self.pre_stripped = true;
-                self.on_request(host, passed.operation, Some(passed.headers))
-            }
+            Some(passed) => self.on_request(host, passed.operation, Some(passed.headers)),
             None => Step::Pause,
         }
     }
@@ -479,17 +471,13 @@ impl PostFlow {
                 self.publish(host, &[who[0], who[1], (Attribute::Decision, audit::ALLOW)]);
                 self.identity = Some(grant.identity().to_owned());
                 let signed = allowed.signed;
-                // Only what the request has is replaced or removed (`pre` stripped client
-                // credentials already): each such call is a search of Envoy's header map.
-                let present = |name: &str| crate::pre::header(&headers, name).is_some();
                 for (name, value) in &signed.changes.set {
-                    if present(name) {
-                        host.set_request_header(name, Some(value));
-                    } else {
-                        host.add_request_header(name, value);
-                    }
+                    host.set_request_header(name, Some(value));
                 }
-                for name in signed.changes.remove.iter().filter(|name| present(name)) {
+                // Only what the request has (`pre` stripped client credentials already): each
+                // call is a search of Envoy's header map.
+                let present = |name: &&&str| crate::pre::header(&headers, name).is_some();
+                for name in signed.changes.remove.iter().filter(present) {
                     host.set_request_header(name, None);
                 }
                 if let Some(signing) = &signed.chunk_signing {
@@ -581,13 +569,8 @@ impl PostFlow {
         }
         self.first = hint.first;
         self.sent_ms = now;
-        // The hint is trusted routing input: any copy that got this far is replaced (or
-        // removed), unless `pre` already took the client's off.
-        match (&hint.value, self.pre_stripped) {
-            (Some(value), true) => host.add_request_header(ENDPOINT_HINT, value),
-            (None, true) => {}
-            (value, false) => host.set_request_header(ENDPOINT_HINT, value.as_deref()),
-        }
+        // Replaces (or removes) any copy that got this far: the hint is trusted routing input.
+        host.set_request_header(ENDPOINT_HINT, hint.value.as_deref());
         Step::Continue
     }
 }

@@ -28,15 +28,6 @@ pub trait Host {
     }
     /// Sets (`Some`) or removes (`None`) a request header.
     fn set_request_header(&mut self, name: &str, value: Option<&str>);
-    /// Adds request header `name`, which the caller knows the request does not have. A set
-    /// searches the header map for values to replace first, which in Envoy costs more than the
-    /// add itself for a header that is not one of its inline ones (measured: about 3k
-    /// instructions for the endpoint hint, against 1.5k for the add). By default a set, which
-    /// a shell keeps where a client could forge what tells `post` that `pre` ran (the wasm
-    /// shell's operation header, should no `pre` run in front of `post`).
-    fn add_request_header(&mut self, name: &str, value: &str) {
-        self.set_request_header(name, Some(value));
-    }
     /// Hands the request's `operation` to role `post` in another filter instance. By default
     /// in a request header, which `post` takes off again ([`crate::post::Host::take_operation`]);
     /// a shell with per-stream state of its own that no client can write uses that instead.
