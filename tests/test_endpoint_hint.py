@@ -16,9 +16,8 @@ SHELLS = pytest.mark.parametrize("shell", FILTER_SHELLS)
 @SHELLS
 @pytest.mark.parametrize("mode", AUTHORIZATION_MODES)
 def test_override_host_sends_every_request_to_the_hinted_endpoint_whatever_the_client_says(tmp_path, shell, mode):
-    """In both modes: the native shell adds its hint, rather than replacing any, once `pre` has
-    taken the client's off (in the same filter with grants, in the filter before ext_authz
-    without)."""
+    """In both modes: `pre` takes the client's hint off (in the same filter with grants, in the
+    filter before ext_authz without) and `post` replaces whatever got that far."""
     pinned = lambda endpoints: {"endpoints": [endpoints[1]], "unhinted_share": 0}  # noqa: E731
     with Stack(tmp_path, post_overrides=pinned, shell=shell, authorization=mode) as stack:
         s3_client(stack.url).put_object(Bucket="demo", Key="pinned", Body=b"x")
