@@ -5,9 +5,10 @@ filter shells."""
 import re
 
 import pytest
+import yaml
 
 from conftest import raw_request, s3_client, unused_address
-from devstack.stack import AUTHORIZATION_MODES, FILTER_SHELLS, Stack, StackError
+from devstack.stack import AUTHORIZATION_MODES, FILTER_SHELLS, WASM, Stack, StackError, render_envoy
 
 SHELLS = pytest.mark.parametrize("shell", FILTER_SHELLS)
 
@@ -28,6 +29,18 @@ def test_override_host_sends_every_request_to_the_hinted_endpoint_whatever_the_c
         counts = stack.upstream_requests()
         assert counts[stack.endpoints[1]] == 21
         assert sum(counts.values()) == 21, counts
+
+
+def test_the_header_override_host_reads_is_one_of_envoys_inline_headers():
+    """Renaming the hint in one place of envoy/s3mesh.yaml but not the other would still balance
+    (the test above) while costing Envoy its header index on every request (README, "The hint
+    header")."""
+    config = yaml.safe_load(render_envoy("127.0.0.1:0", WASM, ["127.0.0.1:1"], "127.0.0.1:2"))
+    inline = {h["inline_header_name"] for h in config["inline_headers"] if h["inline_header_type"] == "REQUEST_HEADER"}
+    (cluster,) = [c for c in config["static_resources"]["clusters"] if c["name"] == "s3"]
+    (policy,) = cluster["load_balancing_policy"]["policies"]
+    sources = policy["typed_extension_config"]["typed_config"]["override_host_sources"]
+    assert sources and {source["header"] for source in sources} <= inline, (sources, inline)
 
 
 @SHELLS
