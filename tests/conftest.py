@@ -117,11 +117,20 @@ def s3_client(url: str, source_ip: str = LOCAL_DEV, signed_with=None, signature_
 
 
 def raw_request(url: str, method: str, path: str, source_ip: str = LOCAL_DEV, headers=None, body=None):
-    """One plain HTTP request, for asserting exact statuses, headers and XML bodies."""
+    """One plain HTTP request, for asserting exact statuses, headers and XML bodies. `headers`: a
+    mapping, or a list of (name, value) pairs in which a name may repeat."""
     u = urlsplit(url)
     conn = http.client.HTTPConnection(u.hostname, u.port, timeout=10, source_address=(source_ip, 0))
     try:
-        conn.request(method, path, body=body, headers=headers or {})
+        if isinstance(headers, list):
+            conn.putrequest(method, path)
+            for name, value in headers:
+                conn.putheader(name, value)
+            if body is not None:
+                conn.putheader("content-length", str(len(body)))
+            conn.endheaders(body)
+        else:
+            conn.request(method, path, body=body, headers=headers or {})
         resp = conn.getresponse()
         return resp.status, dict(resp.getheaders()), resp.read()
     finally:

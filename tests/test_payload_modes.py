@@ -11,17 +11,15 @@
 """
 
 import base64
-import http.client
 import json
 import os
 import subprocess
 import zlib
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 
-from conftest import LOCAL_DEV, raw_request, s3_client
+from conftest import raw_request, s3_client
 
 ROOT = Path(__file__).resolve().parent.parent
 SDK_CLIENT = Path(os.environ.get("S3MESH_SDK_CLIENT_BIN", ROOT / "target" / "debug" / "s3mesh-aws-sdk-client"))
@@ -82,18 +80,8 @@ def test_a_repeated_payload_mode_is_refused_not_guessed(stack):
     """Envoy keeps one value of `x-amz-content-sha256` (an inline header, envoy/s3mesh.yaml), so a
     client that sends it twice is seen with both values joined by a comma, as SigV4 and ext_authz
     would join them: s3mesh refuses that in every mode instead of signing one of the two."""
-    u = urlsplit(stack.url)
-    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=10, source_address=(LOCAL_DEV, 0))
-    try:
-        conn.putrequest("PUT", "/demo/repeated-payload-mode.bin", skip_accept_encoding=True)
-        for mode in ("UNSIGNED-PAYLOAD", "UNSIGNED-PAYLOAD"):
-            conn.putheader("x-amz-content-sha256", mode)
-        conn.putheader("content-length", "4")
-        conn.endheaders(b"data")
-        resp = conn.getresponse()
-        status, body = resp.status, resp.read()
-    finally:
-        conn.close()
+    repeated = [("x-amz-content-sha256", "UNSIGNED-PAYLOAD")] * 2
+    status, _, body = raw_request(stack.url, "PUT", "/demo/repeated-payload-mode.bin", headers=repeated, body=b"data")
     assert status == 400, body
     assert b"<Code>InvalidRequest</Code>" in body and b"UNSIGNED-PAYLOAD,UNSIGNED-PAYLOAD" in body, body
     status, _, _ = raw_request(stack.url, "HEAD", "/demo/repeated-payload-mode.bin")
