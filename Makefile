@@ -15,7 +15,7 @@ GO_SDK_V2 := .tools/bin/go-sdk-v2-client
 JS_CLIENT := tests/js-sdk-client/node_modules/.package-lock.json
 RUST_SRC := $(shell find Cargo.toml Cargo.lock clippy.toml sigv4 s3-request access filter wasm-filter native-filter ext-authz -type f \( -name '*.rs' -o -name '*.toml' -o -name Cargo.lock \) 2>/dev/null)
 
-.PHONY: help setup build run test test-rust test-wasm test-integration test-envoy-matrix test-storm .client-debs lint fmt clean crd deploy-render .wasm-target bench-lb bench-fleet bench-expect bench-authz bench-chunked bench-analytics soak fuzz bench-overhead
+.PHONY: help setup build run test test-rust test-wasm test-integration test-envoy-matrix test-storm .client-debs lint fmt clean crd deploy-render .wasm-target bench-lb bench-instructions .valgrind bench-fleet bench-expect bench-authz bench-chunked bench-analytics soak fuzz bench-overhead
 
 help:
 	@echo "make run    - start the local stack (S3 store on 3 endpoints, ext-authz, Envoy) on \$${S3MESH_LISTEN:-127.0.0.1:8480}"
@@ -33,6 +33,7 @@ help:
 	@echo "make bench-overhead - s3mesh vs plain Envoy vs aws_request_signing, each part alone, audit log and tracing, the native goal in paired rounds (about 38 min)"
 	@echo "make fuzz   - every cargo-fuzz target for FUZZ_SECONDS (default 60) each; nightly toolchain"
 	@echo "make soak   - the full stack for 10 min at a fixed rate and mix: errors, memory, descriptors"
+	@echo "make bench-instructions - instructions, simulated cache misses and branch mispredictions per request of the chains with CPU goals, under callgrind (about 12 min)"
 	@echo "make bench-chunked - chunk-signed uploads re-signed vs UNSIGNED-PAYLOAD, and memory over a 4 GiB upload"
 	@echo "make bench-analytics - DuckDB and Polars on Parquet through the read cache: on, off and direct"
 
@@ -176,6 +177,14 @@ bench-chunked: setup build
 bench-overhead: setup build $(VENV)/.installed-bench
 	cargo build --release -p s3mesh-ext-authz -p s3mesh-bench -p s3mesh-native-filter
 	$(PY) bench/overhead.py
+
+# valgrind from Debian (phony: dpkg answers at once when it is installed).
+.valgrind:
+	@dpkg -s valgrind >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq --no-install-recommends valgrind)
+
+bench-instructions: setup build $(VENV)/.installed-bench .valgrind
+	cargo build --release -p s3mesh-ext-authz -p s3mesh-bench -p s3mesh-native-filter
+	$(PY) bench/instructions.py
 
 bench-authz: setup $(VENV)/.installed-bench
 	cargo build --release -p s3mesh-ext-authz -p s3mesh-bench

