@@ -33,7 +33,7 @@ help:
 	@echo "make bench-overhead - s3mesh vs plain Envoy vs aws_request_signing, each part alone, audit log and tracing, the native goal in paired rounds (about 38 min)"
 	@echo "make fuzz   - every cargo-fuzz target for FUZZ_SECONDS (default 60) each; nightly toolchain"
 	@echo "make soak   - the full stack for 10 min at a fixed rate and mix: errors, memory, descriptors"
-	@echo "make bench-instructions - instructions, simulated cache misses and branch mispredictions per request of the chains with CPU goals, under callgrind (about 12 min)"
+	@echo "make bench-instructions - instructions, simulated cache misses and branch mispredictions per request of the chains with CPU goals, under callgrind (about 10 min)"
 	@echo "make bench-chunked - chunk-signed uploads re-signed vs UNSIGNED-PAYLOAD, and memory over a 4 GiB upload"
 	@echo "make bench-analytics - DuckDB and Polars on Parquet through the read cache: on, off and direct"
 

@@ -33,7 +33,6 @@ Results: bench/results/instructions.json, bench/results/instructions.png and the
 "Instructions per request" section of BENCHMARKS.md.
 """
 
-import contextlib
 import json
 import subprocess
 import sys
@@ -64,7 +63,7 @@ PAIRS = [("s3mesh_native", "envoy_aws_signing"), ("envoy_aws_signing", "plain"),
 #: Requests/s of the open loop: one at a time, as at S0's 1,000/s natively (valgrind runs Envoy
 #: some 50 times slower).
 OPEN_RATE = 40
-#: Each window's length by load: the closed loop serves some 2,500-5,000 requests under
+#: Each window's length by load: the closed loop serves some 800-1,600 requests under
 #: valgrind in 20 s, the open loop 2,000 in 50 s.
 WINDOW_S = {"closed": 20, "open": 50}
 WARMUP_S = 5
@@ -144,7 +143,9 @@ def count_chain(workdir: Path, name: str, authz: str) -> dict:
     worker = max(loaded, key=lambda f: callgrind.totals(f)[0])
     thread = worker.name.rsplit("-", 1)[1]
     idle_worker = next((f for f in idle if f.name.endswith(f"-{thread}")), None)
-    counts = window_counts(idle_worker, worker) if idle_worker else callgrind.self_costs(worker)
+    if idle_worker is None:
+        raise RuntimeError(f"{name}: no idle-window counts of the worker thread {thread} in {out}")
+    counts = window_counts(idle_worker, worker)
     return {"requests": requests, "per_request": {f"{obj}\t{fn}": [c / requests for c in v]
                                                   for (obj, fn), v in counts.items()}}
 
@@ -246,8 +247,7 @@ def plot(summary: dict, out: Path):
 
 def main():
     started = time.monotonic()
-    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as up:
-        stack = up.enter_context(Stack(Path(tmp) / "stack"))
+    with tempfile.TemporaryDirectory() as tmp, Stack(Path(tmp) / "stack") as stack:
         chains = {}
         for name in CHAINS:
             chains[name] = count_chain(Path(tmp), name, stack.authz_address)

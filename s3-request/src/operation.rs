@@ -294,8 +294,10 @@ fn header_class(name: &str, value: &str) -> Option<OperationClass> {
     }
 }
 
+/// Whether the target has any of `names`. Most requests carry no query, and the sub-resource
+/// lists are long: answered without a lookup per name then.
 fn any_param(target: &RequestTarget, names: &[&str]) -> bool {
-    names.iter().any(|s| target.has_param(s))
+    !target.query.is_empty() && names.iter().any(|s| target.has_param(s))
 }
 
 fn config_subresource(target: &RequestTarget) -> bool {
