@@ -44,19 +44,26 @@ impl AmzDate {
         self.push_date(&mut out);
         out.push('T');
         for part in [self.hour, self.minute, self.second] {
-            push_padded(&mut out, u64::from(part), 2);
+            push_two_digits(&mut out, part);
         }
         out.push('Z');
         out
     }
 
-    /// Written digit by digit: every signed request formats its date three times, and the
-    /// formatting machinery's padding costs more than the arithmetic.
+    /// Written two digits at a time: every signed request formats its date several times
+    /// (the grant's day, the credential scope, `x-amz-date`), and the formatting machinery's
+    /// padding, or a loop per digit, costs more than the arithmetic.
     fn push_date(&self, out: &mut String) {
-        // From Unix seconds the year is at least 1970.
-        push_padded(out, u64::try_from(self.year).unwrap_or_default(), 4);
-        push_padded(out, u64::from(self.month), 2);
-        push_padded(out, u64::from(self.day), 2);
+        match u32::try_from(self.year) {
+            Ok(year) if year < 10_000 => {
+                push_two_digits(out, year / 100);
+                push_two_digits(out, year % 100);
+            }
+            // From Unix seconds the year is at least 1970; past 9999 it takes more digits.
+            _ => out.push_str(&self.year.to_string()),
+        }
+        push_two_digits(out, self.month);
+        push_two_digits(out, self.day);
     }
 }
 
@@ -66,24 +73,10 @@ impl fmt::Display for AmzDate {
     }
 }
 
-/// `value` in decimal, zero-padded to at least `width` digits.
-fn push_padded(out: &mut String, mut value: u64, width: usize) {
-    let mut digits = [0u8; 20];
-    let mut len = 0;
-    loop {
-        digits[len] = b'0' + (value % 10) as u8;
-        len += 1;
-        value /= 10;
-        if value == 0 {
-            break;
-        }
-    }
-    for _ in len..width {
-        out.push('0');
-    }
-    for &d in digits[..len].iter().rev() {
-        out.push(char::from(d));
-    }
+/// `value` (below 100) as two decimal digits, zero first.
+fn push_two_digits(out: &mut String, value: u32) {
+    out.push(char::from(b'0' + (value / 10 % 10) as u8));
+    out.push(char::from(b'0' + (value % 10) as u8));
 }
 
 /// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar

@@ -147,6 +147,16 @@ pub struct Selector {
     endpoints: Vec<Endpoint>,
     tuning: PostConfig,
     rng: SplitMix64,
+    /// The last choice's working lists, kept for the next one: a choice per request then
+    /// allocates only the hint it returns.
+    scratch: Scratch,
+}
+
+/// [`Selector::choose`]'s per-endpoint lists, emptied before each use.
+#[derive(Debug, Clone, Default)]
+struct Scratch {
+    in_flight: Vec<f64>,
+    ranked: Vec<Candidate>,
 }
 
 impl Selector {
@@ -164,6 +174,7 @@ impl Selector {
             endpoints: local.chain(remote).collect(),
             tuning: config.clone(),
             rng: SplitMix64::new(seed),
+            scratch: Scratch::default(),
         }
     }
 
@@ -190,30 +201,27 @@ impl Selector {
             };
         }
         let baselines = self.baselines();
-        let in_flight: Vec<f64> = self
-            .endpoints
-            .iter()
-            .map(|e| in_flight(&e.address) as f64)
-            .collect();
-        let mean_in_flight = in_flight.iter().sum::<f64>() / in_flight.len() as f64;
+        let Scratch {
+            in_flight: mut counts,
+            mut ranked,
+        } = std::mem::take(&mut self.scratch);
+        counts.clear();
+        counts.extend(self.endpoints.iter().map(|e| in_flight(&e.address) as f64));
+        let mean_in_flight = counts.iter().sum::<f64>() / counts.len() as f64;
         let margin = chance(mean_in_flight);
-        let mut ranked: Vec<Candidate> = self
-            .endpoints
-            .iter()
-            .enumerate()
-            .map(|(i, e)| {
-                let cooling = usize::from(!e.breaker.is_closed());
-                let remote = usize::from(e.pool == Pool::Remote);
-                Candidate {
-                    index: i,
-                    tier: cooling * 2 + remote,
-                    cooling_until_ms: e.breaker.until_ms(),
-                    latency: self.latency(e, class, now_ms, &baselines),
-                    load: load_factor(in_flight[i], mean_in_flight, margin),
-                    peer_load: load_factor(in_flight[i], mean_in_flight, 0.0),
-                }
-            })
-            .collect();
+        ranked.clear();
+        ranked.extend(self.endpoints.iter().enumerate().map(|(i, e)| {
+            let cooling = usize::from(!e.breaker.is_closed());
+            let remote = usize::from(e.pool == Pool::Remote);
+            Candidate {
+                index: i,
+                tier: cooling * 2 + remote,
+                cooling_until_ms: e.breaker.until_ms(),
+                latency: self.latency(e, class, now_ms, &baselines),
+                load: load_factor(counts[i], mean_in_flight, margin),
+                peer_load: load_factor(counts[i], mean_in_flight, 0.0),
+            }
+        }));
         ranked.sort_by(|a, b| {
             a.tier
                 .cmp(&b.tier)
@@ -245,13 +253,26 @@ impl Selector {
         } else {
             Route::Alone
         };
-        let addresses: Vec<&str> = ranked
+        let addresses = ranked
             .iter()
-            .map(|r| self.endpoints[r.index].address.as_str())
-            .collect();
+            .map(|r| self.endpoints[r.index].address.as_str());
+        let mut value = String::with_capacity(addresses.clone().map(|a| a.len() + 1).sum());
+        for address in addresses {
+            if !value.is_empty() {
+                value.push(',');
+            }
+            value.push_str(address);
+        }
+        let first = ranked
+            .first()
+            .map(|r| (self.endpoints[r.index].address.clone(), route));
+        self.scratch = Scratch {
+            in_flight: counts,
+            ranked,
+        };
         Hint {
-            first: addresses.first().map(|a| ((*a).to_owned(), route)),
-            value: Some(addresses.join(",")),
+            first,
+            value: Some(value),
         }
     }
 

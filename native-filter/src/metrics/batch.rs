@@ -9,7 +9,10 @@
 //! thread wakes every [`FLUSH_INTERVAL`] and, if anything is pending, wakes the configuration
 //! on the main thread, which writes one update per series that changed. Scrapes therefore see
 //! counts up to [`FLUSH_INTERVAL`] late (Prometheus scrapes every few seconds at the most).
-//! Histograms stay per request: a value cannot be added up.
+//! Histograms stay per request: a value cannot be added up. A series stays in the batch once
+//! counted (at 0 after a flush: no more series than Envoy's stats keep anyway, which never
+//! drop one), so that a worker's count finds it in place instead of allocating its key and
+//! growing the maps again after every flush.
 
 use std::cell::RefCell;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
@@ -29,9 +32,15 @@ pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 /// Starts each label value in a series key (so that no labels and one empty label differ).
 const LABEL: char = '\u{1f}';
 
-/// Count per series: by counter id, then by the label values, each after a [`LABEL`] (looked
-/// up by `&str`, so that a series already pending costs no allocation).
-type Pending = HashMap<usize, HashMap<String, u64>>;
+/// What the workers counted since the last flush.
+#[derive(Default)]
+struct Pending {
+    /// Whether any count changed since the last flush.
+    changed: bool,
+    /// Count per series: by counter id, then by the label values, each after a [`LABEL`]
+    /// (looked up by `&str`, so that a series counted before costs no allocation).
+    counts: HashMap<usize, HashMap<String, u64>>,
+}
 
 thread_local! {
     /// The series key being looked up, reused by every update on this thread.
@@ -93,7 +102,8 @@ impl Batch {
                 series.push_str(label);
             }
             let mut pending = lock(&self.pending);
-            let by_series = pending.entry(id).or_default();
+            pending.changed = true;
+            let by_series = pending.counts.entry(id).or_default();
             match by_series.get_mut(series.as_str()) {
                 Some(count) => *count = count.saturating_add(by),
                 None => {
@@ -108,14 +118,23 @@ impl Batch {
     /// # Safety
     /// `config_envoy` is this batch's configuration, in one of its hooks on the main thread.
     pub unsafe fn flush(&self, config_envoy: ConfigEnvoyPtr) {
-        let pending = std::mem::take(&mut *lock(&self.pending));
+        // Copied out, so that no worker waits for Envoy's updates.
+        let changes: Vec<(usize, String, u64)> = {
+            let mut pending = lock(&self.pending);
+            pending.changed = false;
+            let series = pending.counts.iter_mut().flat_map(|(id, by_series)| {
+                by_series
+                    .iter_mut()
+                    .filter(|(_, count)| **count > 0)
+                    .map(|(series, count)| (*id, series.clone(), std::mem::take(count)))
+            });
+            series.collect()
+        };
         let increment = abi::envoy_dynamic_module_callback_http_filter_config_increment_counter;
-        for (id, by_series) in pending {
-            for (series, count) in by_series {
-                let labels: Vec<&str> = series.split(LABEL).skip(1).collect();
-                // SAFETY: per the contract above.
-                unsafe { update_in_config(config_envoy, increment, id, &labels, count) };
-            }
+        for (id, series, count) in changes {
+            let labels: Vec<&str> = series.split(LABEL).skip(1).collect();
+            // SAFETY: per the contract above.
+            unsafe { update_in_config(config_envoy, increment, id, &labels, count) };
         }
     }
 }
@@ -141,7 +160,7 @@ fn wake_while_pending(pending: &Mutex<Pending>, stop: &Stop, scheduler: &Schedul
             .wait_timeout(stopped, FLUSH_INTERVAL)
             .unwrap_or_else(PoisonError::into_inner)
             .0;
-        if !*stopped && !lock(pending).is_empty() {
+        if !*stopped && lock(pending).changed {
             scheduler.wake(event::FLUSH_METRICS);
         }
     }
